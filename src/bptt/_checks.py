@@ -1,0 +1,184 @@
+"""Argument checks shared by the public API.
+
+Everything that reaches a kernel passes through here first (DESIGN.md
+sections 5 and 7): ranks, shapes, dtypes, index ranges, finiteness and
+contiguity. Each failure is a ValueError or TypeError that names the argument
+and says what was expected. Nothing here modifies the caller's arrays.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+HIDDEN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")
+LOSSES = ("cross_entropy", "sse")
+# the largest dimension a BLAS call takes (32-bit int)
+MAX_BLAS_DIM = 2**31 - 1
+
+
+def check_dtype(dtype) -> np.dtype:
+    """np.float32 or np.float64 from a name, a NumPy type or a dtype."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from exc
+    if resolved not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def check_int(name: str, value, minimum: int | None = None) -> int:
+    """An integral value (not bool) >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_output_loss(output: str, loss: str) -> None:
+    """Refuse the pair whose gradient is not defined here (linear + cross_entropy)."""
+    if output == "linear" and loss == "cross_entropy":
+        raise ValueError("loss='cross_entropy' needs output='softmax' or 'sigmoid', "
+                         "not 'linear'; use loss='sse' for a linear output")
+
+
+def _as_array(name: str, value) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be read as an array: {exc}") from exc
+    if arr.dtype.kind not in "fiu" or (arr.dtype.kind == "f" and arr.dtype not in FLOAT_DTYPES):
+        raise TypeError(f"{name} must hold float32/float64 values or integer ids, "
+                        f"got dtype {arr.dtype}")
+    return arr
+
+
+def _check_float(name: str, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous copy-if-needed of a float array of the model's dtype, all finite."""
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but the model computes in {dtype}; "
+                        f"convert it with .astype(np.{dtype}) (no silent casts)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def _check_ids(name: str, arr: np.ndarray, n: int) -> np.ndarray:
+    """Integer ids in [0, n) as a contiguous intp array."""
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"{name} holds ids outside [0, {n}): "
+                         f"min {arr.min()}, max {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def _check_rank(name: str, arr: np.ndarray, shape: tuple, meaning: str) -> None:
+    """Compare arr.shape to shape, where None entries match any size."""
+    if arr.ndim != len(shape) or any(e is not None and e != a
+                                     for e, a in zip(shape, arr.shape)):
+        expected = "(" + ", ".join("?" if e is None else str(e) for e in shape) + ")"
+        raise ValueError(f"{name} must have shape {expected} ({meaning}), got {arr.shape}")
+
+
+class Inputs(NamedTuple):
+    """Validated inputs: T*B dense rows (I columns) or T*B token ids; the other is empty."""
+    T: int
+    B: int
+    rows: np.ndarray
+    tokens: np.ndarray
+
+
+def check_inputs(X, n_in: int, dtype: np.dtype) -> Inputs:
+    """X: floats (T, B, n_in) or integer token ids (T, B) in [0, n_in)."""
+    arr = _as_array("X", X)
+    if arr.dtype.kind in "iu":
+        _check_rank("X", arr, (None, None), "T steps, B sequences of token ids")
+        T, B = arr.shape
+        _check_sizes(T, B)
+        tokens = _check_ids("X", arr, n_in).reshape(-1)
+        return Inputs(T, B, np.empty((0, n_in), dtype), tokens)
+    _check_rank("X", arr, (None, None, n_in), "T steps, B sequences, n_in inputs")
+    T, B = arr.shape[:2]
+    _check_sizes(T, B)
+    rows = _check_float("X", arr, dtype).reshape(T * B, n_in)
+    return Inputs(T, B, rows, np.empty(0, np.intp))
+
+
+def _check_sizes(T: int, B: int) -> None:
+    if T * B > MAX_BLAS_DIM:
+        raise ValueError(f"X has T*B = {T * B} rows; at most {MAX_BLAS_DIM} are supported")
+
+
+class Targets(NamedTuple):
+    """Validated targets: T*B dense rows or T*B class ids; the other is empty."""
+    rows: np.ndarray
+    classes: np.ndarray
+
+
+def check_targets(D, T: int, B: int, n_out: int, dtype: np.dtype, output: str,
+                  loss: str) -> Targets:
+    """D: floats (T, B, n_out), or class ids (T, B) for a softmax output."""
+    arr = _as_array("D", D)
+    if arr.dtype.kind in "iu":
+        if output != "softmax":
+            raise TypeError(f"D holds integer class ids, which need output='softmax' "
+                            f"(this model's output is {output!r}); give float targets")
+        _check_rank("D", arr, (T, B), "class ids, same T and B as X")
+        classes = _check_ids("D", arr, n_out).reshape(-1)
+        return Targets(np.empty((0, n_out), dtype), classes)
+    _check_rank("D", arr, (T, B, n_out), "same T and B as X, n_out targets")
+    rows = _check_float("D", arr, dtype).reshape(T * B, n_out)
+    if loss == "cross_entropy":
+        if (rows < 0).any():
+            raise ValueError("D must be >= 0 for loss='cross_entropy'")
+        if output == "sigmoid" and (rows > 1).any():
+            raise ValueError("D must lie in [0, 1] for a sigmoid output with "
+                             "loss='cross_entropy'")
+    return Targets(rows, np.empty(0, np.intp))
+
+
+def check_mask(mask, T: int, B: int, dtype: np.dtype) -> np.ndarray:
+    """mask: None (all ones) or (T, B) non-negative finite weights, bool or numbers."""
+    if mask is None:
+        return np.empty(0, dtype)
+    arr = np.asarray(mask)
+    if arr.dtype.kind not in "biuf" or arr.dtype == np.float16:
+        raise TypeError(f"mask must hold bool or float32/float64 weights, got {arr.dtype}")
+    _check_rank("mask", arr, (T, B), "one weight per step and sequence")
+    weights = np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("mask must hold finite weights >= 0")
+    return weights
+
+
+def check_h0(h0, B: int, H: int, dtype: np.dtype) -> np.ndarray | None:
+    """h0: None (zeros) or the initial state (B, H) of the model's dtype, finite."""
+    if h0 is None:
+        return None
+    arr = _as_array("h0", h0)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"h0 must be a float array, got dtype {arr.dtype}")
+    _check_rank("h0", arr, (B, H), "B sequences, n_hidden units")
+    return _check_float("h0", arr, dtype)
+
+
+def check_truncate(truncate) -> int:
+    """truncate: None (full BPTT, returned as -1) or tau >= 0."""
+    if truncate is None:
+        return -1
+    return check_int("truncate", truncate, minimum=0)
