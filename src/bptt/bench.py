@@ -1,0 +1,281 @@
+"""python -m bptt.bench: time a full training step of the kernels, side by side.
+
+A step is forward + loss + BPTT + an SGD update (eq. 6) of one minibatch. Each
+implementation is timed in this one process run: the Cython kernels, the plain
+NumPy reference (bptt.reference) and, when torch is installed, PyTorch's CPU
+nn.RNN. Times are medians over repeats after warm-up. GFLOP/s and the share of the
+GEMM limit follow DESIGN.md section 6: a step's FLOPs are 3 * T * 2B(IH + HH + HO),
+and the limit is those FLOPs at the ?gemm peak measured in this same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import scipy
+from scipy.linalg import blas as scipy_blas
+
+from . import __version__, reference
+from .model import ElmanRNN
+
+# (B, T, I, H, O) of the issue's grid; tokens: vocabulary-sized one-hot inputs as ids
+GRID = [
+    dict(B=1, T=50, I=64, H=128, O=64),
+    dict(B=32, T=50, I=64, H=128, O=64),
+    dict(B=32, T=50, I=128, H=512, O=128),
+    dict(B=128, T=35, I=256, H=512, O=1000),
+    dict(B=64, T=100, I=64, H=1024, O=64),
+    dict(B=32, T=35, I=10000, H=200, O=10000, tokens=True),
+]
+QUICK_GRID = GRID[:2]
+LEARNING_RATE = 1e-3
+
+
+@dataclass
+class Row:
+    """One line of the table: a case, a dtype and every implementation's time."""
+    case: str
+    dtype: str
+    threads: int
+    gflop: float
+    kernels_ms: float
+    reference_ms: float | None
+    torch_ms: float | None
+    limit_ms: float
+
+    @property
+    def gflops(self) -> float:
+        return self.gflop / (self.kernels_ms / 1e3)
+
+    @property
+    def vs_reference(self) -> float | None:
+        return None if self.reference_ms is None else self.reference_ms / self.kernels_ms
+
+    @property
+    def vs_torch(self) -> float | None:
+        return None if self.torch_ms is None else self.torch_ms / self.kernels_ms
+
+    @property
+    def share_of_limit(self) -> float:
+        return self.limit_ms / self.kernels_ms
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"gflops": self.gflops, "vs_reference": self.vs_reference,
+                               "vs_torch": self.vs_torch,
+                               "share_of_limit": self.share_of_limit}
+
+
+def step_flops(B: int, T: int, I: int, H: int, O: int, tokens: bool = False) -> float:
+    """DESIGN.md section 6: 3 * T * 2B(IH + HH + HO) (token inputs: no IH GEMM)."""
+    return 3.0 * T * 2 * B * ((0 if tokens else I * H) + H * H + H * O)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int,
+                   budget: float) -> float:
+    """Median wall time of fn() over up to `repeats` calls after `warmup` calls,
+    stopping early once `budget` seconds have been spent timing."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (len(times) < 3 or spent < budget):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return float(np.median(times))
+
+
+def gemm_peak_gflops(dtype: np.dtype, n: int = 1024, repeats: int = 7) -> float:
+    """This run's ?gemm peak on n x n matrices (scipy's BLAS, the one the kernels use)."""
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n)), dtype=dtype)
+    b = np.asfortranarray(rng.standard_normal((n, n)), dtype=dtype)
+    gemm = scipy_blas.sgemm if dtype == np.float32 else scipy_blas.dgemm
+    seconds = median_seconds(lambda: gemm(1.0, a, b), repeats, 2, budget=5.0)
+    return 2.0 * n**3 / seconds / 1e9
+
+
+def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
+    T, B, I, O = case["T"], case["B"], case["I"], case["O"]
+    if case.get("tokens"):
+        X = rng.integers(0, I, (T, B))
+    else:
+        X = rng.standard_normal((T, B, I)).astype(dtype)
+    D = rng.integers(0, O, (T, B))
+    return X, D
+
+
+def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
+    params = net.parameters()
+
+    def step() -> None:
+        _, grads = net.loss_and_grad(X, D)
+        for name, param in params.items():
+            param -= np.asarray(LEARNING_RATE, param.dtype) * grads[name]
+    return step
+
+
+def reference_step(net: ElmanRNN, X, D) -> Callable[[], None]:
+    params = {k: v.copy() for k, v in net.parameters().items()}
+
+    def step() -> None:
+        _, grads = reference.loss_and_grad(params, X, D, hidden=net.hidden,
+                                           output=net.output, loss=net.loss)
+        for name, param in params.items():
+            param -= np.asarray(LEARNING_RATE, param.dtype) * grads[name]
+    return step
+
+
+def torch_step(net: ElmanRNN, X, D, threads: int) -> Callable[[], None] | None:
+    """PyTorch CPU: nn.RNN(tanh) + nn.Linear + summed cross-entropy + backward + SGD."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    dtype = torch.float32 if net.dtype == np.float32 else torch.float64
+    rnn = torch.nn.RNN(net.n_in, net.n_hidden, nonlinearity="tanh").to(dtype)
+    linear = torch.nn.Linear(net.n_hidden, net.n_out).to(dtype)
+    optimizer = torch.optim.SGD(list(rnn.parameters()) + list(linear.parameters()),
+                                lr=LEARNING_RATE)
+    if np.issubdtype(X.dtype, np.integer):
+        embedding = torch.nn.Embedding(net.n_in, net.n_hidden).to(dtype)
+        rnn = torch.nn.RNN(net.n_hidden, net.n_hidden, nonlinearity="tanh").to(dtype)
+        optimizer = torch.optim.SGD(list(embedding.parameters()) + list(rnn.parameters())
+                                    + list(linear.parameters()), lr=LEARNING_RATE)
+        inputs = torch.from_numpy(X)
+        encode = embedding
+    else:
+        inputs = torch.from_numpy(X)
+        encode = None
+    targets = torch.from_numpy(D.reshape(-1))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        x = encode(inputs) if encode is not None else inputs
+        states, _ = rnn(x)
+        logits = linear(states).reshape(-1, net.n_out)
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def set_threads(threads: int) -> str:
+    """Limit BLAS (and OpenMP) threads; returns how it was done."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return "threadpoolctl not installed: BLAS threads left as configured"
+    threadpool_limits(threads)
+    return f"threadpoolctl: {threads} BLAS thread(s)"
+
+
+def case_name(case: dict) -> str:
+    name = f"B={case['B']} T={case['T']} I={case['I']} H={case['H']} O={case['O']}"
+    return name + " tokens" if case.get("tokens") else name
+
+
+def run(grid: list[dict], dtypes: list[np.dtype], threads: int, repeats: int,
+        budget: float, with_reference: bool, with_torch: bool,
+        log: Callable[[str], None] = print) -> list[Row]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        peak = gemm_peak_gflops(dtype)
+        log(f"{dtype.name}: ?gemm peak {peak:.1f} GFLOP/s at {threads} thread(s)")
+        for case in grid:
+            net = ElmanRNN(case["I"], case["H"], case["O"], dtype=dtype, seed=0)
+            X, D = make_data(case, dtype, rng)
+            flop = step_flops(**case)
+            kernels_ms = 1e3 * median_seconds(kernels_step(net, X, D), repeats, 2, budget)
+            reference_ms = torch_ms = None
+            if with_reference:
+                reference_ms = 1e3 * median_seconds(reference_step(net, X, D), repeats, 1,
+                                                    budget)
+            step = torch_step(net, X, D, threads) if with_torch else None
+            if step is not None:
+                torch_ms = 1e3 * median_seconds(step, repeats, 2, budget)
+            rows.append(Row(case_name(case), dtype.name, threads, flop / 1e9, kernels_ms,
+                            reference_ms, torch_ms, 1e3 * flop / (peak * 1e9)))
+            log(format_row(rows[-1]))
+    return rows
+
+
+HEADER = ("| case | dtype | bptt ms | GFLOP/s | share of GEMM limit | NumPy ref ms "
+          "| × ref | torch ms | × torch |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def format_row(row: Row) -> str:
+    return (f"| {row.case} | {row.dtype} | {row.kernels_ms:.3f} | {row.gflops:.1f} "
+            f"| {row.share_of_limit:.0%} | {_fmt(row.reference_ms, '.3f')} "
+            f"| {_fmt(row.vs_reference, '.1f')} | {_fmt(row.torch_ms, '.3f')} "
+            f"| {_fmt(row.vs_torch, '.2f')} |")
+
+
+def environment(threads: int, thread_note: str) -> dict:
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "bptt": __version__,
+            "torch": torch_version, "threads": threads, "thread_control": thread_note}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bptt.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="the two smallest cases, float32, few repeats (seconds)")
+    parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per case")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the NumPy reference")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+
+    thread_note = set_threads(args.threads)
+    dtypes = [np.dtype(d) for d in (["float32", "float64"] if args.dtype == "both"
+                                    else [args.dtype])]
+    grid = QUICK_GRID if args.quick else GRID
+    repeats = args.repeats or (5 if args.quick else 15)
+    budget = 1.0 if args.quick else 10.0
+    env = environment(args.threads, thread_note)
+    print(" ".join(f"{k}={v}" for k, v in env.items()))
+    if not args.no_torch and env["torch"] is None:
+        print("torch not installed: the PyTorch column is skipped (pip install torch)")
+    print(HEADER)
+    rows = run(grid, dtypes, args.threads, repeats, budget, not args.no_reference,
+               not args.no_torch, log=lambda line: print(line, flush=True)
+               if line.startswith("|") else print(f"# {line}", flush=True))
+    if args.json:
+        from .io import write_json_atomic
+        write_json_atomic(args.json, {"environment": env,
+                                      "rows": [r.as_dict() for r in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
