@@ -1,0 +1,429 @@
+"""First-order optimizers and gradient transforms over dicts of NumPy arrays.
+
+Parameters and gradients are dicts name -> float32/float64 array. Every update
+is in place on the parameter arrays and stays in their dtype: state arrays take
+the parameter's dtype and scalar hyper-parameters are cast to it before use.
+State and one scratch array per parameter are created on the first step and
+reused afterwards. `state_dict` holds NumPy arrays only (scalars as 0-d arrays),
+so it can be saved to an .npz read with allow_pickle=False.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+from ._checks import FLOAT_DTYPES, check_choice
+
+__all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp",
+           "Adam", "make_optimizer", "clip_by_value", "clip_by_global_norm", "add_l2"]
+
+
+def _interval(low, high, low_open: bool, high_open: bool) -> str:
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def _check_real(name: str, value, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (not a bool) within the given bounds, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)) or \
+            high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {_interval(low, high, low_open, high_open)}, "
+                         f"got {value}")
+    return value
+
+
+def _check_lr(lr) -> float:
+    return _check_real("lr", lr, low=0.0, low_open=True)
+
+
+def _check_unit(name: str, value) -> float:
+    """A decay rate in [0, 1)."""
+    return _check_real(name, value, low=0.0, high=1.0, high_open=True)
+
+
+def _check_eps(value) -> float:
+    return _check_real("eps", value, low=0.0, low_open=True)
+
+
+def _scalar_state(state: Mapping, key: str, kind: str) -> np.ndarray:
+    """state[key] as a 0-d array of the given dtype kind ('f', 'i' or 'b')."""
+    value = np.asarray(state[key])
+    kinds, word = {"f": ("f", "float"), "i": ("iu", "integer"), "b": ("b", "bool")}[kind]
+    if value.ndim != 0 or value.dtype.kind not in kinds:
+        raise ValueError(f"state[{key!r}] must be a 0-d {word} array, "
+                         f"got shape {value.shape} dtype {value.dtype}")
+    return value
+
+
+class Optimizer:
+    """Base class: updates parameter arrays in place from their gradients.
+
+    `lr` is the learning rate; it may be changed between steps (schedules do).
+    Subclasses list their per-parameter state arrays in `slots` and their
+    constructor options in `options`, and implement `_update`.
+    """
+
+    name: ClassVar[str] = ""
+    slots: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self._state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
+        self._scratch: dict[str, np.ndarray] = {}
+
+    @property
+    def lr(self) -> float:
+        """Learning rate, a finite float > 0."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _check_lr(value)
+
+    def hyper_parameters(self) -> dict:
+        """Constructor arguments (current lr included): make_optimizer(name, **these)."""
+        return {"lr": self.lr, **{key: getattr(self, key) for key in self.options}}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper_parameters().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- stepping ----------------------------------------------------------------
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Update every params[name] in place from grads[name]; grads are not modified."""
+        self._check_step(params, grads)
+        self._begin_step()
+        for name, theta in params.items():
+            tmp = self._scratch.get(name)
+            if tmp is None or tmp.shape != theta.shape or tmp.dtype != theta.dtype:
+                tmp = self._scratch[name] = np.empty(theta.shape, theta.dtype)
+            self._update(name, theta, grads[name], tmp, theta.dtype.type)
+
+    def _begin_step(self) -> None:
+        """Per-step bookkeeping before the parameter updates (Adam's counter)."""
+
+    def _update(self, name: str, theta: np.ndarray, g: np.ndarray, tmp: np.ndarray,
+                c: type) -> None:
+        """Update theta in place; tmp is scratch of theta's shape, c casts scalars."""
+        raise NotImplementedError
+
+    def _check_step(self, params: Mapping, grads: Mapping) -> None:
+        if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
+            raise TypeError("params and grads must be dicts name -> array")
+        if params.keys() != grads.keys():
+            raise ValueError(f"grads must have the names of params: missing "
+                             f"{sorted(params.keys() - grads.keys())}, extra "
+                             f"{sorted(grads.keys() - params.keys())}")
+        for name, theta in params.items():
+            g = grads[name]
+            if not isinstance(theta, np.ndarray) or theta.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"params[{name!r}] must be a float32 or float64 array, "
+                                f"got {type(theta).__name__} {getattr(theta, 'dtype', '')}")
+            if not theta.flags.writeable:
+                raise ValueError(f"params[{name!r}] is read-only; it is updated in place")
+            if not isinstance(g, np.ndarray) or g.dtype != theta.dtype:
+                raise TypeError(f"grads[{name!r}] must be an array of dtype {theta.dtype} "
+                                f"like params[{name!r}], got {getattr(g, 'dtype', type(g))}")
+            if g.shape != theta.shape:
+                raise ValueError(f"grads[{name!r}] has shape {g.shape}, params[{name!r}] "
+                                 f"{theta.shape}")
+        if not self.slots:
+            return
+        first = self._state[self.slots[0]]
+        if not first:       # first step: zero state in each parameter's shape and dtype
+            for slot in self.slots:
+                self._state[slot] = {n: np.zeros(t.shape, t.dtype) for n, t in params.items()}
+            return
+        if first.keys() != params.keys():
+            raise ValueError(f"params names {sorted(params)} differ from the names in the "
+                             f"optimizer state {sorted(first)}")
+        for name, theta in params.items():
+            s = first[name]
+            if s.shape != theta.shape or s.dtype != theta.dtype:
+                raise ValueError(f"params[{name!r}] is {theta.dtype}{list(theta.shape)} but "
+                                 f"the optimizer state is {s.dtype}{list(s.shape)}")
+
+    # -- state ---------------------------------------------------------------------
+
+    def _scalars(self) -> dict[str, np.ndarray]:
+        """The non-array state as 0-d arrays (the current lr, and Adam's t)."""
+        return {"lr": np.array(self.lr, np.float64)}
+
+    def _load_scalars(self, state: Mapping) -> None:
+        self.lr = float(_scalar_state(state, "lr", "f"))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of the state: "lr", scalars, and "<slot>/<param name>" arrays."""
+        out = self._scalars()
+        for slot, arrays in self._state.items():
+            out.update({f"{slot}/{name}": arr.copy() for name, arr in arrays.items()})
+        return out
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore a state_dict() exactly (arrays copied); ValueError if it does not fit."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        scalars = self._scalars().keys()
+        missing = [key for key in scalars if key not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing}")
+        loaded: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
+        unknown = []
+        for key, value in state.items():
+            if key in scalars:
+                continue
+            slot, sep, name = str(key).partition("/")
+            if not sep or slot not in loaded:
+                unknown.append(key)
+                continue
+            arr = np.asarray(value)
+            if arr.dtype not in FLOAT_DTYPES:
+                raise ValueError(f"state[{key!r}] must be float32 or float64, got {arr.dtype}")
+            loaded[slot][name] = np.array(arr, order="C", copy=True)
+        if unknown:
+            raise ValueError(f"state has keys unknown to {type(self).__name__}: {unknown}")
+        if self.slots:
+            ref_slot = self.slots[0]
+            ref = loaded[ref_slot]
+            for slot in self.slots[1:]:
+                if loaded[slot].keys() != ref.keys():
+                    raise ValueError(f"state slots {ref_slot!r} and {slot!r} name different "
+                                     f"parameters: {sorted(ref)} vs {sorted(loaded[slot])}")
+                for name, arr in loaded[slot].items():
+                    if arr.shape != ref[name].shape or arr.dtype != ref[name].dtype:
+                        raise ValueError(f"state[{slot + '/' + name!r}] is "
+                                         f"{arr.dtype}{list(arr.shape)} but state["
+                                         f"{ref_slot + '/' + name!r}] is "
+                                         f"{ref[name].dtype}{list(ref[name].shape)}")
+        self._load_scalars(state)     # validates before assigning
+        self._state = loaded
+
+
+class SGD(Optimizer):
+    """Plain gradient descent, the report's eq. 6: Δw = -η ∂C/∂w."""
+
+    name = "sgd"
+
+    def _update(self, name, theta, g, tmp, c) -> None:
+        # θ -= lr·g
+        np.multiply(g, c(self.lr), out=tmp)
+        np.subtract(theta, tmp, out=theta)
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum: v = μv + g; θ -= lr·v."""
+
+    name = "momentum"
+    slots = ("v",)
+    options = ("momentum",)
+
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        self.momentum = _check_unit("momentum", momentum)
+
+    def _update(self, name, theta, g, tmp, c) -> None:
+        v = self._state["v"][name]
+        # v = μv + g
+        np.multiply(v, c(self.momentum), out=v)
+        np.add(v, g, out=v)
+        # θ -= lr·v
+        np.multiply(v, c(self.lr), out=tmp)
+        np.subtract(theta, tmp, out=theta)
+
+
+class Nesterov(Momentum):
+    """Nesterov momentum: v = μv + g; θ -= lr·(g + μv)."""
+
+    name = "nesterov"
+
+    def _update(self, name, theta, g, tmp, c) -> None:
+        v = self._state["v"][name]
+        mu = c(self.momentum)
+        # v = μv + g
+        np.multiply(v, mu, out=v)
+        np.add(v, g, out=v)
+        # θ -= lr·(g + μv)
+        np.multiply(v, mu, out=tmp)
+        np.add(tmp, g, out=tmp)
+        np.multiply(tmp, c(self.lr), out=tmp)
+        np.subtract(theta, tmp, out=theta)
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: G += g²; θ -= lr·g/(√G + eps)."""
+
+    name = "adagrad"
+    slots = ("G",)
+    options = ("eps",)
+
+    def __init__(self, lr: float, eps: float = 1e-10) -> None:
+        super().__init__(lr)
+        self.eps = _check_eps(eps)
+
+    def _update(self, name, theta, g, tmp, c) -> None:
+        G = self._state["G"][name]
+        # G += g²
+        np.multiply(g, g, out=tmp)
+        np.add(G, tmp, out=G)
+        # θ -= lr·g/(√G + eps)
+        np.sqrt(G, out=tmp)
+        np.add(tmp, c(self.eps), out=tmp)
+        np.divide(g, tmp, out=tmp)
+        np.multiply(tmp, c(self.lr), out=tmp)
+        np.subtract(theta, tmp, out=theta)
+
+
+class RMSProp(Optimizer):
+    """RMSProp: r = ρr + (1-ρ)g²; θ -= lr·g/(√r + eps)."""
+
+    name = "rmsprop"
+    slots = ("r",)
+    options = ("rho", "eps")
+
+    def __init__(self, lr: float, rho: float = 0.9, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        self.rho = _check_unit("rho", rho)
+        self.eps = _check_eps(eps)
+
+    def _update(self, name, theta, g, tmp, c) -> None:
+        r = self._state["r"][name]
+        # r = ρr + (1-ρ)g²
+        np.multiply(g, g, out=tmp)
+        np.multiply(tmp, c(1.0 - self.rho), out=tmp)
+        np.multiply(r, c(self.rho), out=r)
+        np.add(r, tmp, out=r)
+        # θ -= lr·g/(√r + eps)
+        np.sqrt(r, out=tmp)
+        np.add(tmp, c(self.eps), out=tmp)
+        np.divide(g, tmp, out=tmp)
+        np.multiply(tmp, c(self.lr), out=tmp)
+        np.subtract(theta, tmp, out=theta)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; t counts the steps taken."""
+
+    name = "adam"
+    slots = ("m", "v")
+    options = ("beta1", "beta2", "eps")
+
+    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        self.beta1 = _check_unit("beta1", beta1)
+        self.beta2 = _check_unit("beta2", beta2)
+        self.eps = _check_eps(eps)
+        self.t = 0
+
+    def _begin_step(self) -> None:
+        self.t += 1
+        # bias corrections 1-β1^t and 1-β2^t, in float64 once per step
+        self._step_size = self.lr / (1.0 - self.beta1 ** self.t)
+        self._inv_sqrt_c2 = 1.0 / math.sqrt(1.0 - self.beta2 ** self.t)
+
+    def _update(self, name, theta, g, tmp, c) -> None:
+        m, v = self._state["m"][name], self._state["v"][name]
+        # m = β1·m + (1-β1)·g
+        np.multiply(m, c(self.beta1), out=m)
+        np.multiply(g, c(1.0 - self.beta1), out=tmp)
+        np.add(m, tmp, out=m)
+        # v = β2·v + (1-β2)·g²
+        np.multiply(v, c(self.beta2), out=v)
+        np.multiply(g, g, out=tmp)
+        np.multiply(tmp, c(1.0 - self.beta2), out=tmp)
+        np.add(v, tmp, out=v)
+        # θ -= lr·m̂/(√v̂ + eps) with m̂ = m/(1-β1^t), v̂ = v/(1-β2^t)
+        np.sqrt(v, out=tmp)
+        np.multiply(tmp, c(self._inv_sqrt_c2), out=tmp)
+        np.add(tmp, c(self.eps), out=tmp)
+        np.divide(m, tmp, out=tmp)
+        np.multiply(tmp, c(self._step_size), out=tmp)
+        np.subtract(theta, tmp, out=theta)
+
+    def _scalars(self) -> dict[str, np.ndarray]:
+        return {**super()._scalars(), "t": np.array(self.t, np.int64)}
+
+    def _load_scalars(self, state: Mapping) -> None:
+        t = int(_scalar_state(state, "t", "i"))
+        if t < 0:
+            raise ValueError(f"state['t'] must be >= 0, got {t}")
+        super()._load_scalars(state)
+        self.t = t
+
+
+_CLASSES: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSProp, Adam)}
+OPTIMIZERS: tuple[str, ...] = tuple(_CLASSES)
+
+
+def make_optimizer(name: str, lr: float, **options) -> Optimizer:
+    """The optimizer called `name` (one of OPTIMIZERS) with learning rate lr and options."""
+    cls = _CLASSES[check_choice("optimizer", name, OPTIMIZERS)]
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for optimizer {name!r}; "
+                        f"it takes {list(cls.options)}")
+    return cls(lr, **options)
+
+
+# -- gradient transforms ----------------------------------------------------------
+
+
+def clip_by_value(grads: dict[str, np.ndarray], limit: float) -> None:
+    """Clip every gradient entry to [-limit, limit] in place (RNNLM's gradient cutoff)."""
+    limit = _check_real("limit", limit, low=0.0, low_open=True)
+    for g in grads.values():
+        c = g.dtype.type
+        # g = min(max(g, -limit), limit)
+        np.clip(g, c(-limit), c(limit), out=g)
+
+
+def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so their joint L2 norm is at most max_norm.
+
+    Returns the norm before clipping, computed in float64. A non-finite norm is
+    returned with the gradients left unchanged (the caller decides: divergence).
+    """
+    max_norm = _check_real("max_norm", max_norm, low=0.0, low_open=True)
+    # ‖g‖ = √(Σ_arrays Σ_entries g²)
+    total = math.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for g in grads.values()))
+    if math.isfinite(total) and total > max_norm:
+        scale = max_norm / total
+        for g in grads.values():
+            # g *= max_norm / ‖g‖
+            np.multiply(g, g.dtype.type(scale), out=g)
+    return total
+
+
+def add_l2(grads: dict[str, np.ndarray], params: dict[str, np.ndarray], l2: float) -> None:
+    """Add the gradient of (l2/2)·‖θ‖² in place: grads[name] += l2·params[name].
+
+    Only weight matrices are decayed: arrays with ndim >= 2. 1-D arrays (biases) are
+    left alone.
+    """
+    l2 = _check_real("l2", l2, low=0.0)
+    for name, g in grads.items():
+        if name not in params:
+            raise ValueError(f"grads[{name!r}] has no matching params[{name!r}]")
+        theta = params[name]
+        if theta.shape != g.shape:
+            raise ValueError(f"grads[{name!r}] has shape {g.shape}, params[{name!r}] "
+                             f"{theta.shape}")
+        if theta.dtype != g.dtype:
+            raise TypeError(f"grads[{name!r}] is {g.dtype}, params[{name!r}] {theta.dtype}")
+        if theta.ndim >= 2 and l2 > 0.0:
+            # g += l2·θ
+            g += g.dtype.type(l2) * theta
