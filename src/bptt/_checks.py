@@ -7,6 +7,7 @@ and says what was expected. Nothing here modifies the caller's arrays.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -38,6 +39,27 @@ def check_int(name: str, value, minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _interval(low, high, low_open: bool, high_open: bool) -> str:
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def check_real(name: str, value, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (not a bool) within the given bounds, as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)) or \
+            high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {_interval(low, high, low_open, high_open)}, "
+                         f"got {value}")
     return value
 
 
@@ -102,6 +124,11 @@ class Inputs(NamedTuple):
     rows: np.ndarray
     tokens: np.ndarray
 
+    def steps(self, start: int, stop: int) -> "Inputs":
+        """Steps [start, stop): contiguous row slices, no copy (empty stays empty)."""
+        rows = slice(start * self.B, stop * self.B)
+        return Inputs(stop - start, self.B, self.rows[rows], self.tokens[rows])
+
 
 def check_inputs(X, n_in: int, dtype: np.dtype) -> Inputs:
     """X: floats (T, B, n_in) or integer token ids (T, B) in [0, n_in)."""
@@ -128,6 +155,11 @@ class Targets(NamedTuple):
     """Validated targets: T*B dense rows or T*B class ids; the other is empty."""
     rows: np.ndarray
     classes: np.ndarray
+
+    def steps(self, start: int, stop: int, B: int) -> "Targets":
+        """Steps [start, stop) of B sequences: row slices, no copy."""
+        rows = slice(start * B, stop * B)
+        return Targets(self.rows[rows], self.classes[rows])
 
 
 def check_targets(D, T: int, B: int, n_out: int, dtype: np.dtype, output: str,

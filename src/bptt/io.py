@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Callable, IO
+import zipfile
+from typing import IO, Callable
+
+import numpy as np
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -35,3 +38,55 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
     write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+# ------------------------------------------------------------------ model files
+# An .npz archive read with allow_pickle=False:
+#   "format_version"  0-d int, FORMAT_VERSION
+#   "config"          0-d str, JSON of the model's hyper-parameters
+#   "param/<name>"    the parameters V, U, W, b_h, b_o
+#   "train/..."       optionally, the state of an unfinished fit (bptt.training)
+
+FORMAT_VERSION = 1
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz of plain arrays atomically."""
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind == "O":
+            raise TypeError(f"{key} must be a numeric or string array to be saved")
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a bptt .npz file, checked for its format version.
+
+    Refuses pickled objects, unknown versions and truncated or foreign files
+    with a ValueError naming the file.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path} is not a readable bptt model file: {exc}") from exc
+    version = arrays.get("format_version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise ValueError(f"{path} is not a bptt model file (no format_version)")
+    if int(version) != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {int(version)}; this bptt reads "
+                         f"version {FORMAT_VERSION}")
+    return arrays
+
+
+def json_array(data) -> np.ndarray:
+    """A JSON document as a 0-d string array (storable without pickling)."""
+    return np.array(json.dumps(data))
+
+
+def from_json_array(arr: np.ndarray, what: str):
+    if arr.shape != () or arr.dtype.kind != "U":
+        raise ValueError(f"{what} must be a JSON string")
+    return json.loads(str(arr))

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 from . import _kernels
+from . import io as _io
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_dtype, check_h0, check_inputs, check_int,
                       check_mask, check_output_loss, check_targets, check_truncate)
@@ -18,20 +19,24 @@ from .init import SCHEMES, initial_parameters
 PARAMETER_NAMES = ("V", "U", "W", "b_h", "b_o")
 ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
+# rows x units of scratch that evaluate() uses per chunk of steps
+EVALUATION_ROWS = 2**22
 
 
 class Workspace:
-    """Scratch arrays kept between calls and reused while their shape fits."""
+    """Scratch arrays kept between calls: a named buffer grows when a call needs
+    more than it holds, and otherwise serves a view of its first elements."""
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        size = int(np.prod(shape))
         arr = self._arrays.get(name)
-        if arr is None or arr.shape != shape or arr.dtype != dtype:
-            arr = np.empty(shape, dtype)
+        if arr is None or arr.size < size or arr.dtype != dtype:
+            arr = np.empty(size, dtype)
             self._arrays[name] = arr
-        return arr
+        return arr[:size].reshape(shape)
 
     def ones(self, n: int, dtype: np.dtype) -> np.ndarray:
         arr = self._arrays.get("ones")
@@ -57,6 +62,11 @@ def _parameter(name: str, doc: str) -> property:
         target[...] = arr          # in place: views held elsewhere stay valid
 
     return property(fget, fset, doc=doc)
+
+
+def load(path) -> "ElmanRNN":
+    """Read a model written by ElmanRNN.save (or a fit checkpoint)."""
+    return ElmanRNN._from_arrays(_io.load_arrays(path), path)
 
 
 class ElmanRNN:
@@ -153,6 +163,79 @@ class ElmanRNN:
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
 
+    def predict(self, X, h0=None) -> np.ndarray:
+        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0)[0]."""
+        return self.forward(X, h0)[0]
+
+    def step(self, x, h=None) -> tuple[np.ndarray, np.ndarray]:
+        """One time step for streaming and generation.
+
+        x: (B, n_in) floats or (B,) token ids; h: state (B, n_hidden) or None (zeros).
+        Returns the output y (B, n_out) and the new state, to pass back as h.
+        """
+        x = np.asarray(x)
+        Y, S = self.forward(x[np.newaxis], h)
+        return Y[0], S[0]
+
+    def evaluate(self, X, D, h0=None, mask=None) -> float:
+        """The loss C (as loss_and_grad computes it) without gradients.
+
+        Long sequences are processed in chunks of steps carrying the state, so
+        memory stays bounded whatever T is.
+        """
+        inputs = check_inputs(X, self.n_in, self.dtype)
+        T, B = inputs.T, inputs.B
+        targets = check_targets(D, T, B, self.n_out, self.dtype, self.output, self.loss)
+        weights = check_mask(mask, T, B, self.dtype)
+        h0 = check_h0(h0, B, self.n_hidden, self.dtype)
+        if T * B == 0:
+            return 0.0
+        with self._lock:
+            return self._evaluate(inputs, targets, weights, h0)
+
+    def save(self, path) -> None:
+        """Write the model to an .npz file atomically (bptt.load reads it back)."""
+        _io.save_arrays(path, self._to_arrays())
+
+    # ------------------------------------------------------------ persistence
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this model (weights aside)."""
+        return {"n_in": self.n_in, "n_hidden": self.n_hidden, "n_out": self.n_out,
+                "hidden": self.hidden, "output": self.output, "loss": self.loss,
+                "dtype": self.dtype.name, "seed": self.seed, "init": self.init}
+
+    def _to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"format_version": np.array(_io.FORMAT_VERSION),
+                  "config": _io.json_array(self.config())}
+        arrays.update({f"param/{k}": v for k, v in self.parameters().items()})
+        return arrays
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict, path) -> "ElmanRNN":
+        if "config" not in arrays:
+            raise ValueError(f"{path} has no model config")
+        config = _io.from_json_array(arrays["config"], f"{path}: config")
+        try:
+            net = cls(**config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} holds an invalid model config: {exc}") from exc
+        for name, param in net.parameters().items():
+            stored = arrays.get(f"param/{name}")
+            if stored is None or stored.shape != param.shape or stored.dtype != param.dtype:
+                raise ValueError(f"{path}: parameter {name} must be {param.dtype} of shape "
+                                 f"{param.shape}, found "
+                                 f"{None if stored is None else (stored.dtype, stored.shape)}")
+            if not np.isfinite(stored).all():
+                raise ValueError(f"{path}: parameter {name} contains NaN or infinity")
+            param[...] = stored
+        return net
+
+    def fit(self, X, D, **options) -> "History":
+        """Train on (X, D); see bptt.training.fit for the options. Returns a History."""
+        from .training import fit
+        return fit(self, X, D, **options)
+
     # ------------------------------------------------------------ kernel calls
     # These take validated arguments only; callers hold self._lock.
 
@@ -172,14 +255,38 @@ class ElmanRNN:
         T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
         ws, dtype = self._workspace, self.dtype
         S = ws.get("S", (T, B, H), dtype)
-        Y = ws.get("Y", (T * B, O), dtype)
         dO = ws.get("dO", (T * B, O), dtype)
         self._forward_states(inputs, h0, S)
-        loss = _kernels.output_loss_delta(
-            S.reshape(T * B, H), self.W, self.b_o, ACTIVATION_CODES[self.output],
-            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, Y, dO)
+        loss = self._output_loss_delta(S, targets, weights, dO)
         self._backward(inputs, S, h0, dO, tau, grads)
         return float(loss)
+
+    def _output_loss_delta(self, S: np.ndarray, targets: Targets, weights: np.ndarray,
+                           dO: np.ndarray) -> float:
+        """Outputs of the states S (T, B, H), their summed loss, and dO = dC/dnet_o."""
+        n, H = S.shape[0] * S.shape[1], self.n_hidden
+        Y = self._workspace.get("Y", (n, self.n_out), self.dtype)
+        return _kernels.output_loss_delta(
+            S.reshape(n, H), self.W, self.b_o, ACTIVATION_CODES[self.output],
+            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, Y, dO)
+
+    def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
+                  h0: np.ndarray | None) -> float:
+        """Summed loss over chunks of steps small enough for bounded scratch memory."""
+        T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
+        chunk = max(1, min(T, EVALUATION_ROWS // (B * max(O, H))))
+        ws, dtype = self._workspace, self.dtype
+        total = 0.0
+        state = h0
+        for start in range(0, T, chunk):
+            stop = min(T, start + chunk)
+            S = ws.get("eval_S", (stop - start, B, H), dtype)
+            dO = ws.get("eval_dO", ((stop - start) * B, O), dtype)
+            self._forward_states(inputs.steps(start, stop), state, S)
+            total += self._output_loss_delta(S, targets.steps(start, stop, B),
+                                             weights[start * B:stop * B], dO)
+            state = S[-1].copy()
+        return float(total)
 
     def _backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
                   dO: np.ndarray, tau: int, grads: dict) -> None:

@@ -16,44 +16,23 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, check_choice
+from ._checks import FLOAT_DTYPES, check_choice, check_real
 
 __all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp",
            "Adam", "make_optimizer", "clip_by_value", "clip_by_global_norm", "add_l2"]
 
 
-def _interval(low, high, low_open: bool, high_open: bool) -> str:
-    if high is None:
-        return f"{'>' if low_open else '>='} {low}"
-    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-
-def _check_real(name: str, value, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
-    """A finite real number (not a bool) within the given bounds, as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)) or \
-            high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {_interval(low, high, low_open, high_open)}, "
-                         f"got {value}")
-    return value
-
-
 def _check_lr(lr) -> float:
-    return _check_real("lr", lr, low=0.0, low_open=True)
+    return check_real("lr", lr, low=0.0, low_open=True)
 
 
 def _check_unit(name: str, value) -> float:
     """A decay rate in [0, 1)."""
-    return _check_real(name, value, low=0.0, high=1.0, high_open=True)
+    return check_real(name, value, low=0.0, high=1.0, high_open=True)
 
 
 def _check_eps(value) -> float:
-    return _check_real("eps", value, low=0.0, low_open=True)
+    return check_real("eps", value, low=0.0, low_open=True)
 
 
 def _scalar_state(state: Mapping, key: str, kind: str) -> np.ndarray:
@@ -384,7 +363,7 @@ def make_optimizer(name: str, lr: float, **options) -> Optimizer:
 
 def clip_by_value(grads: dict[str, np.ndarray], limit: float) -> None:
     """Clip every gradient entry to [-limit, limit] in place (RNNLM's gradient cutoff)."""
-    limit = _check_real("limit", limit, low=0.0, low_open=True)
+    limit = check_real("limit", limit, low=0.0, low_open=True)
     for g in grads.values():
         c = g.dtype.type
         # g = min(max(g, -limit), limit)
@@ -397,7 +376,7 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     Returns the norm before clipping, computed in float64. A non-finite norm is
     returned with the gradients left unchanged (the caller decides: divergence).
     """
-    max_norm = _check_real("max_norm", max_norm, low=0.0, low_open=True)
+    max_norm = check_real("max_norm", max_norm, low=0.0, low_open=True)
     # ‖g‖ = √(Σ_arrays Σ_entries g²)
     total = math.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for g in grads.values()))
     if math.isfinite(total) and total > max_norm:
@@ -414,7 +393,7 @@ def add_l2(grads: dict[str, np.ndarray], params: dict[str, np.ndarray], l2: floa
     Only weight matrices are decayed: arrays with ndim >= 2. 1-D arrays (biases) are
     left alone.
     """
-    l2 = _check_real("l2", l2, low=0.0)
+    l2 = check_real("l2", l2, low=0.0)
     for name, g in grads.items():
         if name not in params:
             raise ValueError(f"grads[{name!r}] has no matching params[{name!r}]")

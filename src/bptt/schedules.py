@@ -16,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 
 from ._checks import check_choice, check_int
-from .optimizers import _check_lr, _check_real, _scalar_state
+from ._checks import check_real
+from .optimizers import _check_lr, _scalar_state
 
 __all__ = ["SCHEDULES", "Schedule", "Constant", "StepDecay", "Exponential", "RNNLM",
            "make_schedule"]
@@ -33,7 +34,7 @@ class Schedule:
         epoch = check_int("epoch", epoch, minimum=0)
         lr = _check_lr(lr)
         if valid_loss is not None:
-            valid_loss = _check_real("valid_loss", valid_loss, low=0.0)
+            valid_loss = check_real("valid_loss", valid_loss, low=0.0)
         return self._next(epoch, lr, valid_loss)
 
     def _next(self, epoch: int, lr: float, valid_loss: float | None) -> tuple[float, bool]:
@@ -81,7 +82,7 @@ class StepDecay(Schedule):
     options = ("factor", "every")
 
     def __init__(self, factor: float = 0.5, every: int = 10) -> None:
-        self.factor = _check_real("factor", factor, low=0.0, high=1.0, low_open=True)
+        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True)
         self.every = check_int("every", every, minimum=1)
 
     def _next(self, epoch, lr, valid_loss):
@@ -98,7 +99,7 @@ class Exponential(Schedule):
     options = ("gamma",)
 
     def __init__(self, gamma: float = 0.95) -> None:
-        self.gamma = _check_real("gamma", gamma, low=0.0, high=1.0, low_open=True)
+        self.gamma = check_real("gamma", gamma, low=0.0, high=1.0, low_open=True)
 
     def _next(self, epoch, lr, valid_loss):
         # lr ← lr·γ
@@ -118,9 +119,9 @@ class RNNLM(Schedule):
     options = ("factor", "min_improvement")
 
     def __init__(self, factor: float = 0.5, min_improvement: float = 1.003) -> None:
-        self.factor = _check_real("factor", factor, low=0.0, high=1.0,
+        self.factor = check_real("factor", factor, low=0.0, high=1.0,
                                   low_open=True, high_open=True)
-        self.min_improvement = _check_real("min_improvement", min_improvement, low=1.0)
+        self.min_improvement = check_real("min_improvement", min_improvement, low=1.0)
         self.prev_loss: float | None = None
         self.halving = False
         self.stopped = False

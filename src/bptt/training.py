@@ -1,0 +1,390 @@
+"""fit(): train an ElmanRNN (DESIGN.md section 2).
+
+Two regimes:
+- epochwise BPTT (k1 = k2 = None): each minibatch of whole sequences is run
+  forward, back-propagated (fully, or with per-output truncation tau) and used for
+  one update;
+- TBPTT(k1, k2) over B parallel streams: every k1 steps, the errors of the last k1
+  outputs are back-propagated through a window of the last k2 steps, using the
+  states stored when the stream was processed, and the weights are updated; the
+  hidden state is carried from block to block. k1 = 1, k2 = tau + 1 with SGD on
+  one stream is the report's online algorithm (eqs. 20-28).
+
+Every update uses the gradient of the loss summed over the block's steps and
+units divided by the number of sequences (streams) in the batch, then clipping,
+L2 and the optimizer, in that order.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import io as _io
+from ._checks import check_choice, check_int, check_real
+from .data import Batch, SequenceData, stream_batch
+from .optimizers import (Optimizer, add_l2, clip_by_global_norm, clip_by_value,
+                         make_optimizer)
+from .progress import Progress
+from .schedules import Schedule, make_schedule
+
+DIVERGENCE_POLICIES = ("raise", "skip")
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss or gradient became NaN or infinite; the weights are the last finite ones."""
+
+
+@dataclass
+class History:
+    """Per-epoch figures of a fit. Losses are means per unit of mask weight (per
+    target step when there is no mask): for cross-entropy, nats per token."""
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    valid_loss: list[float | None] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    sequences_per_second: list[float] = field(default_factory=list)
+    steps_per_second: list[float] = field(default_factory=list)
+    skipped_updates: int = 0
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+
+@dataclass
+class _Settings:
+    """fit()'s validated options that the update step needs."""
+    clip: float | None
+    clip_norm: float | None
+    l2: float
+    on_divergence: str
+
+
+def _optimizer(optimizer, lr: float) -> Optimizer:
+    if isinstance(optimizer, Optimizer):
+        optimizer.lr = lr
+        return optimizer
+    return make_optimizer(optimizer, lr)
+
+
+def _schedule(schedule) -> Schedule | None:
+    if schedule is None or isinstance(schedule, Schedule):
+        return schedule
+    return make_schedule(schedule)
+
+
+def _grads_finite(grads: dict) -> bool:
+    # a sum is NaN or infinite when any element is (or, harmlessly, when it overflows)
+    return all(math.isfinite(float(g.sum())) for g in grads.values())
+
+
+def _apply_update(net, params, grads, loss, n_sequences, opt, settings: _Settings,
+                  history: History, where: str) -> None:
+    """Scale, check, clip, decay and apply one gradient."""
+    if not math.isfinite(loss) or not _grads_finite(grads):
+        if settings.on_divergence == "raise":
+            raise TrainingDiverged(
+                f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+                f"{where}; training stopped with the weights of the last finite step. "
+                f"Lower lr, set clip / clip_norm, or pass on_divergence='skip'")
+        history.skipped_updates += 1
+        opt.lr = opt.lr * 0.5                  # as RNNLM does on a bad epoch
+        return
+    scale = 1.0 / n_sequences
+    for g in grads.values():
+        np.multiply(g, g.dtype.type(scale), out=g)
+    if settings.clip is not None:
+        clip_by_value(grads, settings.clip)
+    if settings.clip_norm is not None:
+        clip_by_global_norm(grads, settings.clip_norm)
+    if settings.l2:
+        add_l2(grads, params, settings.l2)
+    opt.step(params, grads)
+
+
+def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
+               progress) -> tuple[float, float, int, int]:
+    params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
+    loss_sum = weight_sum = 0.0
+    sequences = steps = 0
+    for i, batch in enumerate(data.epoch(rng)):
+        with net._lock:
+            loss = net._loss_and_grad(batch.inputs, batch.targets, batch.weights, None, tau,
+                                      grads)
+            _apply_update(net, params, grads, loss, batch.n_sequences, opt, settings,
+                          history, f"epoch {epoch + 1}, batch {i + 1}")
+        loss_sum += loss
+        weight_sum += float(batch.weights.sum())
+        sequences += batch.n_sequences
+        steps += batch.T * batch.B
+        if progress:
+            progress.advance(batch.n_sequences, loss_sum / max(weight_sum, 1e-300))
+    return loss_sum, weight_sum, sequences, steps
+
+
+def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, history, epoch,
+           progress) -> tuple[float, float, int, int]:
+    """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout."""
+    T, B, H, O = stream.T, stream.B, net.n_hidden, net.n_out
+    params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
+    # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
+    # state before it
+    states = np.empty((k2 + 1 + k1, B, H), net.dtype)
+    deltas = np.empty((k1 * B, O), net.dtype)
+    held = 0
+    loss_sum = weight_sum = 0.0
+    for t in range(0, T, k1):
+        stop = min(T, t + k1)
+        k = stop - t
+        block = stream.steps(t, stop)
+        window_len = min(k2, stop)
+        first = held + k - window_len               # window start within `states`
+        with net._lock:
+            new_states = states[held:held + k]
+            net._forward_states(block.inputs, states[held - 1] if held else None,
+                                new_states)
+            loss = net._output_loss_delta(new_states, block.targets, block.weights,
+                                          deltas[:k * B])
+            net._backward(stream.steps(stop - window_len, stop).inputs,
+                          states[first:held + k], states[first - 1] if first else None,
+                          deltas[:k * B], tau, grads)
+            _apply_update(net, params, grads, loss, B, opt, settings, history,
+                          f"epoch {epoch + 1}, step {stop}")
+        keep = min(k2 + 1, held + k)
+        states[:keep] = states[held + k - keep:held + k]
+        held = keep
+        loss_sum += loss
+        weight_sum += float(block.weights.sum())
+        if progress:
+            progress.advance(k * B, loss_sum / max(weight_sum, 1e-300))
+    return loss_sum, weight_sum, B, T * B
+
+
+def _valid_loss(net, valid: SequenceData | None) -> float | None:
+    if valid is None:
+        return None
+    with net._lock:
+        total = sum(net._evaluate(b.inputs, b.targets, b.weights, None)
+                    for b in valid.batches_in_order())
+    return total / max(valid.total_weight, 1e-300)
+
+
+def _valid_data(valid, net, tbptt: bool) -> SequenceData | None:
+    if valid is None:
+        return None
+    if not isinstance(valid, (tuple, list)) or len(valid) not in (2, 3):
+        raise TypeError("valid must be a tuple (X, D) or (X, D, mask)")
+    X, D, mask = (tuple(valid) + (None,))[:3]
+    if tbptt and isinstance(X, (list, tuple)):
+        raise TypeError("with k1/k2, valid must hold arrays (T, B, ...) like X")
+    return SequenceData(X, D, mask, net, None)
+
+
+def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
+        batch_size: int | None = None, k1: int | None = None, k2: int | None = None,
+        truncate: int | None = None, clip: float | None = None,
+        clip_norm: float | None = None, l2: float = 0.0, mask=None, valid=None,
+        shuffle: bool = True, seed: int | None = None,
+        callbacks: Iterable[Callable] = (), verbose: bool = False,
+        schedule: str | Schedule | None = None, patience: int | None = None,
+        restore_best: bool = True, on_divergence: str = "raise",
+        checkpoint=None, resume: bool = False) -> History:
+    """Train net on (X, D) and return a History.
+
+    X, D, mask: time-major arrays (T, B, ...) or lists of per-sequence arrays
+    (T_i, ...) of different lengths (padded, masked and bucketed by length).
+    epochs: number of passes over the data; lr: learning rate (eq. 6).
+    optimizer: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or an
+    Optimizer. batch_size: sequences per minibatch (None: all), epochwise only.
+    k1, k2: TBPTT(k1, k2) on the B streams of X (k2 defaults to k1, k2 >= k1);
+    None: epochwise BPTT of whole sequences. truncate: per-output truncation tau.
+    clip: clip each gradient entry to [-clip, clip] (RNNLM); clip_norm: rescale
+    the gradients to this global norm at most. l2: weight decay on V, U, W.
+    valid: (X, D) or (X, D, mask), evaluated after every epoch. schedule: a
+    learning-rate schedule name ("constant", "step", "exponential", "rnnlm") or
+    Schedule. patience: stop after this many epochs without a better validation
+    loss; restore_best: end with the weights of the best validation epoch.
+    shuffle, seed: minibatch order (the same seed gives the same result).
+    callbacks: functions f(net, history) called after each epoch; a True return
+    stops training. verbose: progress bar and a line per epoch on stderr.
+    on_divergence: "raise" (TrainingDiverged, weights of the last finite step) or
+    "skip" (drop the update and halve the learning rate).
+    checkpoint: file written atomically after every epoch with the model and the
+    whole training state; resume=True continues from it when it exists, ending
+    bit-identical to an uninterrupted run.
+    """
+    epochs = check_int("epochs", epochs, minimum=1)
+    lr = check_real("lr", lr, low=0.0, low_open=True)
+    tbptt = k1 is not None or k2 is not None
+    if tbptt:
+        if k1 is None:
+            raise ValueError("k1 is needed with k2 (TBPTT(k1, k2))")
+        k1 = check_int("k1", k1, minimum=1)
+        k2 = k1 if k2 is None else check_int("k2", k2, minimum=1)
+        if k2 < k1:
+            raise ValueError(f"k2 must be >= k1, got k1={k1}, k2={k2}")
+        if batch_size is not None:
+            raise ValueError("batch_size applies to epochwise training; with k1/k2 the "
+                             "B streams of X form the batch")
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+    tau = -1 if truncate is None else check_int("truncate", truncate, minimum=0)
+    settings = _Settings(
+        clip=None if clip is None else check_real("clip", clip, low=0.0, low_open=True),
+        clip_norm=None if clip_norm is None else check_real("clip_norm", clip_norm, low=0.0,
+                                                            low_open=True),
+        l2=check_real("l2", l2, low=0.0),
+        on_divergence=check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES))
+    if patience is not None:
+        patience = check_int("patience", patience, minimum=1)
+    seed = None if seed is None else check_int("seed", seed, minimum=0)
+    callbacks = tuple(callbacks)
+    if not all(callable(c) for c in callbacks):
+        raise TypeError("callbacks must be functions f(net, history)")
+    opt = _optimizer(optimizer, lr)
+    sched = _schedule(schedule)
+
+    stream = stream_batch(X, D, mask, net) if tbptt else None
+    data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
+    valid_data = _valid_data(valid, net, tbptt)
+
+    state = _TrainingState(net, opt, sched, np.random.default_rng(seed))
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH")
+        state.restore(checkpoint)
+
+    history, rng = state.history, state.rng
+    progress = Progress(epochs, unit="steps" if tbptt else "seq") if verbose else None
+    while len(history) < epochs and not state.finished:
+        epoch = len(history)
+        start = time.perf_counter()
+        if progress:
+            progress.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches())
+        lr_used = opt.lr
+        if tbptt:
+            loss_sum, weight_sum, sequences, steps = _tbptt(
+                net, stream, k1, k2, tau, opt, settings, history, epoch, progress)
+        else:
+            loss_sum, weight_sum, sequences, steps = _epochwise(
+                net, data, rng if shuffle else None, tau, opt, settings, history, epoch,
+                progress)
+        seconds = time.perf_counter() - start
+        valid_loss = _valid_loss(net, valid_data)
+        history.epoch.append(epoch + 1)
+        history.train_loss.append(loss_sum / max(weight_sum, 1e-300))
+        history.valid_loss.append(valid_loss)
+        history.lr.append(lr_used)
+        history.seconds.append(seconds)
+        history.sequences_per_second.append(sequences / max(seconds, 1e-9))
+        history.steps_per_second.append(steps / max(seconds, 1e-9))
+        state.after_epoch(valid_loss, patience)
+        if sched is not None:
+            new_lr, stop = sched.step(epoch, opt.lr, valid_loss)
+            opt.lr = new_lr
+            state.finished |= stop
+        if any(bool(callback(net, history)) for callback in callbacks):
+            state.finished = True
+        if progress:
+            progress.end(_summary(history, epochs))
+        if checkpoint is not None:
+            state.save(checkpoint)
+    history.stopped_early = state.finished and len(history) < epochs
+    if valid_data is not None and restore_best and state.best_params is not None:
+        for name, param in net.parameters().items():
+            param[...] = state.best_params[name]
+    return history
+
+
+def _summary(history: History, epochs: int) -> str:
+    i = len(history) - 1
+    valid = history.valid_loss[i]
+    return (f"epoch {history.epoch[i]}/{epochs}  train {history.train_loss[i]:.4f}"
+            + ("" if valid is None else f"  valid {valid:.4f}")
+            + f"  lr {history.lr[i]:.3g}  {history.seconds[i]:.1f} s  "
+            f"{history.sequences_per_second[i]:,.0f} seq/s  "
+            f"{history.steps_per_second[i]:,.0f} steps/s")
+
+
+class _TrainingState:
+    """What a resumed fit needs to continue bit-identically, and its checkpoint file."""
+
+    def __init__(self, net, opt: Optimizer, sched: Schedule | None,
+                 rng: np.random.Generator) -> None:
+        self.net, self.opt, self.sched, self.rng = net, opt, sched, rng
+        self.history = History()
+        self.best_loss = math.inf
+        self.best_params: dict[str, np.ndarray] | None = None
+        self.bad_epochs = 0
+        self.finished = False
+
+    def after_epoch(self, valid_loss: float | None, patience: int | None) -> None:
+        if valid_loss is None:
+            return
+        if valid_loss < self.best_loss:
+            self.best_loss = valid_loss
+            self.best_params = {k: v.copy() for k, v in self.net.parameters().items()}
+            self.history.best_epoch = self.history.epoch[-1]
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+            if patience is not None and self.bad_epochs >= patience:
+                self.finished = True
+
+    def save(self, path) -> None:
+        arrays = self.net._to_arrays()
+        meta = {"history": self.history.as_dict(), "rng": self.rng.bit_generator.state,
+                "best_loss": self.best_loss if math.isfinite(self.best_loss) else None,
+                "bad_epochs": self.bad_epochs, "finished": self.finished,
+                "optimizer": self.opt.name, "schedule": None if self.sched is None
+                else self.sched.name}
+        arrays["train/meta"] = _io.json_array(meta)
+        arrays.update({f"train/optimizer/{k}": v for k, v in self.opt.state_dict().items()})
+        if self.sched is not None:
+            arrays.update({f"train/schedule/{k}": v
+                           for k, v in self.sched.state_dict().items()})
+        if self.best_params is not None:
+            arrays.update({f"train/best/{k}": v for k, v in self.best_params.items()})
+        _io.save_arrays(path, arrays)
+
+    def restore(self, path) -> None:
+        """Continue from the checkpoint at path, if there is one."""
+        try:
+            arrays = _io.load_arrays(path)
+        except FileNotFoundError:
+            return
+        if "train/meta" not in arrays:
+            raise ValueError(f"{path} holds a model but no training state to resume")
+        saved = type(self.net)._from_arrays(arrays, path)
+        if saved.config() | {"seed": None} != self.net.config() | {"seed": None}:
+            raise ValueError(f"{path} holds a different model: {saved.config()}")
+        meta = _io.from_json_array(arrays["train/meta"], f"{path}: train/meta")
+        if meta["optimizer"] != self.opt.name or meta["schedule"] != (
+                None if self.sched is None else self.sched.name):
+            raise ValueError(f"{path} was written with optimizer {meta['optimizer']!r} "
+                             f"and schedule {meta['schedule']!r}; resume with the same")
+        for name, param in self.net.parameters().items():
+            param[...] = saved.parameters()[name]
+        self.opt.load_state_dict(_prefixed(arrays, "train/optimizer/"))
+        if self.sched is not None:
+            self.sched.load_state_dict(_prefixed(arrays, "train/schedule/"))
+        best = _prefixed(arrays, "train/best/")
+        self.best_params = best or None
+        self.best_loss = math.inf if meta["best_loss"] is None else meta["best_loss"]
+        self.bad_epochs = meta["bad_epochs"]
+        self.finished = meta["finished"]
+        self.rng.bit_generator.state = meta["rng"]
+        self.history = History(**meta["history"])
+
+
+def _prefixed(arrays: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -1,0 +1,317 @@
+"""fit(): optimizers, epochwise BPTT, TBPTT(k1, k2), the report's online algorithm,
+variable-length data, validation, early stopping, divergence, resuming."""
+import io
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import reference, tasks
+from bptt.optimizers import OPTIMIZERS
+from conftest import make_case
+
+
+def copy_params(net):
+    return {k: v.copy() for k, v in net.parameters().items()}
+
+
+def assert_params_equal(a, b):
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_lowers_the_loss(optimizer):
+    task = tasks.delayed_recall(64, length=12, n_symbols=4, delay=1, seed=0)
+    net = bptt.ElmanRNN(4, 16, 4, dtype="float64", seed=1)
+    before = net.evaluate(task.X, task.D, mask=task.mask)
+    lr = {"sgd": 0.05, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.05,
+          "rmsprop": 0.005, "adam": 0.01}[optimizer]
+    history = net.fit(task.X, task.D, mask=task.mask, epochs=30, lr=lr,
+                      optimizer=optimizer, batch_size=16, seed=0)
+    after = net.evaluate(task.X, task.D, mask=task.mask)
+    assert after < 0.5 * before
+    assert history.train_loss[-1] < history.train_loss[0]
+
+
+def test_tbptt_with_whole_window_equals_one_epochwise_step():
+    case = make_case(T=9, B=4, tokens=True, classes=True, mask=True)
+    twin = bptt.ElmanRNN(3, 4, 3, dtype="float64")
+    for k, v in case.net.parameters().items():
+        getattr(twin, k)[...] = v
+    case.net.fit(case.X, case.D, mask=case.mask, epochs=1, lr=0.1, k1=9, k2=9)
+    twin.fit(case.X, case.D, mask=case.mask, epochs=1, lr=0.1, shuffle=False)
+    assert_params_equal(case.net.parameters(), twin.parameters())
+
+
+def online_transcription(params, X, D, hidden, eta, tau):
+    """The report's online algorithm, eqs. 20-28 with errata 5-8, one step at a time:
+    at step t, errors of output t with the weights of that moment, the hidden error
+    carried tau steps back through U using the stored states, then every weight
+    moved by eta (softmax + cross-entropy, so e_o = d - y, eq. 17 / 20)."""
+    p = {k: v.copy() for k, v in params.items()}
+    T = X.shape[0]
+    x = reference.one_hot(X[:, 0], p["V"].shape[0], np.float64)
+    d = reference.one_hot(D[:, 0], p["W"].shape[1], np.float64)
+    s = [np.zeros(p["U"].shape[0])]            # s[t + 1] is the state after step t
+    nets = [None]
+    for t in range(T):
+        net_h = x[t] @ p["V"] + s[-1] @ p["U"] + p["b_h"]              # eq. 2
+        s.append(reference.hidden_activation(hidden, net_h))            # eq. 1
+        nets.append(net_h)
+        y = reference.output_activation("softmax", s[-1] @ p["W"] + p["b_o"])  # eqs. 3-4
+        e_o = d[t] - y                                                    # eq. 20
+        e_h = (e_o @ p["W"].T) * reference.hidden_derivative(hidden, nets[t + 1])  # eq. 22
+        dV, dU, db_h = np.zeros_like(p["V"]), np.zeros_like(p["U"]), np.zeros_like(p["b_h"])
+        for z in range(0, tau + 1):                                       # eqs. 27-28
+            step = t - z
+            if step < 0:
+                break
+            dV += np.outer(x[step], e_h)
+            dU += np.outer(s[step], e_h)
+            db_h += e_h
+            if step > 0:                                                  # eq. 26
+                e_h = (e_h @ p["U"].T) * reference.hidden_derivative(hidden, nets[step])
+        p["W"] += eta * np.outer(s[t + 1], e_o)                           # eq. 21
+        p["b_o"] += eta * e_o
+        p["V"] += eta * dV
+        p["U"] += eta * dU
+        p["b_h"] += eta * db_h
+    return p
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("tau", [0, 1, 3, 20])
+def test_online_mode_is_the_reports_algorithm(hidden, tau):
+    rng = np.random.default_rng(tau)
+    T, V = 30, 6
+    X = rng.integers(0, V, (T, 1))
+    D = np.roll(X, -1, axis=0)
+    net = bptt.ElmanRNN(V, 8, V, hidden=hidden, dtype="float64", seed=tau, init="normal")
+    expected = online_transcription(copy_params(net), X, D, hidden, 0.1, tau)
+    net.fit(X, D, epochs=1, lr=0.1, optimizer="sgd", k1=1, k2=tau + 1, shuffle=False)
+    for k, v in net.parameters().items():
+        np.testing.assert_allclose(v, expected[k], rtol=1e-12, atol=1e-13, err_msg=k)
+
+
+def test_tbptt_carries_state_and_uses_windows():
+    """TBPTT(k1, k2) with k2 > k1 updates differently from k2 = k1, and both learn."""
+    task = tasks.delayed_recall(8, length=400, n_symbols=4, delay=3, seed=0)
+    results = {}
+    for k2 in (4, 12):
+        net = bptt.ElmanRNN(4, 32, 4, seed=0)
+        h = net.fit(task.X, task.D, mask=task.mask, epochs=5, lr=1e-2, optimizer="adam",
+                    k1=4, k2=k2)
+        results[k2] = (h.train_loss, copy_params(net))
+        assert h.train_loss[-1] < h.train_loss[0]
+    assert not np.array_equal(results[4][1]["U"], results[12][1]["U"])
+
+
+def test_delayed_recall_needs_backpropagation_through_time():
+    train = tasks.delayed_recall(1024, length=20, n_symbols=8, delay=5, seed=0)
+    test = tasks.delayed_recall(512, length=20, n_symbols=8, delay=5, seed=1)
+    accuracy = {}
+    for truncate in (None, 0):
+        net = bptt.ElmanRNN(8, 64, 8, seed=0)
+        net.fit(train.X, train.D, mask=train.mask, epochs=30, lr=3e-3, optimizer="adam",
+                batch_size=32, truncate=truncate, seed=0)
+        hits = (net.predict(test.X).argmax(-1) == test.D) * test.mask
+        accuracy[truncate] = hits.sum() / test.mask.sum()
+    assert accuracy[None] > 0.9
+    assert accuracy[0] < 0.5
+
+
+def test_variable_length_list_equals_sequences_one_at_a_time():
+    rng = np.random.default_rng(0)
+    lengths = [3, 7, 5, 1, 7, 2]
+    X = [rng.integers(0, 5, L) for L in lengths]
+    D = [rng.integers(0, 4, L) for L in lengths]
+    net = bptt.ElmanRNN(5, 6, 4, dtype="float64", seed=0)
+    start = copy_params(net)
+    total = {k: np.zeros_like(v) for k, v in start.items()}
+    for x, d in zip(X, D):
+        _, g = net.loss_and_grad(x[:, None], d[:, None])
+        for k in total:
+            total[k] += g[k]
+    net.fit(X, D, epochs=1, lr=0.5, shuffle=False)
+    for k, v in net.parameters().items():
+        np.testing.assert_allclose(v, start[k] - 0.5 / len(X) * total[k], rtol=1e-12,
+                                   atol=1e-14, err_msg=k)
+
+
+def test_bucketed_minibatches_learn_variable_length_reber():
+    task = tasks.reber(300, seed=0, dtype="float32")
+    net = bptt.ElmanRNN(7, 16, 7, output="sigmoid", seed=0)
+    history = net.fit(task.X, task.D, epochs=10, lr=0.02, optimizer="adam", batch_size=32,
+                      seed=0)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+
+
+def test_same_seed_same_result_and_shuffle_matters():
+    task = tasks.delayed_recall(64, length=10, n_symbols=4, delay=2, seed=0)
+
+    def run(seed):
+        net = bptt.ElmanRNN(4, 8, 4, seed=0)
+        net.fit(task.X, task.D, mask=task.mask, epochs=3, lr=0.05, batch_size=8, seed=seed)
+        return copy_params(net)
+
+    assert_params_equal(run(7), run(7))
+    assert not np.array_equal(run(7)["U"], run(8)["U"])
+
+
+def test_validation_early_stopping_and_best_weights():
+    train = tasks.noisy_sine(32, length=40, noise=0.1, seed=0, dtype="float64")
+    valid = tasks.noisy_sine(16, length=40, noise=0.1, seed=1, dtype="float64")
+    net = bptt.ElmanRNN(1, 16, 1, output="linear", loss="sse", dtype="float64", seed=0)
+    snapshots = []
+    history = net.fit(train.X, train.D, epochs=40, lr=0.05, optimizer="adam", batch_size=8,
+                      valid=(valid.X, valid.D), patience=3, seed=0,
+                      callbacks=[lambda n, h: snapshots.append(copy_params(n))])
+    assert len(history.valid_loss) == len(history) <= 40
+    best = int(np.argmin(history.valid_loss))
+    assert history.best_epoch == best + 1
+    assert_params_equal(net.parameters(), snapshots[best])
+    if len(history) < 40:
+        assert history.stopped_early and len(history) - history.best_epoch == 3
+
+
+def test_callback_can_stop_training():
+    task = tasks.noisy_sine(8, length=20, seed=0)
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+    history = net.fit(task.X, task.D, epochs=10, lr=0.01,
+                      callbacks=[lambda n, h: len(h) == 3])
+    assert len(history) == 3 and history.stopped_early
+
+
+def test_rnnlm_schedule_halves_then_stops():
+    train = tasks.noisy_sine(32, length=40, noise=0.3, seed=0)
+    valid = tasks.noisy_sine(16, length=40, noise=0.3, seed=1)
+    net = bptt.ElmanRNN(1, 16, 1, output="linear", loss="sse", seed=0)
+    history = net.fit(train.X, train.D, epochs=200, lr=0.01, batch_size=8, seed=0,
+                      valid=(valid.X, valid.D), schedule="rnnlm")
+    lrs = history.lr
+    assert len(history) < 200 and history.stopped_early
+    halvings = [i for i in range(1, len(lrs)) if lrs[i] == lrs[i - 1] / 2]
+    assert halvings and halvings == list(range(halvings[0], len(lrs)))
+
+
+def test_divergence_stops_with_the_last_finite_weights():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5, 4, 2))
+    D = rng.standard_normal((5, 4, 1)) * 1e3
+    net = bptt.ElmanRNN(2, 3, 1, hidden="linear", output="linear", loss="sse",
+                        dtype="float64")
+    seen = []
+    with pytest.raises(bptt.TrainingDiverged, match=r"epoch \d+, batch 1"):
+        net.fit(X, D, epochs=50, lr=1e6, callbacks=[lambda n, h: seen.append(copy_params(n))])
+    assert all(np.isfinite(v).all() for v in net.parameters().values())
+
+
+def test_divergence_skip_lowers_the_learning_rate():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5, 4, 2))
+    D = rng.standard_normal((5, 4, 1)) * 1e3
+    net = bptt.ElmanRNN(2, 3, 1, hidden="linear", output="linear", loss="sse",
+                        dtype="float64")
+    history = net.fit(X, D, epochs=50, lr=1e6, on_divergence="skip")
+    assert history.skipped_updates > 0
+    assert history.lr[-1] < 1e6
+    assert all(np.isfinite(v).all() for v in net.parameters().values())
+
+
+@pytest.mark.parametrize("tbptt", [False, True])
+def test_resume_from_checkpoint_is_bit_identical(tmp_path, tbptt):
+    train = tasks.delayed_recall(32, length=30, n_symbols=5, delay=2, seed=0)
+    valid = tasks.delayed_recall(16, length=30, n_symbols=5, delay=2, seed=1)
+    options = dict(mask=train.mask, lr=0.01, optimizer="adam", seed=3, schedule="step",
+                   valid=(valid.X, valid.D, valid.mask))
+    options.update(dict(k1=5, k2=10) if tbptt else dict(batch_size=8))
+    whole = bptt.ElmanRNN(5, 12, 5, seed=0)
+    whole_history = whole.fit(train.X, train.D, epochs=6, **options)
+
+    path = tmp_path / "run.npz"
+    first = bptt.ElmanRNN(5, 12, 5, seed=0)
+    first.fit(train.X, train.D, epochs=2, checkpoint=path, **options)
+    resumed = bptt.ElmanRNN(5, 12, 5, seed=0)
+    history = resumed.fit(train.X, train.D, epochs=6, checkpoint=path, resume=True,
+                          **options)
+    assert_params_equal(resumed.parameters(), whole.parameters())
+    assert history.train_loss == whole_history.train_loss
+    assert history.valid_loss == whole_history.valid_loss
+    assert bptt.load(path).config() == whole.config()
+
+
+def test_resume_refuses_a_different_setup(tmp_path):
+    task = tasks.noisy_sine(4, length=10, seed=0)
+    path = tmp_path / "run.npz"
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+    net.fit(task.X, task.D, epochs=1, lr=0.01, checkpoint=path)
+    with pytest.raises(ValueError, match="optimizer"):
+        bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse").fit(
+            task.X, task.D, epochs=2, lr=0.01, optimizer="adam", checkpoint=path,
+            resume=True)
+    with pytest.raises(ValueError, match="different model"):
+        bptt.ElmanRNN(1, 5, 1, output="linear", loss="sse").fit(
+            task.X, task.D, epochs=2, lr=0.01, checkpoint=path, resume=True)
+
+
+def test_verbose_reports_progress(capsys):
+    task = tasks.noisy_sine(8, length=20, seed=0)
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+    net.fit(task.X, task.D, epochs=2, lr=0.01, verbose=True)
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "seq/s" in err
+
+
+def test_history_figures():
+    task = tasks.noisy_sine(8, length=20, seed=0, dtype="float64")
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse", dtype="float64")
+    history = net.fit(task.X, task.D, epochs=3, lr=0.01, batch_size=4)
+    assert history.epoch == [1, 2, 3]
+    assert history.lr == [0.01] * 3
+    for i in range(3):
+        assert history.sequences_per_second[i] == pytest.approx(8 / history.seconds[i])
+        assert history.steps_per_second[i] == pytest.approx(160 / history.seconds[i])
+    # the train loss is the mean per target step during the epoch; after it, lower
+    assert net.evaluate(task.X, task.D) / 160 < history.train_loss[0]
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(epochs=0), ValueError, "epochs must be >= 1"),
+    (dict(lr=-1.0), ValueError, "lr must be"),
+    (dict(lr=float("nan")), ValueError, "lr must be finite"),
+    (dict(lr="0.1"), TypeError, "lr must be a real number"),
+    (dict(k1=4, k2=2), ValueError, "k2 must be >= k1"),
+    (dict(k2=2), ValueError, "k1 is needed"),
+    (dict(k1=0), ValueError, "k1 must be >= 1"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    (dict(optimizer="lbfgs"), ValueError, "optimizer must be one of"),
+    (dict(clip=0.0), ValueError, "clip must be"),
+    (dict(clip_norm=-2.0), ValueError, "clip_norm must be"),
+    (dict(l2=-0.1), ValueError, "l2 must be"),
+    (dict(truncate=-1), ValueError, "truncate must be >= 0"),
+    (dict(on_divergence="ignore"), ValueError, "on_divergence must be one of"),
+    (dict(patience=0), ValueError, "patience must be >= 1"),
+    (dict(schedule="cosine"), ValueError, "schedule must be one of"),
+    (dict(valid=[1]), TypeError, "valid must be a tuple"),
+    (dict(resume=True), ValueError, "resume=True needs checkpoint"),
+    (dict(callbacks=[1]), TypeError, "callbacks must be functions"),
+    (dict(k1=2, batch_size=2), ValueError, "batch_size applies to epochwise"),
+])
+def test_bad_hyper_parameters(kwargs, error, match):
+    task = tasks.noisy_sine(4, length=10, seed=0)
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+    args = dict(epochs=1, lr=0.01) | kwargs
+    with pytest.raises(error, match=match):
+        net.fit(task.X, task.D, **args)
+
+
+def test_bad_training_data():
+    net = bptt.ElmanRNN(3, 4, 2)
+    with pytest.raises(ValueError, match="X holds no steps"):
+        net.fit(np.zeros((0, 2), int), np.zeros((0, 2), int), epochs=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"D\[1\]"):
+        net.fit([np.zeros(3, int), np.zeros(2, int)], [np.zeros(3, int), np.zeros(3, int)],
+                epochs=1, lr=0.1)
+    with pytest.raises(TypeError, match="streams"):
+        net.fit([np.zeros(3, int)], [np.zeros(3, int)], epochs=1, lr=0.1, k1=2)
