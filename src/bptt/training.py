@@ -310,7 +310,7 @@ def _summary(history: History, epochs: int) -> str:
     valid = history.valid_loss[i]
     return (f"epoch {history.epoch[i]}/{epochs}  train {history.train_loss[i]:.4f}"
             + ("" if valid is None else f"  valid {valid:.4f}")
-            + f"  lr {history.lr[i]:.3g}  {history.seconds[i]:.1f} s  "
+            + f"  lr {history.lr[i]:.3g}  {history.seconds[i]:.2f} s  "
             f"{history.sequences_per_second[i]:,.0f} seq/s  "
             f"{history.steps_per_second[i]:,.0f} steps/s")
 
