@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import bptt
+from bptt import io as bptt_io
 from bptt import reference, tasks
 from bptt.optimizers import OPTIMIZERS
 from conftest import make_case
@@ -315,3 +316,42 @@ def test_bad_training_data():
                 epochs=1, lr=0.1)
     with pytest.raises(TypeError, match="streams"):
         net.fit([np.zeros(3, int)], [np.zeros(3, int)], epochs=1, lr=0.1, k1=2)
+
+
+KILLED_RUN = """
+import sys, time, bptt
+from bptt import tasks
+train = tasks.delayed_recall(64, length=30, n_symbols=5, delay=2, seed=0)
+net = bptt.ElmanRNN(5, 32, 5, seed=0)
+net.fit(train.X, train.D, mask=train.mask, epochs=500, lr=0.01, optimizer="adam",
+        batch_size=8, seed=3, checkpoint=sys.argv[1], resume=True,
+        callbacks=[lambda n, h: time.sleep(0.02)])
+"""
+
+
+def test_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / "run.npz"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(path)])
+    deadline = time.time() + 60
+    while time.time() < deadline and not path.exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    meta = bptt_io.from_json_array(bptt_io.load_arrays(path)["train/meta"], "meta")
+    done = len(meta["history"]["epoch"])
+    assert 1 <= done < 500
+
+    train = tasks.delayed_recall(64, length=30, n_symbols=5, delay=2, seed=0)
+    options = dict(mask=train.mask, lr=0.01, optimizer="adam", batch_size=8, seed=3)
+    resumed = bptt.ElmanRNN(5, 32, 5, seed=0)
+    history = resumed.fit(train.X, train.D, epochs=done + 5, checkpoint=path, resume=True,
+                          **options)
+    assert len(history) == done + 5
+    whole = bptt.ElmanRNN(5, 32, 5, seed=0)
+    whole.fit(train.X, train.D, epochs=done + 5, **options)
+    assert_params_equal(resumed.parameters(), whole.parameters())
