@@ -1,7 +1,8 @@
 """Build the Cython kernels.
 
 Optimised (-O3) and portable by default, so wheels run on any CPU of their architecture.
-Set BPTT_NATIVE=1 when building from source to add -march=native for this machine only.
+Set BPTT_NATIVE=1 when building from source to add -march=native for this machine only,
+and BPTT_SANITIZE=address for an AddressSanitizer build used by dev/asan-tests.sh.
 """
 import os
 
@@ -9,13 +10,18 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 compile_args = ["-O3"]
+link_args = []
 if os.environ.get("BPTT_NATIVE") == "1":
     compile_args.append("-march=native")
+if os.environ.get("BPTT_SANITIZE") == "address":
+    compile_args = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+    link_args = ["-fsanitize=address"]
 
 kernels = Extension(
     "bptt._kernels",
     ["src/bptt/_kernels.pyx"],
     extra_compile_args=compile_args,
+    extra_link_args=link_args,
 )
 
 setup(

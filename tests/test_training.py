@@ -355,3 +355,21 @@ def test_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path):
     whole = bptt.ElmanRNN(5, 32, 5, seed=0)
     whole.fit(train.X, train.D, epochs=done + 5, **options)
     assert_params_equal(resumed.parameters(), whole.parameters())
+
+
+def test_memory_stays_flat_over_repeated_training_and_files(tmp_path):
+    """A short soak (dev/soak.py runs the long one): no growth after warm-up."""
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    data = tasks.delayed_recall(16, length=400, n_symbols=8, delay=2, seed=0)
+    net = bptt.ElmanRNN(8, 64, 8, seed=0)
+    readings = []
+    for i in range(40):
+        net.fit(data.X, data.D, mask=data.mask, epochs=1, lr=1e-3, optimizer="adam",
+                k1=10, k2=20)
+        net.save(tmp_path / "m.npz")
+        bptt.load(tmp_path / "m.npz").evaluate(data.X, data.D, mask=data.mask)
+        readings.append(rss_mib())
+    assert readings[-1] - readings[9] < 8.0, readings
