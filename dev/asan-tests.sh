@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
 git ls-files -z | xargs -0 -I{} cp --parents {} "$WORK/"
 python3 -m venv "$WORK/venv"
 BPTT_SANITIZE=address "$WORK/venv/bin/pip" install -q "$WORK[test]"
