@@ -1,0 +1,590 @@
+"""scikit-learn-compatible estimators over ElmanRNN: RNNClassifier and RNNRegressor.
+
+Data are sample-major, as scikit-learn has them:
+
+- X (n_samples, T, n_features) floats: n_samples sequences of T steps;
+- X (n_samples, T) integer token ids in [0, vocab_size) when ``vocab_size`` is set;
+- X (n_samples, n_features) floats when ``vocab_size`` is None: each row is read as
+  a sequence of n_features steps with one input each (what makes tabular data, and
+  scikit-learn's generic checks, meaningful for a sequence model).
+
+They are transposed to bptt's time-major layout (DESIGN.md section 1) internally.
+Any numeric input is accepted and converted to the estimator's ``dtype`` (the core
+ElmanRNN stays strict about dtypes). One target per sequence is read from the output
+of the last step (a mask zeroes the loss elsewhere); per-step targets train every step.
+
+scikit-learn is never imported here: the estimator protocol (get_params/set_params
+from the __init__ signature, fit returning self, learned attributes ending in "_")
+is written out. The only scikit-learn objects used are built on demand when
+scikit-learn itself is already loaded: the Tags of ``__sklearn_tags__`` (which only
+scikit-learn calls), and NotFittedError / DataConversionWarning, which then also
+derive from scikit-learn's classes of the same name so its code catches them.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+import sys
+import warnings
+
+import numpy as np
+
+from ._checks import check_dtype, check_int
+from .model import ElmanRNN
+
+__all__ = ["DataConversionWarning", "NotFittedError", "RNNClassifier", "RNNRegressor"]
+
+# samples x steps x units of network state per chunk of predict (bounded memory)
+PREDICT_ELEMENTS = 2**22
+
+
+# ---------------------------------------------------------------- errors and warnings
+
+
+class NotFittedError(ValueError, AttributeError):
+    """predict, predict_proba or score called before fit.
+
+    A ValueError and an AttributeError, like scikit-learn's; when scikit-learn is
+    loaded the raised exception is also an instance of sklearn.exceptions.NotFittedError.
+    """
+
+    def __reduce__(self):
+        return (_make_not_fitted_error, self.args)
+
+
+class DataConversionWarning(UserWarning):
+    """The data were reshaped to what the estimator expects (a column-vector y)."""
+
+
+_WITH_SKLEARN_BASE: dict[type, type] = {}
+
+
+def _with_sklearn_base(cls: type) -> type:
+    """cls, or, when scikit-learn is already imported, a subclass of both cls and
+    sklearn.exceptions' class of the same name. Never imports scikit-learn itself:
+    code that catches or filters scikit-learn's class has imported it already."""
+    if "sklearn" not in sys.modules:
+        return cls
+    if cls not in _WITH_SKLEARN_BASE:
+        try:
+            from sklearn import exceptions
+            base = getattr(exceptions, cls.__name__)
+        except (ImportError, AttributeError):
+            return cls
+        _WITH_SKLEARN_BASE[cls] = type(cls.__name__, (cls, base),
+                                       {"__module__": cls.__module__, "__doc__": cls.__doc__})
+    return _WITH_SKLEARN_BASE[cls]
+
+
+def _make_not_fitted_error(*args) -> NotFittedError:
+    return _with_sklearn_base(NotFittedError)(*args)
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _is_sparse(value) -> bool:
+    # a scipy sparse object can only exist once scipy.sparse has been imported
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(value)
+
+
+def _as_numeric(name: str, value) -> np.ndarray:
+    """value as an array of numbers (bool, int, uint or float; object arrays converted)."""
+    if _is_sparse(value):
+        raise TypeError(f"{name} is a sparse matrix, which is not supported: pass a dense "
+                        f"array (e.g. {name}.toarray())")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be read as an array (sequences of "
+                         f"different lengths?): {exc}") from exc
+    if arr.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}")
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must hold numbers; converting it failed: {exc}") from exc
+    elif arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _finite(name: str, arr: np.ndarray) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity (as {arr.dtype})")
+    return arr
+
+
+def _time_major(Xs: np.ndarray) -> np.ndarray:
+    """Sample-major (n, T[, F]) to bptt's contiguous time-major (T, n[, F])."""
+    return np.ascontiguousarray(np.swapaxes(Xs, 0, 1))
+
+
+def _seed(random_state) -> int | None:
+    """An int seed (or None: fresh entropy) from scikit-learn's kinds of random_state."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**32))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**32, dtype=np.int64))
+    if isinstance(random_state, (bool, np.bool_)) or \
+            not isinstance(random_state, numbers.Integral):
+        raise TypeError(f"random_state must be None, an int >= 0, a numpy Generator or "
+                        f"RandomState, got {random_state!r}")
+    return check_int("random_state", random_state, minimum=0)
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _same(a, b) -> bool:
+    try:
+        return a is b or (type(a) is type(b) and bool(a == b))
+    except (TypeError, ValueError):
+        return False
+
+
+def _r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """R² as sklearn.metrics.r2_score(multioutput="uniform_average") computes it on
+    (n, k) arrays: per target 1 - SS_res / SS_tot (1.0 when both are 0, 0.0 when only
+    SS_tot is), then the mean over targets."""
+    if y_true.shape[0] < 2:
+        warnings.warn("R² is not well-defined with fewer than two samples", UserWarning,
+                      stacklevel=3)
+        return float("nan")
+    y_true = y_true.astype(np.float64)
+    residual = ((y_true - y_pred) ** 2).sum(axis=0)
+    total = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
+    scores = np.ones(y_true.shape[1])
+    valid = (residual != 0) & (total != 0)
+    scores[valid] = 1.0 - residual[valid] / total[valid]
+    scores[(residual != 0) & (total == 0)] = 0.0
+    return float(scores.mean())
+
+
+# ---------------------------------------------------------------- shared base
+
+
+class _RNNEstimator:
+    """Hyper-parameters, the estimator protocol, input checks, training and prediction
+    shared by RNNClassifier and RNNRegressor."""
+
+    _estimator_type: str = ""
+
+    def __init__(self, *, n_hidden=32, hidden="tanh", epochs=50, lr=0.01, optimizer="adam",
+                 batch_size=32, truncate=None, clip_norm=5.0, l2=0.0, dtype="float64",
+                 vocab_size=None, random_state=None, verbose=False):
+        self.n_hidden = n_hidden
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.truncate = truncate
+        self.clip_norm = clip_norm
+        self.l2 = l2
+        self.dtype = dtype
+        self.vocab_size = vocab_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ estimator protocol
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return sorted(p.name for p in signature.parameters.values()
+                      if p.name != "self" and p.kind == p.KEYWORD_ONLY)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The hyper-parameters by name (deep is accepted for scikit-learn; there are
+        no nested estimators)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set hyper-parameters by name (checked when fit runs); returns self."""
+        valid = self._param_names()
+        for name in params:
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for estimator "
+                                 f"{type(self).__name__}. Valid parameters are: {valid}.")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default
+                    for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if not _same(v, defaults.get(k))]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, so scikit-learn is loaded by then.
+        from sklearn.utils import (ClassifierTags, InputTags, RegressorTags, Tags,
+                                   TargetTags)
+        regressor = self._estimator_type == "regressor"
+        return Tags(
+            estimator_type=self._estimator_type,
+            target_tags=TargetTags(required=True, multi_output=regressor,
+                                   single_output=True),
+            classifier_tags=None if regressor else ClassifierTags(),
+            regressor_tags=RegressorTags() if regressor else None,
+            input_tags=InputTags(two_d_array=True, three_d_array=True))
+
+    def __getstate__(self) -> dict:
+        # ElmanRNN holds a lock, which does not pickle: keep its config and weights
+        state = self.__dict__.copy()
+        net = state.get("model_")
+        if isinstance(net, ElmanRNN):
+            state["model_"] = {"config": net.config(),
+                               "parameters": {k: v.copy() for k, v in
+                                              net.parameters().items()}}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        saved = state.get("model_")
+        if isinstance(saved, dict):
+            net = ElmanRNN(**saved["config"])
+            for name, param in net.parameters().items():
+                param[...] = saved["parameters"][name]
+            state = dict(state, model_=net)
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------ checks
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise _make_not_fitted_error(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                f"appropriate arguments before using this estimator.")
+
+    def _validate_fit_X(self, X) -> tuple[np.ndarray, str, int]:
+        """X for fit, read by the hyper-parameters vocab_size and dtype (see _read_X)."""
+        vocab = None if self.vocab_size is None else \
+            check_int("vocab_size", self.vocab_size, minimum=1)
+        return self._read_X(X, vocab, check_dtype(self.dtype))
+
+    def _read_X(self, X, vocab: int | None, dtype: np.dtype) -> tuple[np.ndarray, str, int]:
+        """X as sample-major floats (n, T, F) of dtype, or token ids (n, T) when vocab
+        is set; with its layout ("features", "columns" or "tokens") and n_features."""
+        if X is None:
+            raise ValueError("X must be an array, got None")
+        arr = _as_numeric("X", X)
+        expected = ("2-D (n_samples, T) integer token ids" if vocab is not None else
+                    "2-D (n_samples, n_features), read as sequences of n_features steps "
+                    "with one input each, or 3-D (n_samples, T, n_features)")
+        if arr.ndim not in ((2,) if vocab is not None else (2, 3)):
+            raise ValueError(
+                f"X must be {expected}; got a {arr.ndim}-D array of shape {arr.shape}. "
+                f"Reshape your data either using array.reshape(-1, 1) if your data has a "
+                f"single feature or array.reshape(1, -1) if it contains a single sample.")
+        if arr.shape[0] == 0:
+            raise ValueError(f"X has 0 sample(s) (shape={arr.shape}) while a minimum of 1 "
+                             f"is required.")
+        if arr.shape[1] == 0:
+            what = "feature(s)" if arr.ndim == 2 and vocab is None else "time step(s)"
+            raise ValueError(f"X has 0 {what} (shape={arr.shape}) while a minimum of 1 is "
+                             f"required.")
+        if arr.ndim == 3 and arr.shape[2] == 0:
+            raise ValueError(f"X has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
+                             f"is required.")
+        if vocab is not None:
+            if arr.dtype.kind == "f" and not (np.isfinite(arr).all()
+                                              and (arr == np.round(arr)).all()):
+                raise ValueError("X must hold integer token ids (vocab_size is set); it "
+                                 "holds non-integer values, NaN or infinity")
+            if arr.min() < 0 or arr.max() >= vocab:
+                raise ValueError(f"X holds token ids outside [0, vocab_size={vocab}): "
+                                 f"min {arr.min()}, max {arr.max()}")
+            return arr.astype(np.intp, copy=False), "tokens", vocab
+        arr = _finite("X", arr.astype(dtype, copy=False))
+        if arr.ndim == 2:
+            return arr[:, :, np.newaxis], "columns", arr.shape[1]
+        return arr, "features", arr.shape[2]
+
+    def _validate_X(self, X) -> np.ndarray:
+        """X for a fitted estimator: read as in fit, and checked against what fit saw."""
+        self._check_fitted()
+        net, name = self.model_, type(self).__name__
+        vocab = net.n_in if self._layout == "tokens" else None
+        if X is None:
+            raise ValueError("X must be an array, got None")
+        arr = _as_numeric("X", X)
+        if self._layout != "tokens" and arr.ndim in (2, 3):
+            if arr.ndim != (3 if self._layout == "features" else 2):
+                raise ValueError(
+                    f"X must be {'3-D' if self._layout == 'features' else '2-D'} like "
+                    f"the X {name} was fitted on, got shape {arr.shape}")
+            if arr.shape[-1] != self.n_features_in_:      # scikit-learn's wording
+                raise ValueError(f"X has {arr.shape[-1]} features, but {name} is expecting "
+                                 f"{self.n_features_in_} features as input "
+                                 f"(n_features_in_={self.n_features_in_})")
+        return self._read_X(arr, vocab, net.dtype)[0]
+
+    def _validate_y(self, y, n_samples: int) -> np.ndarray:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                             f"target y is None")
+        if _is_sparse(y):
+            raise TypeError("y is a sparse matrix, which is not supported: pass a dense "
+                            "array")
+        try:
+            arr = np.asarray(y)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"y could not be read as an array: {exc}") from exc
+        if arr.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: y has dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise ValueError(f"y must be an array (n_samples, ...), got the scalar {arr!r}")
+        if arr.shape[0] != n_samples:
+            raise ValueError(f"X and y have different numbers of samples: X has "
+                             f"{n_samples}, y has {arr.shape[0]}")
+        return arr
+
+    # ------------------------------------------------------------ training, outputs
+
+    def _fit_network(self, Xs: np.ndarray, layout: str, n_features: int, D: np.ndarray,
+                     mask, n_out: int, output: str, loss: str) -> None:
+        """Build and train the network on sample-major Xs and time-major D (T, n, ...),
+        then set the learned attributes common to both estimators."""
+        seed = _seed(self.random_state)
+        n_in = n_features if layout == "tokens" else Xs.shape[2]
+        net = ElmanRNN(n_in, self.n_hidden, n_out, hidden=self.hidden, output=output,
+                       loss=loss, dtype=self.dtype, seed=seed)
+        history = net.fit(_time_major(Xs), D, mask=mask, epochs=self.epochs, lr=self.lr,
+                          optimizer=self.optimizer, batch_size=self.batch_size,
+                          truncate=self.truncate, clip_norm=self.clip_norm, l2=self.l2,
+                          seed=seed, verbose=_check_bool("verbose", self.verbose))
+        self.model_ = net
+        self.history_ = history
+        self.n_features_in_ = n_features
+        self._layout = layout
+
+    def _last_step_mask(self, T: int, n: int) -> np.ndarray:
+        mask = np.zeros((T, n), check_dtype(self.dtype))
+        mask[-1] = 1
+        return mask
+
+    def _outputs(self, Xs: np.ndarray, per_step: bool) -> np.ndarray:
+        """Network outputs for sample-major inputs: (n, O) of the last step, or
+        (n, T, O) with per_step; computed in chunks of samples (bounded memory)."""
+        net = self.model_
+        n, T = Xs.shape[:2]
+        out = np.empty((n, T, net.n_out) if per_step else (n, net.n_out), net.dtype)
+        chunk = max(1, PREDICT_ELEMENTS // (T * (net.n_hidden + net.n_out)))
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            Y = net.predict(_time_major(Xs[start:stop]))          # (T, b, O)
+            out[start:stop] = np.swapaxes(Y, 0, 1) if per_step else Y[-1]
+        return out
+
+
+# ---------------------------------------------------------------- classifier
+
+
+class RNNClassifier(_RNNEstimator):
+    """Sequence classification with an Elman RNN trained by exact BPTT.
+
+    fit(X, y) with y (n_samples,) labels of any type (one per sequence, read from the
+    softmax output of the last step), or (n_samples, T) one label per step
+    (``per_step_`` is inferred from y's shape). A y of shape (n_samples, 1) is a
+    column vector (raveled with a DataConversionWarning) unless T == 1.
+
+    Parameters
+    ----------
+    n_hidden : hidden units H.
+    hidden : hidden activation, "tanh", "sigmoid", "relu" or "linear".
+    epochs, lr, optimizer, batch_size, truncate, clip_norm, l2 : passed to
+        ElmanRNN.fit (bptt.training.fit); truncate None is full BPTT.
+    dtype : "float64" (default: scikit-learn's precision, and its checks compare
+        predictions at tolerances float32 does not meet) or "float32" (faster).
+    vocab_size : None for float inputs; an int for X of integer token ids.
+    random_state : None (fresh entropy), an int, or a numpy Generator/RandomState;
+        seeds the initial weights and the minibatch order.
+    verbose : progress on stderr while fitting.
+
+    Attributes
+    ----------
+    model_ : the fitted ElmanRNN.
+    classes_ : the sorted labels; class k is output unit k.
+    per_step_ : whether y held a label per step.
+    n_features_in_ : inputs per step (n_features; vocab_size for tokens), or the
+        number of columns of a 2-D float X.
+    history_ : the bptt.History of the fit.
+    """
+
+    _estimator_type = "classifier"
+
+    def __init__(self, *, n_hidden=32, hidden="tanh", epochs=50, lr=0.01, optimizer="adam",
+                 batch_size=32, truncate=None, clip_norm=5.0, l2=0.0, dtype="float64",
+                 vocab_size=None, random_state=None, verbose=False):
+        super().__init__(n_hidden=n_hidden, hidden=hidden, epochs=epochs, lr=lr,
+                         optimizer=optimizer, batch_size=batch_size, truncate=truncate,
+                         clip_norm=clip_norm, l2=l2, dtype=dtype, vocab_size=vocab_size,
+                         random_state=random_state, verbose=verbose)
+
+    def fit(self, X, y):
+        """Train on sequences X and labels y; returns self."""
+        Xs, layout, n_features = self._validate_fit_X(X)
+        n, T = Xs.shape[:2]
+        y = self._validate_y(y, n)
+        if y.ndim == 2 and y.shape[1] == 1 and T != 1:
+            warnings.warn(_with_sklearn_base(DataConversionWarning)(
+                "A column-vector y was passed when a 1d array was expected. Please change "
+                "the shape of y to (n_samples,), for example using ravel(); a label per "
+                "step needs y of shape (n_samples, T)."), stacklevel=2)
+            y = y[:, 0]
+        if y.ndim == 2 and y.shape[1] != T or y.ndim > 2:
+            raise ValueError(f"y must have shape (n_samples,) (a label per sequence) or "
+                             f"(n_samples, T) = ({n}, {T}) (a label per step), got {y.shape}")
+        if y.dtype.kind == "f":
+            _finite("y", y)
+            if (y != np.round(y)).any():
+                raise ValueError("Unknown label type: continuous (y holds non-integer "
+                                 "numbers); RNNClassifier needs class labels, use "
+                                 "RNNRegressor for continuous targets")
+        try:
+            classes, codes = np.unique(y, return_inverse=True)
+        except TypeError as exc:
+            raise ValueError(f"Unknown label type: y's labels cannot be sorted ({exc})") \
+                from exc
+        if len(classes) < 2:
+            raise ValueError(f"y holds 1 class ({classes[0]!r}); RNNClassifier needs at "
+                             f"least 2 classes")
+        codes = codes.reshape(y.shape)
+        per_step = y.ndim == 2
+        if per_step:
+            D, mask = np.ascontiguousarray(codes.T), None
+        else:
+            D = np.zeros((T, n), np.intp)
+            D[-1] = codes
+            mask = self._last_step_mask(T, n)
+        self._fit_network(Xs, layout, n_features, D, mask, len(classes), "softmax",
+                          "cross_entropy")
+        self.classes_ = classes
+        self.per_step_ = per_step
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes), or (n_samples, T, n_classes)
+        per step; columns in the order of classes_."""
+        Xs = self._validate_X(X)
+        return self._outputs(Xs, self.per_step_)
+
+    def predict(self, X) -> np.ndarray:
+        """Labels (n_samples,), or (n_samples, T) per step."""
+        proba = self.predict_proba(X)          # first: NotFittedError before classes_
+        return self.classes_[np.argmax(proba, axis=-1)]
+
+    def score(self, X, y) -> float:
+        """Accuracy: the fraction of labels (sequences, or steps) predicted right."""
+        pred = self.predict(X)
+        y = np.asarray(y)
+        if y.shape != pred.shape and y.shape == pred.shape + (1,):
+            y = y[..., 0]
+        if y.shape != pred.shape:
+            raise ValueError(f"y must have the shape of the predictions {pred.shape}, "
+                             f"got {y.shape}")
+        return float(np.mean(pred == y))
+
+
+# ---------------------------------------------------------------- regressor
+
+
+class RNNRegressor(_RNNEstimator):
+    """Sequence regression with an Elman RNN (linear output, squared error).
+
+    fit(X, y) with y (n_samples,) or (n_samples, n_targets): targets of the last step;
+    per step with y (n_samples, T, n_targets), or y (n_samples, T) when
+    ``per_step=True``. The network is trained on targets standardised per target
+    (so lr suits any scale of y; history_ losses are in those units) and the scaling
+    is then folded into its output layer, so ``model_`` predicts y itself.
+
+    Parameters are RNNClassifier's, plus
+    per_step : read a 2-D y (n_samples, T) as one target per step.
+
+    Attributes
+    ----------
+    model_, n_features_in_, history_ : as in RNNClassifier.
+    n_outputs_ : targets per prediction.
+    per_step_ : whether the targets were per step.
+    """
+
+    _estimator_type = "regressor"
+
+    def __init__(self, *, n_hidden=32, hidden="tanh", epochs=50, lr=0.01, optimizer="adam",
+                 batch_size=32, truncate=None, clip_norm=5.0, l2=0.0, dtype="float64",
+                 vocab_size=None, per_step=False, random_state=None, verbose=False):
+        super().__init__(n_hidden=n_hidden, hidden=hidden, epochs=epochs, lr=lr,
+                         optimizer=optimizer, batch_size=batch_size, truncate=truncate,
+                         clip_norm=clip_norm, l2=l2, dtype=dtype, vocab_size=vocab_size,
+                         random_state=random_state, verbose=verbose)
+        self.per_step = per_step
+
+    def fit(self, X, y):
+        """Train on sequences X and targets y; returns self."""
+        Xs, layout, n_features = self._validate_fit_X(X)
+        n, T = Xs.shape[:2]
+        y = _finite("y", _as_numeric("y", self._validate_y(y, n)).astype(np.float64))
+        per_step = y.ndim == 3 or _check_bool("per_step", self.per_step)
+        if per_step and (y.ndim not in (2, 3) or y.shape[1] != T):
+            raise ValueError(f"per-step targets need y of shape (n_samples, T) or "
+                             f"(n_samples, T, n_targets) with (n_samples, T) = ({n}, {T}), "
+                             f"got {y.shape}")
+        if not per_step and y.ndim > 2:
+            raise ValueError(f"y must have shape (n_samples,) or (n_samples, n_targets), "
+                             f"got {y.shape}")
+        targets = y.reshape((n, T, -1) if per_step else (n, -1))
+        k = targets.shape[-1]
+        if k == 0:
+            raise ValueError(f"y has 0 targets (shape={y.shape})")
+        # train on standardised targets, so that lr suits any scale of y ...
+        mean = targets.reshape(-1, k).mean(axis=0)
+        scale = targets.reshape(-1, k).std(axis=0)
+        scale[scale == 0] = 1.0
+        standard = ((targets - mean) / scale).astype(check_dtype(self.dtype))
+        if per_step:
+            D, mask = _time_major(standard), None
+        else:
+            D = np.zeros((T, n, k), standard.dtype)
+            D[-1] = standard
+            mask = self._last_step_mask(T, n)
+        self._fit_network(Xs, layout, n_features, D, mask, k, "linear", "sse")
+        # ... and fold the scaling into the linear output layer: model_ predicts y
+        net = self.model_
+        net.W = net.W * scale
+        net.b_o = net.b_o * scale + mean
+        self.n_outputs_ = k
+        self.per_step_ = per_step
+        self._squeeze = y.ndim == (2 if per_step else 1)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions shaped like the y of fit: (n_samples,) or (n_samples, n_targets),
+        or per step (n_samples, T) or (n_samples, T, n_targets)."""
+        Xs = self._validate_X(X)
+        out = self._outputs(Xs, self.per_step_)
+        return out[..., 0] if self._squeeze else out
+
+    def score(self, X, y) -> float:
+        """R² (coefficient of determination), averaged uniformly over targets as
+        sklearn.metrics.r2_score does; per step, the steps count as samples."""
+        pred = self.predict(X)
+        y = _as_numeric("y", y)
+        if y.shape != pred.shape and y.size == pred.size and y.shape[:1] == pred.shape[:1]:
+            y = y.reshape(pred.shape)          # (n,) against (n, 1) and the like
+        if y.shape != pred.shape:
+            raise ValueError(f"y must have the shape of the predictions {pred.shape}, "
+                             f"got {y.shape}")
+        k = self.n_outputs_
+        return _r2_score(y.reshape(-1, k), pred.reshape(-1, k))
