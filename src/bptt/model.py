@@ -21,10 +21,15 @@ LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
 
 
 class Workspace:
-    """Scratch arrays kept between calls and reused while their shape fits."""
+    """Scratch arrays kept between calls and reused while their shape fits.
+
+    prof: None, or a float64 array of len(_kernels.PROFILE_PHASES) to which the
+    kernels add the seconds spent in each phase (python -m bptt.bench --profile).
+    """
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self.prof: np.ndarray | None = None
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
         arr = self._arrays.get(name)
@@ -146,9 +151,10 @@ class ElmanRNN:
         weights = check_mask(mask, T, B, self.dtype)
         h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         tau = check_truncate(truncate)
-        grads = {name: np.zeros_like(self._params[name]) for name in PARAMETER_NAMES}
         if T * B == 0:
-            return 0.0, grads
+            return 0.0, {name: np.zeros_like(p) for name, p in self._params.items()}
+        # the kernels write every element of every gradient
+        grads = {name: np.empty_like(self._params[name]) for name in PARAMETER_NAMES}
         with self._lock:
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
@@ -161,10 +167,12 @@ class ElmanRNN:
         """S (T, B, H) = s(1..T) from h0 (eqs. 1-2)."""
         _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self.U, self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
-                                ACTIVATION_CODES[self.hidden], S)
+                                ACTIVATION_CODES[self.hidden], S, self._workspace.prof)
 
     def _h0_or_empty(self, h0: np.ndarray | None) -> np.ndarray:
-        return np.empty((0, self.n_hidden), self.dtype) if h0 is None else h0
+        if h0 is not None:
+            return h0
+        return self._workspace.get("no_h0", (0, self.n_hidden), self.dtype)
 
     def _loss_and_grad(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
                        h0: np.ndarray | None, tau: int, grads: dict) -> float:
@@ -172,12 +180,13 @@ class ElmanRNN:
         T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
         ws, dtype = self._workspace, self.dtype
         S = ws.get("S", (T, B, H), dtype)
-        Y = ws.get("Y", (T * B, O), dtype)
         dO = ws.get("dO", (T * B, O), dtype)
         self._forward_states(inputs, h0, S)
+        # the outputs are not needed here: Y and dO share one buffer
         loss = _kernels.output_loss_delta(
             S.reshape(T * B, H), self.W, self.b_o, ACTIVATION_CODES[self.output],
-            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, Y, dO)
+            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, dO, dO,
+            ws.prof)
         self._backward(inputs, S, h0, dO, tau, grads)
         return float(loss)
 
@@ -194,4 +203,4 @@ class ElmanRNN:
             self.W, self.U, ACTIVATION_CODES[self.hidden], tau,
             grads["V"], grads["U"], grads["W"], grads["b_h"], grads["b_o"],
             ws.get("DH", (T, B, H), dtype), ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype))
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)
