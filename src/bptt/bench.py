@@ -281,9 +281,11 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_row(row: Row) -> str:
-    return (f"| {row.case} | {row.dtype} | {row.kernels_ms:.3f} | {row.gflops:.1f} "
-            f"| {row.share_of_limit:.0%} | {_fmt(row.reference_ms, '.3f')} "
-            f"| {_fmt(row.vs_reference, '.1f')} | {_fmt(row.torch_ms, '.3f')} "
+    """A table line; times to 4 significant digits, so that every printed speed-up is
+    the ratio of the printed times to within its own rounding."""
+    return (f"| {row.case} | {row.dtype} | {row.kernels_ms:.4g} | {row.gflops:.1f} "
+            f"| {row.share_of_limit:.0%} | {_fmt(row.reference_ms, '.4g')} "
+            f"| {_fmt(row.vs_reference, '.2f')} | {_fmt(row.torch_ms, '.4g')} "
             f"| {_fmt(row.vs_torch, '.2f')} |")
 
 
@@ -339,11 +341,18 @@ def environment(threads: int, thread_note: str) -> dict:
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
+    try:
+        from threadpoolctl import threadpool_info
+        cores = sorted({i.get("architecture") or "?" for i in threadpool_info()
+                        if i.get("user_api") == "blas"})
+    except ImportError:
+        cores = None
     return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, "bptt": __version__,
-            "torch": torch_version, "threads": threads, "thread_control": thread_note}
+            "torch": torch_version, "threads": threads, "thread_control": thread_note,
+            "openblas_core": cores, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 from . import _kernels
+from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_dtype, check_h0, check_inputs, check_int,
                       check_mask, check_output_loss, check_targets, check_truncate)
@@ -131,9 +132,14 @@ class ElmanRNN:
         if T * B == 0:
             return Y, S
         with self._lock:
-            self._forward_states(inputs, h0, S)
-            _kernels.forward_output(S.reshape(T * B, -1), self.W, self.b_o,
-                                    ACTIVATION_CODES[self.output], Y.reshape(T * B, -1))
+            restore = _threads._enter(B, self.n_hidden)
+            try:
+                self._forward_states(inputs, h0, S)
+                _kernels.forward_output(S.reshape(T * B, -1), self.W, self.b_o,
+                                        ACTIVATION_CODES[self.output],
+                                        Y.reshape(T * B, -1))
+            finally:
+                _threads._leave(restore)
         return Y, S
 
     def loss_and_grad(self, X, D, h0=None, mask=None,
@@ -165,9 +171,13 @@ class ElmanRNN:
     def _forward_states(self, inputs: Inputs, h0: np.ndarray | None,
                         S: np.ndarray) -> None:
         """S (T, B, H) = s(1..T) from h0 (eqs. 1-2)."""
-        _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self.U, self.b_h,
-                                self._h0_or_empty(h0), h0 is not None,
-                                ACTIVATION_CODES[self.hidden], S, self._workspace.prof)
+        restore = _threads._enter(inputs.B, self.n_hidden)
+        try:
+            _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self.U, self.b_h,
+                                    self._h0_or_empty(h0), h0 is not None,
+                                    ACTIVATION_CODES[self.hidden], S, self._workspace.prof)
+        finally:
+            _threads._leave(restore)
 
     def _h0_or_empty(self, h0: np.ndarray | None) -> np.ndarray:
         if h0 is not None:
@@ -177,6 +187,15 @@ class ElmanRNN:
     def _loss_and_grad(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
                        h0: np.ndarray | None, tau: int, grads: dict) -> float:
         """Forward, loss, output deltas and BPTT of whole sequences into grads."""
+        restore = _threads._enter(inputs.B, self.n_hidden)
+        try:
+            return self._loss_and_grad_kernels(inputs, targets, weights, h0, tau, grads)
+        finally:
+            _threads._leave(restore)
+
+    def _loss_and_grad_kernels(self, inputs: Inputs, targets: Targets,
+                               weights: np.ndarray, h0: np.ndarray | None, tau: int,
+                               grads: dict) -> float:
         T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
         ws, dtype = self._workspace, self.dtype
         S = ws.get("S", (T, B, H), dtype)
@@ -198,9 +217,13 @@ class ElmanRNN:
         n_out = dO.shape[0] // B
         truncated = 0 <= tau < T - 1
         scratch = (n_out, B, H) if truncated else (0, B, H)
-        _kernels.backward(
-            S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, dO,
-            self.W, self.U, ACTIVATION_CODES[self.hidden], tau,
-            grads["V"], grads["U"], grads["W"], grads["b_h"], grads["b_o"],
-            ws.get("DH", (T, B, H), dtype), ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)
+        restore = _threads._enter(B, H)
+        try:
+            _kernels.backward(
+                S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, dO,
+                self.W, self.U, ACTIVATION_CODES[self.hidden], tau,
+                grads["V"], grads["U"], grads["W"], grads["b_h"], grads["b_o"],
+                ws.get("DH", (T, B, H), dtype), ws.get("G1", scratch, dtype),
+                ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)
+        finally:
+            _threads._leave(restore)

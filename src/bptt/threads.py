@@ -12,23 +12,28 @@ threadpoolctl is used when installed (and sees the same library, so
 ``threadpoolctl.threadpool_limits`` works on bptt too); otherwise the library's
 ``*openblas_set_num_threads*`` symbol is called through ctypes.
 
-Default policy (measured, see bench/README.md): 1 thread. On the 2-core machine the
-kernels were measured on, 2 threads speed up only the largest per-step GEMMs
-(B*H of 64*1024 and up) and stall for milliseconds on some calls, and a small
-B*H is slower at 2 threads. ``recommended_threads(B, H)`` states the rule.
+Default policy ("auto", measured on a 2-core machine, see bench/README.md): the
+kernels run a model with B*H < 16384 (e.g. batch 1, or 32 x 128) at 1 BLAS thread and
+larger ones at the library's own setting (OPENBLAS_NUM_THREADS, threadpoolctl, or all
+cores), never above it. At batch 1 a second thread gains nothing (the recursion is
+?gemv) and, when another process holds the other core, stalls a step 250-fold
+(0.14 -> 36 ms); at 32 x 128 it gains 1.7x on an idle machine but stalled steps for
+up to 2.5 s under such contention. ``set_num_threads(n)`` replaces the policy by a
+fixed count; ``set_num_threads(None)`` restores it.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
 
-# B*H from which a second thread paid off in the measurements (bench/README.md)
-_MULTI_THREAD_MIN_BH = 64 * 1024
+# B*H below which the kernels run single-threaded under the auto policy
+_MULTI_THREAD_MIN_BH = 16384
+_fixed: int | None = None       # None: the auto policy; n: set_num_threads(n)
+_c_functions = None             # (set, get) through ctypes, found once
 
 
 def _scipy_dirs() -> list[str]:
@@ -82,13 +87,19 @@ def get_num_threads() -> int | None:
     return None if found is None else int(found[1]())
 
 
-def set_num_threads(n: int) -> int | None:
-    """Set the kernels' BLAS threads to n >= 1; returns the previous count (None: unknown).
+def set_num_threads(n: int | None) -> int | None:
+    """Set the kernels' BLAS threads to n >= 1 (replacing the auto policy), or
+    None to return to the auto policy; returns the previous count (None: unknown).
 
     Raises RuntimeError when no way to control the library was found.
     """
+    global _fixed
+    if n is None:
+        _fixed = None
+        return get_num_threads()
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        raise ValueError(f"n must be an integer >= 1 or None, got {n!r}")
+    _fixed = n
     previous = get_num_threads()
     libs = _threadpoolctl_libs()
     if libs:
@@ -115,10 +126,31 @@ def blas_threads(n: int) -> Iterator[None]:
             set_num_threads(previous)
 
 
-def recommended_threads(B: int, H: int, cpus: int | None = None) -> int:
-    """The measured default policy: 1 thread unless B*H is large (bench/README.md)."""
-    cpus = cpus or os.cpu_count() or 1
-    return min(2, cpus) if B * H >= _MULTI_THREAD_MIN_BH else 1
+def single_threaded(B: int, H: int) -> bool:
+    """Whether the auto policy runs a B x H model on 1 thread."""
+    return B * H < _MULTI_THREAD_MIN_BH
+
+
+def _enter(B: int, H: int) -> int:
+    """Before a kernel call: apply the auto policy; returns the count to restore
+    (0: nothing to restore). Cheap: two C calls when the policy applies."""
+    global _c_functions
+    if _fixed is not None or not single_threaded(B, H):
+        return 0
+    if _c_functions is None:
+        _c_functions = _ctypes_lib() or ()
+    if not _c_functions:
+        return 0
+    current = _c_functions[1]()
+    if current <= 1:
+        return 0
+    _c_functions[0](1)
+    return current
+
+
+def _leave(previous: int) -> None:
+    if previous:
+        _c_functions[0](previous)
 
 
 def control_method() -> str:
