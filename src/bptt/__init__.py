@@ -2,8 +2,9 @@
 from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load
 from .text import Vocabulary
+from .threads import blas_threads, get_num_threads, set_num_threads
 from .training import History, TrainingDiverged
 
 __all__ = ["ElmanRNN", "History", "RNNClassifier", "RNNRegressor", "TrainingDiverged",
-           "Vocabulary", "load"]
+           "Vocabulary", "blas_threads", "get_num_threads", "load", "set_num_threads"]
 __version__ = "0.1.0"

@@ -59,3 +59,14 @@ cdef inline void matmul_rows(bint trans_b, int m, int n, int k, floating alpha,
              alpha, b, ldb, a, beta, c)
     else:
         gemm(False, trans_b, m, n, k, alpha, a, k, b, ldb, beta, c, n)
+
+
+cdef inline void axpy(int n, floating alpha, const floating* x, floating* y) noexcept nogil:
+    """y += alpha * x over n contiguous elements."""
+    cdef int one = 1
+    if n == 0:
+        return
+    if floating is float:
+        blas.saxpy(&n, &alpha, <float*>x, &one, y, &one)
+    else:
+        blas.daxpy(&n, &alpha, <double*>x, &one, y, &one)

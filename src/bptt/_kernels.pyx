@@ -14,7 +14,235 @@ DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated
 from cython cimport floating
 from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs
 
-from ._blas cimport gemm, gemv, matmul_rows
+from ._blas cimport axpy, gemm, gemv, matmul_rows
+
+
+# Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
+# vector extensions make every build vectorize them (see the comments inside).
+cdef extern from *:
+    """
+    /* Float32 elementwise passes of the kernels, written with GCC/Clang vector extensions
+       so that every compiler build vectorizes them (16 lanes: 4 SSE, 2 AVX2 or 1 AVX-512
+       register), compiled once per x86-64 level (target_clones) where that is supported. */
+    #pragma GCC diagnostic ignored "-Wpsabi"
+    #include <stdint.h>
+    #include <string.h>
+    #include <math.h>
+    #include <time.h>
+    #if defined(_WIN32)
+    #include <windows.h>
+    #endif
+
+    /* one copy per x86-64 level, picked at load time by CPU features; not on a build
+       that already targets AVX-512 (-march=native), where GCC 12 needs no clones */
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
+        && defined(__linux__) && !defined(__AVX512F__)
+    #define BPTT_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+    #else
+    #define BPTT_CLONES
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #define BPTT_INLINE static inline __attribute__((always_inline))
+    #define BPTT_L 16
+
+    typedef float bptt_vf __attribute__((vector_size(4 * BPTT_L)));
+    typedef int32_t bptt_vi __attribute__((vector_size(4 * BPTT_L)));
+
+    BPTT_INLINE bptt_vf bptt_load(const float* p) { bptt_vf v; memcpy(&v, p, sizeof v); return v; }
+    BPTT_INLINE void bptt_store(float* p, bptt_vf v) { memcpy(p, &v, sizeof v); }
+    BPTT_INLINE bptt_vf bptt_splat(float x) { bptt_vf v = {0}; return v + x; }
+    /* mask ? a : b, mask lanes all ones or zeros */
+    BPTT_INLINE bptt_vf bptt_select(bptt_vi mask, bptt_vf a, bptt_vf b)
+    {
+        return (bptt_vf)((mask & (bptt_vi)a) | (~mask & (bptt_vi)b));
+    }
+
+    /* exp(x), Cephes expf (about 1 ulp): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial
+       in r, times 2^n built in the exponent bits; 0 below ln(FLT_MIN), valid to x = 88.37 */
+    BPTT_INLINE bptt_vf bptt_vexp(bptt_vf x)
+    {
+        const float hi = 88.3762626647949f, lo = -87.3365447505531f;
+        bptt_vf xc = bptt_select(x > hi, bptt_splat(hi), x);
+        xc = bptt_select(xc < lo, bptt_splat(lo), xc);
+        bptt_vf n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round */
+        bptt_vf r = xc - n * 0.693359375f;
+        r = r - n * -2.12194440e-4f;
+        bptt_vf p = bptt_splat(1.9875691500E-4f);
+        p = p * r + 1.3981999507E-3f;
+        p = p * r + 8.3334519073E-3f;
+        p = p * r + 4.1665795894E-2f;
+        p = p * r + 1.6666665459E-1f;
+        p = p * r + 5.0000001201E-1f;
+        p = p * (r * r) + r + 1.0f;
+        bptt_vi bits = (__builtin_convertvector(n, bptt_vi) + 127) << 23;
+        return bptt_select(x < lo, bptt_splat(0.0f), p * (bptt_vf)bits);
+    }
+
+    /* tanh(x), Cephes tanhf (about 2 ulp): odd polynomial for |x| < 0.625, else
+       (1 - e) / (1 + e) with e = exp(-2|x|), sign restored */
+    BPTT_INLINE bptt_vf bptt_vtanh(bptt_vf x)
+    {
+        bptt_vi sign = (bptt_vi)x & (int32_t)0x80000000;
+        bptt_vf ax = (bptt_vf)((bptt_vi)x & 0x7fffffff), z = x * x;
+        bptt_vf p = bptt_splat(-5.70498872745E-3f);
+        p = p * z + 2.06390887954E-2f;
+        p = p * z - 5.37397155531E-2f;
+        p = p * z + 1.33314422036E-1f;
+        p = p * z - 3.33332819422E-1f;
+        bptt_vf small = p * z * x + x;
+        bptt_vf e = bptt_vexp(ax * -2.0f);
+        bptt_vf big = (bptt_vf)((bptt_vi)((1.0f - e) / (1.0f + e)) | sign);
+        return bptt_select(ax < 0.625f, small, big);
+    }
+
+    /* sigmoid(x) = 1 / (1 + exp(-x)) through e = exp(-|x|), which cannot overflow */
+    BPTT_INLINE bptt_vf bptt_vsigmoid(bptt_vf x)
+    {
+        bptt_vf e = bptt_vexp((bptt_vf)((bptt_vi)x | (int32_t)0x80000000));
+        bptt_vf r = 1.0f / (1.0f + e);
+        return bptt_select(x >= 0.0f, r, e * r);
+    }
+
+    BPTT_INLINE bptt_vf bptt_vact(int act, bptt_vf v)
+    {
+        if (act == 2) return bptt_vtanh(v);
+        if (act == 1) return bptt_vsigmoid(v);
+        if (act == 3) return bptt_select(v > 0.0f, v, bptt_splat(0.0f));
+        return v;
+    }
+
+    /* a[r, c] = f(a[r, c] + b[c]): act 0 linear, 1 sigmoid, 2 tanh, 3 relu */
+    BPTT_CLONES static void bptt_activate_bias_f(int act, float* a, const float* b,
+                                                 Py_ssize_t rows, Py_ssize_t cols)
+    {
+        Py_ssize_t r, c;
+        float tail[BPTT_L], tail_b[BPTT_L];
+        for (r = 0; r < rows; r++) {
+            float* row = a + r * cols;
+            for (c = 0; c + BPTT_L <= cols; c += BPTT_L)
+                bptt_store(row + c, bptt_vact(act, bptt_load(row + c) + bptt_load(b + c)));
+            if (c < cols) {
+                memset(tail, 0, sizeof tail);
+                memset(tail_b, 0, sizeof tail_b);
+                memcpy(tail, row + c, (cols - c) * sizeof(float));
+                memcpy(tail_b, b + c, (cols - c) * sizeof(float));
+                bptt_store(tail, bptt_vact(act, bptt_load(tail) + bptt_load(tail_b)));
+                memcpy(row + c, tail, (cols - c) * sizeof(float));
+            }
+        }
+    }
+
+    /* y += b (b may be NULL); returns max(y), n >= 1 */
+    BPTT_CLONES static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
+    {
+        Py_ssize_t k;
+        int j;
+        float m_out;
+        bptt_vf m = bptt_splat(-INFINITY);
+        for (k = 0; k + BPTT_L <= n; k += BPTT_L) {
+            bptt_vf v = bptt_load(y + k);
+            if (b) v += bptt_load(b + k);
+            bptt_store(y + k, v);
+            m = bptt_select(v > m, v, m);
+        }
+        m_out = m[0];
+        for (j = 1; j < BPTT_L; j++) m_out = m[j] > m_out ? m[j] : m_out;
+        for (; k < n; k++) {
+            if (b) y[k] += b[k];
+            m_out = y[k] > m_out ? y[k] : m_out;
+        }
+        return m_out;
+    }
+
+    /* y = exp(y - shift) in place; returns the sum: float partial sums over at most 16
+       terms per lane, gathered in double (relative error of the sum ~ 1e-7) */
+    BPTT_CLONES static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
+    {
+        Py_ssize_t k = 0, stop;
+        int j;
+        double total = 0;
+        while (k + BPTT_L <= n) {
+            bptt_vf part = bptt_splat(0.0f);
+            stop = k + 16 * BPTT_L < n ? k + 16 * BPTT_L : n;
+            for (; k + BPTT_L <= stop; k += BPTT_L) {
+                bptt_vf e = bptt_vexp(bptt_load(y + k) - shift);
+                bptt_store(y + k, e);
+                part += e;
+            }
+            for (j = 0; j < BPTT_L; j++) total += part[j];
+        }
+        if (k < n) {
+            float tail[BPTT_L];
+            for (j = 0; j < BPTT_L; j++) tail[j] = -INFINITY;
+            memcpy(tail, y + k, (n - k) * sizeof(float));
+            bptt_vf e = bptt_vexp(bptt_load(tail) - shift);
+            for (j = 0; j < n - k; j++) { y[k + j] = e[j]; total += e[j]; }
+        }
+        return total;
+    }
+
+    /* out = alpha * y (out may be y) */
+    BPTT_CLONES static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
+    {
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) out[k] = alpha * y[k];
+    }
+
+    #else  /* no vector extensions (MSVC): plain loops over the C library's functions */
+    static void bptt_activate_bias_f(int act, float* a, const float* b, Py_ssize_t rows,
+                                     Py_ssize_t cols)
+    {
+        Py_ssize_t r, c;
+        for (r = 0; r < rows; r++)
+            for (c = 0; c < cols; c++) {
+                float v = a[r * cols + c] + b[c];
+                if (act == 2) v = tanhf(v);
+                else if (act == 1) v = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
+                else if (act == 3) v = v > 0 ? v : 0.0f;
+                a[r * cols + c] = v;
+            }
+    }
+    static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
+    {
+        Py_ssize_t k;
+        float m = -INFINITY;
+        for (k = 0; k < n; k++) { if (b) y[k] += b[k]; m = y[k] > m ? y[k] : m; }
+        return m;
+    }
+    static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
+    {
+        Py_ssize_t k;
+        double total = 0;
+        for (k = 0; k < n; k++) { y[k] = expf(y[k] - shift); total += y[k]; }
+        return total;
+    }
+    static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
+    {
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) out[k] = alpha * y[k];
+    }
+    #endif
+
+    static inline double bptt_now(void)
+    {
+    #if defined(_WIN32)
+        LARGE_INTEGER t, f;
+        QueryPerformanceCounter(&t);
+        QueryPerformanceFrequency(&f);
+        return (double)t.QuadPart / (double)f.QuadPart;
+    #else
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    #endif
+    }
+    """
+    void bptt_activate_bias_f(int act, float* a, const float* b, Py_ssize_t rows,
+                              Py_ssize_t cols) noexcept nogil
+    float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n) noexcept nogil
+    double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n) noexcept nogil
+    void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n) noexcept nogil
+    double bptt_now() noexcept nogil
 
 
 cpdef enum Activation:
@@ -28,6 +256,34 @@ cpdef enum Activation:
 cpdef enum Loss:
     SSE = 0
     CROSS_ENTROPY = 1
+
+
+# ---------------------------------------------------------------- profile
+
+# Phases a step is split into by `python -m bptt.bench --profile`: the kernels add
+# the seconds they spend in each to prof[phase] when given a prof array (len >= 5).
+PROFILE_PHASES = ("forward recursion", "backward recursion", "batched GEMMs",
+                  "elementwise", "update")
+cdef enum Phase:
+    FWD_REC = 0
+    BWD_REC = 1
+    GEMMS = 2
+    ELEMENTWISE = 3
+
+
+cdef inline double _tick(double* prof, int phase, double since) noexcept nogil:
+    """Add the time since `since` to prof[phase] and return now (no-op without prof)."""
+    cdef double now
+    if prof == NULL:
+        return 0
+    now = bptt_now()
+    if phase >= 0:
+        prof[phase] += now - since
+    return now
+
+
+cdef inline double* _prof_ptr(double[::1] prof) noexcept:
+    return &prof[0] if prof is not None and prof.shape[0] >= 4 else NULL
 
 
 # ---------------------------------------------------------------- elementwise
@@ -56,23 +312,27 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
     return e / (1 + e)
 
 
-cdef void _activate_hidden(int act, floating* a, Py_ssize_t n) noexcept nogil:
-    """a = f(a) in place: eq. 1, s(t) = f(net_h(t))."""
-    cdef Py_ssize_t i
-    if act == TANH:
-        for i in range(n):
-            if floating is float:
-                a[i] = tanhf(a[i])
-            else:
-                a[i] = tanh(a[i])
-    elif act == SIGMOID:
-        for i in range(n):
-            a[i] = _sigmoid(a[i])
-    elif act == RELU:
-        for i in range(n):
-            if a[i] < 0:
-                a[i] = 0
-    # LINEAR: identity
+cdef void _activate_hidden(int act, floating* a, const floating* b, Py_ssize_t n_rows,
+                           Py_ssize_t n_cols) noexcept nogil:
+    """a = f(a + b_h) in place, row by row: eq. 1, s(t) = f(net_h(t)), with the
+    bias of eq. 1 added in the same pass."""
+    cdef Py_ssize_t r, c, i
+    cdef floating v
+    if floating is float:
+        bptt_activate_bias_f(act, a, b, n_rows, n_cols)
+    else:
+        for r in range(n_rows):
+            for c in range(n_cols):
+                i = r * n_cols + c
+                v = a[i] + b[c]
+                if act == TANH:
+                    v = tanh(v)
+                elif act == SIGMOID:
+                    v = _sigmoid(v)
+                elif act == RELU:
+                    if v < 0:
+                        v = 0
+                a[i] = v
 
 
 cdef void _times_hidden_derivative(int act, const floating* s, floating* d,
@@ -92,15 +352,6 @@ cdef void _times_hidden_derivative(int act, const floating* s, floating* d,
     # LINEAR: f' = 1
 
 
-cdef inline void _fill_rows(floating* a, const floating* row, Py_ssize_t n_rows,
-                            Py_ssize_t n_cols) noexcept nogil:
-    """Every row of a (n_rows, n_cols) = row (a bias broadcast)."""
-    cdef Py_ssize_t r, c
-    for r in range(n_rows):
-        for c in range(n_cols):
-            a[r * n_cols + c] = row[c]
-
-
 cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
@@ -109,10 +360,36 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
 
 # ---------------------------------------------------------------- output row
 
+cdef double _softmax_classes_f(float* y, float* delta, int n_out, const float* b,
+                               Py_ssize_t cls, float w) noexcept nogil:
+    """Float32 softmax + cross-entropy with a class target, vectorized: y = g(y + b)
+    (eq. 15, row max subtracted, the sum accumulated in double so float32 stays
+    accurate), delta = w (y - onehot(cls)) (eq. 17); returns w * (-ln y_cls).
+    delta may be y itself (then y is overwritten by the deltas)."""
+    cdef float net_max = bptt_add_bias_max_f(y, b, n_out)
+    cdef float net_cls = y[cls]
+    cdef double total = bptt_exp_sum_f(y, net_max, n_out)
+    cdef float inv_total = <float>(1.0 / total)
+    if delta == NULL:
+        bptt_scale_f(y, inv_total, y, n_out)
+        return 0
+    if delta != y:
+        bptt_scale_f(y, inv_total, y, n_out)
+        bptt_scale_f(y, w, delta, n_out)
+    else:
+        bptt_scale_f(y, w * inv_total, y, n_out)
+    delta[cls] -= w
+    # C = -ln y_cls, ln y_cls = (net_cls - max) - ln(total)
+    return w * (log(total) - <double>(net_cls - net_max))
+
+
 cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_out,
-                        const floating* d, Py_ssize_t cls, floating w) noexcept nogil:
-    """One output row: y = g(net_o) in place (eq. 3) and, when delta is not NULL,
-    the row's loss (eq. 5, eq. 16, or -sum d ln y) times w and delta = w dC/dnet_o.
+                        const floating* b, const floating* d, Py_ssize_t cls,
+                        floating w) noexcept nogil:
+    """One output row: y = g(y + b) in place (eqs. 3-4, bias of eq. 3 added here)
+    and, when delta is not NULL, the row's loss (eq. 5, eq. 16, or -sum d ln y)
+    times w and delta = w dC/dnet_o. delta may be y itself: each delta_k is written
+    after everything that reads y_k.
 
     Targets are the dense row d, or (d NULL) the class cls meaning a one-hot row.
     Returns the weighted loss (0 when delta is NULL).
@@ -121,6 +398,12 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
     cdef double total, dk, sum_d, d_dot_net, g_dot_y, loss_sum = 0
     cdef floating net_max, yk, inv_total, net_cls = 0
 
+    if floating is float:
+        if act == SOFTMAX and d == NULL and (delta == NULL or loss == CROSS_ENTROPY):
+            return _softmax_classes_f(y, delta, n_out, b, cls, w)
+
+    for k in range(n_out):
+        y[k] += b[k]
     if act == SOFTMAX:
         # eq. 15 with the row max subtracted; sums in double so float32 stays accurate
         net_max = y[0]
@@ -189,44 +472,42 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
     return w * loss_sum
 
 
-cdef void _output_net(const floating* s, const floating* W, const floating* b_o,
-                      int n_rows, int n_hidden, int n_out, floating* y) noexcept nogil:
-    """net_o = S @ W + b_o for all rows at once (eq. 4): bias rows, then one GEMM."""
-    _fill_rows(y, b_o, n_rows, n_out)
-    gemm(False, False, n_rows, n_out, n_hidden, <floating>1, s, n_hidden,
-         W, n_out, <floating>1, y, n_out)
-
-
 # ---------------------------------------------------------------- entry points
 
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                    const floating[:, ::1] V, const floating[:, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
-                   int act, floating[:, :, ::1] S):
+                   int act, floating[:, :, ::1] S, double[::1] prof=None):
     """S[t] = f(X[t] @ V + S[t-1] @ U + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
     X holds T*B dense input rows, or is empty and tokens holds T*B ids whose
-    one-hot rows select rows of V. has_h0 False means h0 = 0.
+    one-hot rows select rows of V. has_h0 False means h0 = 0. prof: see
+    PROFILE_PHASES (None: no timing).
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
     cdef Py_ssize_t r, c, t, n_rows = <Py_ssize_t>T * B, step = <Py_ssize_t>B * H
     cdef floating* s
     cdef const floating* v_row
+    cdef double* p = _prof_ptr(prof)
+    cdef double clock
     if n_rows == 0 or H == 0:
         return
     s = &S[0, 0, 0]
     with nogil:
-        # input projection of every step at once: a row gather, or one GEMM
+        clock = _tick(p, -1, 0)
+        # input projection x(t) V of every step at once: a row gather, or one GEMM
+        # (b_h is added later, in the activation pass)
         if tokens.shape[0] > 0:
             for r in range(n_rows):
                 v_row = &V[tokens[r], 0]
                 for c in range(H):
-                    s[r * H + c] = v_row[c] + b_h[c]
+                    s[r * H + c] = v_row[c]
+            clock = _tick(p, ELEMENTWISE, clock)
         else:
-            _fill_rows(s, &b_h[0], n_rows, H)
             gemm(False, False, T * B, H, I, <floating>1, &X[0, 0], I, &V[0, 0], H,
-                 <floating>1, s, H)
-        # the recursion: net_h(t) += s(t-1) @ U, then s(t) = f(net_h(t))
+                 <floating>0, s, H)
+            clock = _tick(p, GEMMS, clock)
+        # the recursion: net_h(t) += s(t-1) @ U, then s(t) = f(net_h(t) + b_h)
         for t in range(T):
             if t > 0:
                 matmul_rows(False, B, H, H, <floating>1, s + (t - 1) * step,
@@ -234,7 +515,11 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
             elif has_h0:
                 matmul_rows(False, B, H, H, <floating>1, &h0[0, 0],
                             &U[0, 0], H, <floating>1, s)
-            _activate_hidden(act, s + t * step, step)
+            if p != NULL:
+                clock = _tick(p, FWD_REC, clock)
+            _activate_hidden(act, s + t * step, &b_h[0], B, H)
+            if p != NULL:
+                clock = _tick(p, ELEMENTWISE, clock)
 
 
 def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
@@ -245,36 +530,45 @@ def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
     if n_rows == 0 or O == 0:
         return
     with nogil:
-        _output_net(&S[0, 0], &W[0, 0], &b_o[0], n_rows, H, O, &Y[0, 0])
-        if act != LINEAR:
-            for r in range(n_rows):
-                _output_row(act, SSE, &Y[r, 0], NULL, O, NULL, 0, 1)
+        gemm(False, False, n_rows, O, H, <floating>1, &S[0, 0], H, &W[0, 0], O,
+             <floating>0, &Y[0, 0], O)
+        for r in range(n_rows):
+            _output_row(act, SSE, &Y[r, 0], NULL, O, &b_o[0], NULL, 0, 1)
 
 
 def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                       const floating[::1] b_o, int act, int loss,
                       const floating[:, ::1] D, const Py_ssize_t[::1] classes,
                       const floating[::1] weights, floating[:, ::1] Y,
-                      floating[:, ::1] dO):
+                      floating[:, ::1] dO, double[::1] prof=None):
     """Output layer, loss and output deltas of all rows in one pass.
 
     Y = g(S @ W + b_o); dO = dC/dnet_o per row times the row weight (mask);
     returns C = sum of the weighted row losses (DESIGN.md section 1).
     Targets: dense rows D, or (D empty) class ids. weights empty means all 1.
+    Y and dO may be the same array: it then ends up holding dO (when the outputs
+    themselves are not needed, this saves a (T*B, O) buffer and a pass over it).
     """
     cdef int n_rows = S.shape[0], H = S.shape[1], O = W.shape[1]
     cdef Py_ssize_t r
     cdef bint dense = D.shape[0] > 0, weighted = weights.shape[0] > 0
     cdef double total = 0
+    cdef double* p = _prof_ptr(prof)
+    cdef double clock
     if n_rows == 0 or O == 0:
         return 0.0
     with nogil:
-        _output_net(&S[0, 0], &W[0, 0], &b_o[0], n_rows, H, O, &Y[0, 0])
+        clock = _tick(p, -1, 0)
+        # net_o = S @ W for all rows at once (eq. 4); b_o is added row by row below
+        gemm(False, False, n_rows, O, H, <floating>1, &S[0, 0], H, &W[0, 0], O,
+             <floating>0, &Y[0, 0], O)
+        clock = _tick(p, GEMMS, clock)
         for r in range(n_rows):
-            total += _output_row(act, loss, &Y[r, 0], &dO[r, 0], O,
+            total += _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
                                  &D[r, 0] if dense else NULL,
                                  0 if dense else classes[r],
                                  weights[r] if weighted else 1)
+        clock = _tick(p, ELEMENTWISE, clock)
     return total
 
 
@@ -285,7 +579,7 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
              floating[:, ::1] dV, floating[:, ::1] dU, floating[:, ::1] dW,
              floating[::1] db_h, floating[::1] db_o,
              floating[:, :, ::1] DH, floating[:, :, ::1] G1, floating[:, :, ::1] G2,
-             const floating[::1] ones):
+             const floating[::1] ones, double[::1] prof=None):
     """Back-propagation through time over a window of T steps (DESIGN.md section 2).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
@@ -306,7 +600,10 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
     cdef floating* g_next
     cdef floating* swap
     cdef const floating* s = &S[0, 0, 0]
+    cdef double* p = _prof_ptr(prof)
+    cdef double clock
     with nogil:
+        clock = _tick(p, -1, 0)
         dh = &DH[0, 0, 0]
         # eq. 18 summed over the stacked steps: dW = S^T dO, db_o = column sums of dO
         gemm(True, False, H, O, n_out * B, <floating>1, s + t0 * step, H,
@@ -314,19 +611,25 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
         gemv(True, n_out * B, O, <floating>1, &dO[0, 0], O, &ones[0],
              <floating>0, &db_o[0])
         _zero(dh, t0 * step)
+        clock = _tick(p, GEMMS, clock)
 
         if truncate < 0 or truncate >= T - 1:
             # full BPTT; the output errors reach the hidden layer through W
             # (erratum 5), for all steps in one GEMM: DH[t0:] = dO @ W^T ...
             gemm(False, True, n_out * B, H, O, <floating>1, &dO[0, 0], O,
                  &W[0, 0], O, <floating>0, dh + t0 * step, H)
+            clock = _tick(p, GEMMS, clock)
             # ... then eq. 26 corrected (erratum 8), t = T-1 .. 0:
             # delta_h(t) = (dO(t) W^T + delta_h(t+1) U^T) * f'(net_h(t))
             for t in range(T - 1, -1, -1):
                 if t < T - 1:
                     matmul_rows(True, B, H, H, <floating>1, dh + (t + 1) * step,
                                 &U[0, 0], H, <floating>1, dh + t * step)
+                if p != NULL:
+                    clock = _tick(p, BWD_REC, clock)
                 _times_hidden_derivative(act, s + t * step, dh + t * step, step)
+                if p != NULL:
+                    clock = _tick(p, ELEMENTWISE, clock)
         else:
             # Per-output truncation by lag z: g_z(u) is the error that the output
             # of step u leaves on the state of step u - z,
@@ -354,6 +657,7 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
                 swap = g_prev
                 g_prev = g_next
                 g_next = swap
+            clock = _tick(p, BWD_REC, clock)
 
         # eq. 28 over the stacked steps: dU = sum_t s(t-1)^T delta_h(t)
         if T > 1:
@@ -364,13 +668,25 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
         if has_h0:
             gemm(True, False, H, H, B, <floating>1, &h0[0, 0], H, dh, H,
                  <floating>1, &dU[0, 0], H)
+        gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
         # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
         if tokens.shape[0] > 0:
+            clock = _tick(p, GEMMS, clock)
             _zero(&dV[0, 0], <Py_ssize_t>I * H)
             for r in range(<Py_ssize_t>T * B):
                 for c in range(H):
                     dV[tokens[r], c] += dh[r * H + c]
+            clock = _tick(p, ELEMENTWISE, clock)
         else:
             gemm(True, False, I, H, T * B, <floating>1, &X[0, 0], I, dh, H,
                  <floating>0, &dV[0, 0], H)
-        gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
+            clock = _tick(p, GEMMS, clock)
+
+
+def sgd_update(floating[::1] param, const floating[::1] grad, floating lr):
+    """param -= lr * grad in place (eq. 6), one BLAS axpy over the flat arrays."""
+    cdef int n = param.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        axpy(n, -lr, &grad[0], &param[0])

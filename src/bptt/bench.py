@@ -1,11 +1,20 @@
 """python -m bptt.bench: time a full training step of the kernels, side by side.
 
-A step is forward + loss + BPTT + an SGD update (eq. 6) of one minibatch. Each
-implementation is timed in this one process run: the Cython kernels, the plain
-NumPy reference (bptt.reference) and, when torch is installed, PyTorch's CPU
-nn.RNN. Times are medians over repeats after warm-up. GFLOP/s and the share of the
-GEMM limit follow DESIGN.md section 6: a step's FLOPs are 3 * T * 2B(IH + HH + HO),
-and the limit is those FLOPs at the ?gemm peak measured in this same run.
+A step is forward + loss + BPTT + an SGD update (eq. 6) of one minibatch, with
+summed cross-entropy over softmax outputs and class targets. Each implementation
+is timed in this one process run: the Cython kernels (as the training loop calls
+them: inputs validated once, gradients into preallocated arrays, the update in
+place), the plain NumPy reference (bptt.reference) and, when torch is installed,
+PyTorch's CPU nn.RNN. Times are medians over repeats after warm-up. GFLOP/s and
+the share of the GEMM limit follow DESIGN.md section 6: a step's FLOPs are
+3 * T * 2B(IH + HH + HO), and the limit is those FLOPs at the ?gemm peak measured
+in this same run at the same thread count. Every ratio printed is a ratio of the
+times printed next to it.
+
+--profile splits the kernels' step into forward recursion (per-step GEMMs),
+backward recursion (per-step GEMMs), batched GEMMs (over all steps at once),
+elementwise work (activations, derivatives, softmax and loss, gathers) and the
+update, timed inside the kernels.
 """
 from __future__ import annotations
 
@@ -22,7 +31,9 @@ import numpy as np
 import scipy
 from scipy.linalg import blas as scipy_blas
 
-from . import __version__, reference
+from . import __version__, _kernels, reference
+from . import threads as _threads
+from ._checks import check_inputs, check_mask, check_targets
 from .model import ElmanRNN
 
 # (B, T, I, H, O) of the issue's grid; tokens: vocabulary-sized one-hot inputs as ids
@@ -49,6 +60,7 @@ class Row:
     reference_ms: float | None
     torch_ms: float | None
     limit_ms: float
+    profile_ms: dict | None = None
 
     @property
     def gflops(self) -> float:
@@ -93,14 +105,21 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int,
     return float(np.median(times))
 
 
-def gemm_peak_gflops(dtype: np.dtype, n: int = 1024, repeats: int = 7) -> float:
-    """This run's ?gemm peak on n x n matrices (scipy's BLAS, the one the kernels use)."""
+def gemm_peak_gflops(dtype: np.dtype, n: int = 1024, repeats: int = 10) -> float:
+    """This run's ?gemm peak on n x n matrices with scipy's BLAS (the one the kernels
+    use), at the current thread count: the best of `repeats` calls, since a peak is
+    what the hardware reaches, not what a noisy neighbour leaves of it."""
     rng = np.random.default_rng(0)
     a = np.asfortranarray(rng.standard_normal((n, n)), dtype=dtype)
     b = np.asfortranarray(rng.standard_normal((n, n)), dtype=dtype)
     gemm = scipy_blas.sgemm if dtype == np.float32 else scipy_blas.dgemm
-    seconds = median_seconds(lambda: gemm(1.0, a, b), repeats, 2, budget=5.0)
-    return 2.0 * n**3 / seconds / 1e9
+    gemm(1.0, a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gemm(1.0, a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
 
 
 def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
@@ -114,13 +133,49 @@ def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
 
 
 def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
+    """A training step as bptt's training loop runs it: data validated once, then
+    forward + loss + BPTT into preallocated gradients and an in-place SGD update."""
+    inputs = check_inputs(X, net.n_in, net.dtype)
+    T, B = inputs.T, inputs.B
+    targets = check_targets(D, T, B, net.n_out, net.dtype, net.output, net.loss)
+    weights = check_mask(None, T, B, net.dtype)
     params = net.parameters()
+    grads = {name: np.empty_like(p) for name, p in params.items()}
+    flat = [(p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()]
+    lr = net.dtype.type(LEARNING_RATE)
+    update = _kernels.sgd_update
+    ws = net._workspace
 
     def step() -> None:
-        _, grads = net.loss_and_grad(X, D)
-        for name, param in params.items():
-            param -= np.asarray(LEARNING_RATE, param.dtype) * grads[name]
+        net._loss_and_grad(inputs, targets, weights, None, -1, grads)
+        if ws.prof is None:
+            for param, grad in flat:
+                update(param, grad, lr)
+        else:
+            start = time.perf_counter()
+            for param, grad in flat:
+                update(param, grad, lr)
+            ws.prof[4] += time.perf_counter() - start
     return step
+
+
+def profile_step(net: ElmanRNN, X, D, repeats: int) -> dict[str, float]:
+    """Milliseconds per step in each phase of _kernels.PROFILE_PHASES, plus 'other'
+    (Python glue, the rest of the step), averaged over `repeats` steps."""
+    step = kernels_step(net, X, D)
+    step()
+    net._workspace.prof = np.zeros(len(_kernels.PROFILE_PHASES))
+    try:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        total = time.perf_counter() - start
+        phases = net._workspace.prof.copy()
+    finally:
+        net._workspace.prof = None
+    out = {name: 1e3 * sec / repeats for name, sec in zip(_kernels.PROFILE_PHASES, phases)}
+    out["other"] = 1e3 * (total - phases.sum()) / repeats
+    return out
 
 
 def reference_step(net: ElmanRNN, X, D) -> Callable[[], None]:
@@ -170,13 +225,19 @@ def torch_step(net: ElmanRNN, X, D, threads: int) -> Callable[[], None] | None:
 
 
 def set_threads(threads: int) -> str:
-    """Limit BLAS (and OpenMP) threads; returns how it was done."""
+    """Set the kernels' BLAS threads (and NumPy's, for the reference); returns how."""
+    threads_module_note = "no BLAS thread control found: threads left as configured"
     try:
+        _threads.set_num_threads(threads)
+        threads_module_note = f"{_threads.control_method()}: {threads} BLAS thread(s)"
+    except RuntimeError:
+        pass
+    try:   # NumPy's own BLAS runs the reference; limit it alike
         from threadpoolctl import threadpool_limits
+        threadpool_limits(threads, user_api="blas")
     except ImportError:
-        return "threadpoolctl not installed: BLAS threads left as configured"
-    threadpool_limits(threads)
-    return f"threadpoolctl: {threads} BLAS thread(s)"
+        pass
+    return threads_module_note
 
 
 def case_name(case: dict) -> str:
@@ -186,7 +247,7 @@ def case_name(case: dict) -> str:
 
 def run(grid: list[dict], dtypes: list[np.dtype], threads: int, repeats: int,
         budget: float, with_reference: bool, with_torch: bool,
-        log: Callable[[str], None] = print) -> list[Row]:
+        log: Callable[[str], None] = print, profile: bool = False) -> list[Row]:
     rows = []
     rng = np.random.default_rng(0)
     for dtype in dtypes:
@@ -204,8 +265,9 @@ def run(grid: list[dict], dtypes: list[np.dtype], threads: int, repeats: int,
             step = torch_step(net, X, D, threads) if with_torch else None
             if step is not None:
                 torch_ms = 1e3 * median_seconds(step, repeats, 2, budget)
+            prof = profile_step(net, X, D, max(3, repeats)) if profile else None
             rows.append(Row(case_name(case), dtype.name, threads, flop / 1e9, kernels_ms,
-                            reference_ms, torch_ms, 1e3 * flop / (peak * 1e9)))
+                            reference_ms, torch_ms, 1e3 * flop / (peak * 1e9), prof))
             log(format_row(rows[-1]))
     return rows
 
@@ -219,10 +281,58 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_row(row: Row) -> str:
-    return (f"| {row.case} | {row.dtype} | {row.kernels_ms:.3f} | {row.gflops:.1f} "
-            f"| {row.share_of_limit:.0%} | {_fmt(row.reference_ms, '.3f')} "
-            f"| {_fmt(row.vs_reference, '.1f')} | {_fmt(row.torch_ms, '.3f')} "
+    """A table line; times to 4 significant digits, so that every printed speed-up is
+    the ratio of the printed times to within its own rounding."""
+    return (f"| {row.case} | {row.dtype} | {row.kernels_ms:.4g} | {row.gflops:.1f} "
+            f"| {row.share_of_limit:.0%} | {_fmt(row.reference_ms, '.4g')} "
+            f"| {_fmt(row.vs_reference, '.2f')} | {_fmt(row.torch_ms, '.4g')} "
             f"| {_fmt(row.vs_torch, '.2f')} |")
+
+
+def format_profile(rows: list[Row]) -> str:
+    """The --profile table: ms per step in each phase and its share of their sum."""
+    names = list(_kernels.PROFILE_PHASES) + ["other"]
+    lines = ["| case | dtype | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for row in rows:
+        if row.profile_ms is None:
+            continue
+        total = sum(row.profile_ms.values())
+        cells = [f"{row.profile_ms[n]:.3f} ({row.profile_ms[n] / total:.0%})" for n in names]
+        lines.append(f"| {row.case} | {row.dtype} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: str) -> bool:
+    """A bar chart of ms per step (log scale) per case and implementation; False
+    when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = [f"{r.case}\n{r.dtype}" for r in rows]
+    series = [("bptt", [r.kernels_ms for r in rows]),
+              ("GEMM limit", [r.limit_ms for r in rows]),
+              ("NumPy reference", [r.reference_ms for r in rows]),
+              ("PyTorch CPU", [r.torch_ms for r in rows])]
+    series = [(name, vals) for name, vals in series if any(v is not None for v in vals)]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(rows)), 5))
+    for i, (name, vals) in enumerate(series):
+        xs = [j + i * width for j, v in enumerate(vals) if v is not None]
+        ax.bar(xs, [v for v in vals if v is not None], width, label=name)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per training step (lower is better)")
+    ax.set_title(f"bptt training step, {rows[0].threads} BLAS thread(s)" if rows else "")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def environment(threads: int, thread_note: str) -> dict:
@@ -231,11 +341,18 @@ def environment(threads: int, thread_note: str) -> dict:
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
+    try:
+        from threadpoolctl import threadpool_info
+        cores = sorted({i.get("architecture") or "?" for i in threadpool_info()
+                        if i.get("user_api") == "blas"})
+    except ImportError:
+        cores = None
     return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, "bptt": __version__,
-            "torch": torch_version, "threads": threads, "thread_control": thread_note}
+            "torch": torch_version, "threads": threads, "thread_control": thread_note,
+            "openblas_core": cores, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the NumPy reference")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="also draw a PNG chart (needs matplotlib)")
+    parser.add_argument("--profile", action="store_true",
+                        help="split the kernels' step into phases (second table)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -269,7 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     rows = run(grid, dtypes, args.threads, repeats, budget, not args.no_reference,
                not args.no_torch, log=lambda line: print(line, flush=True)
-               if line.startswith("|") else print(f"# {line}", flush=True))
+               if line.startswith("|") else print(f"# {line}", flush=True),
+               profile=args.profile)
+    if args.profile:
+        print("\nms per step by phase (share of the step):")
+        print(format_profile(rows))
+    if args.plot:
+        if plot(rows, args.plot):
+            print(f"# chart written to {args.plot}")
+        else:
+            print("# matplotlib not installed: no chart (pip install matplotlib)")
     if args.json:
         from .io import write_json_atomic
         write_json_atomic(args.json, {"environment": env,

@@ -6,11 +6,14 @@ workspace and call bptt._kernels; no math happens here (DESIGN.md section 5).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 
 from . import _kernels
 from . import io as _io
+from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_dtype, check_h0, check_inputs, check_int,
                       check_mask, check_output_loss, check_targets, check_truncate)
@@ -25,10 +28,15 @@ EVALUATION_ROWS = 2**22
 
 class Workspace:
     """Scratch arrays kept between calls: a named buffer grows when a call needs
-    more than it holds, and otherwise serves a view of its first elements."""
+    more than it holds, and otherwise serves a view of its first elements.
+
+    prof: None, or a float64 array of len(_kernels.PROFILE_PHASES) to which the
+    kernels add the seconds spent in each phase (python -m bptt.bench --profile).
+    """
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self.prof: np.ndarray | None = None
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
         size = int(np.prod(shape))
@@ -135,7 +143,7 @@ class ElmanRNN:
         Y = np.empty((T, B, self.n_out), self.dtype)
         if T * B == 0:
             return Y, S
-        with self._lock:
+        with self._kernel_section(B):
             self._forward_states(inputs, h0, S)
             _kernels.forward_output(S.reshape(T * B, -1), self.W, self.b_o,
                                     ACTIVATION_CODES[self.output], Y.reshape(T * B, -1))
@@ -156,10 +164,11 @@ class ElmanRNN:
         weights = check_mask(mask, T, B, self.dtype)
         h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         tau = check_truncate(truncate)
-        grads = {name: np.zeros_like(self._params[name]) for name in PARAMETER_NAMES}
         if T * B == 0:
-            return 0.0, grads
-        with self._lock:
+            return 0.0, {name: np.zeros_like(self._params[name]) for name in PARAMETER_NAMES}
+        # the kernels write every element of every gradient
+        grads = {name: np.empty_like(self._params[name]) for name in PARAMETER_NAMES}
+        with self._kernel_section(B):
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
 
@@ -190,7 +199,7 @@ class ElmanRNN:
         h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         if T * B == 0:
             return 0.0
-        with self._lock:
+        with self._kernel_section(B):
             return self._evaluate(inputs, targets, weights, h0)
 
     def save(self, path) -> None:
@@ -237,17 +246,30 @@ class ElmanRNN:
         return fit(self, X, D, **options)
 
     # ------------------------------------------------------------ kernel calls
-    # These take validated arguments only; callers hold self._lock.
+    # These take validated arguments only; callers are inside _kernel_section.
+
+    @contextmanager
+    def _kernel_section(self, B: int) -> Iterator[None]:
+        """Hold the model's lock (its workspace is shared) and apply the BLAS
+        thread policy for a batch of B sequences (bptt.threads)."""
+        with self._lock:
+            restore = _threads._enter(B, self.n_hidden)
+            try:
+                yield
+            finally:
+                _threads._leave(restore)
 
     def _forward_states(self, inputs: Inputs, h0: np.ndarray | None,
                         S: np.ndarray) -> None:
         """S (T, B, H) = s(1..T) from h0 (eqs. 1-2)."""
         _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self.U, self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
-                                ACTIVATION_CODES[self.hidden], S)
+                                ACTIVATION_CODES[self.hidden], S, self._workspace.prof)
 
     def _h0_or_empty(self, h0: np.ndarray | None) -> np.ndarray:
-        return np.empty((0, self.n_hidden), self.dtype) if h0 is None else h0
+        if h0 is not None:
+            return h0
+        return self._workspace.get("no_h0", (0, self.n_hidden), self.dtype)
 
     def _loss_and_grad(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
                        h0: np.ndarray | None, tau: int, grads: dict) -> float:
@@ -263,12 +285,13 @@ class ElmanRNN:
 
     def _output_loss_delta(self, S: np.ndarray, targets: Targets, weights: np.ndarray,
                            dO: np.ndarray) -> float:
-        """Outputs of the states S (T, B, H), their summed loss, and dO = dC/dnet_o."""
+        """The summed loss of the states S (T, B, H) and dO = dC/dnet_o; the outputs
+        themselves are not kept (the kernel computes them into dO's buffer)."""
         n, H = S.shape[0] * S.shape[1], self.n_hidden
-        Y = self._workspace.get("Y", (n, self.n_out), self.dtype)
         return _kernels.output_loss_delta(
             S.reshape(n, H), self.W, self.b_o, ACTIVATION_CODES[self.output],
-            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, Y, dO)
+            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, dO, dO,
+            self._workspace.prof)
 
     def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
                   h0: np.ndarray | None) -> float:
@@ -301,4 +324,4 @@ class ElmanRNN:
             self.W, self.U, ACTIVATION_CODES[self.hidden], tau,
             grads["V"], grads["U"], grads["W"], grads["b_h"], grads["b_o"],
             ws.get("DH", (T, B, H), dtype), ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype))
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)

@@ -117,7 +117,7 @@ def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, e
     loss_sum = weight_sum = 0.0
     sequences = steps = 0
     for i, batch in enumerate(data.epoch(rng)):
-        with net._lock:
+        with net._kernel_section(batch.B):
             loss = net._loss_and_grad(batch.inputs, batch.targets, batch.weights, None, tau,
                                       grads)
             _apply_update(net, params, grads, loss, batch.n_sequences, opt, settings,
@@ -148,7 +148,7 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
         block = stream.steps(t, stop)
         window_len = min(k2, stop)
         first = held + k - window_len               # window start within `states`
-        with net._lock:
+        with net._kernel_section(B):
             new_states = states[held:held + k]
             net._forward_states(block.inputs, states[held - 1] if held else None,
                                 new_states)
@@ -172,9 +172,10 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
 def _valid_loss(net, valid: SequenceData | None) -> float | None:
     if valid is None:
         return None
-    with net._lock:
-        total = sum(net._evaluate(b.inputs, b.targets, b.weights, None)
-                    for b in valid.batches_in_order())
+    total = 0.0
+    for batch in valid.batches_in_order():
+        with net._kernel_section(batch.B):
+            total += net._evaluate(batch.inputs, batch.targets, batch.weights, None)
     return total / max(valid.total_weight, 1e-300)
 
 

@@ -1,0 +1,141 @@
+"""The profiler runs and its figures are consistent; no timing is asserted."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import _kernels, bench
+
+TINY = [dict(B=2, T=3, I=4, H=5, O=6), dict(B=1, T=4, I=7, H=3, O=7, tokens=True)]
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return bench.run(TINY, [np.dtype(np.float32), np.dtype(np.float64)], threads=1,
+                     repeats=2, budget=0.01, with_reference=True, with_torch=False,
+                     log=lambda line: None, profile=True)
+
+
+def test_rows_cover_grid_and_dtypes(rows):
+    assert [(r.case, r.dtype) for r in rows] == [
+        (bench.case_name(c), d) for d in ("float32", "float64") for c in TINY]
+    for r in rows:
+        assert r.kernels_ms > 0 and r.reference_ms > 0 and r.limit_ms > 0
+        assert r.torch_ms is None and r.vs_torch is None
+
+
+def test_figures_are_ratios_of_times(rows):
+    for r in rows:
+        assert r.vs_reference == pytest.approx(r.reference_ms / r.kernels_ms)
+        assert r.share_of_limit == pytest.approx(r.limit_ms / r.kernels_ms)
+        assert r.gflops == pytest.approx(r.gflop / (r.kernels_ms / 1e3))
+
+
+def test_flops_follow_design_section_6():
+    assert bench.step_flops(2, 3, 4, 5, 6) == 3 * 3 * 2 * 2 * (4 * 5 + 5 * 5 + 5 * 6)
+    assert bench.step_flops(2, 3, 4, 5, 6, tokens=True) == 3 * 3 * 2 * 2 * (5 * 5 + 5 * 6)
+
+
+def test_printed_row_is_consistent(rows):
+    for r in rows:
+        cells = [c.strip() for c in bench.format_row(r).strip("|").split("|")]
+        ms, gflops, share, ref_ms, x_ref = cells[2], cells[3], cells[4], cells[5], cells[6]
+        assert float(ms) == pytest.approx(r.kernels_ms, rel=1e-3)
+        # the printed speed-up is the ratio of the printed times (to print precision:
+        # 4 significant digits for times, 2 decimals for ratios)
+        assert float(x_ref) == pytest.approx(float(ref_ms) / float(ms), rel=2e-3, abs=6e-3)
+        assert float(gflops) == pytest.approx(r.gflop / (float(ms) / 1e3), rel=2e-3,
+                                              abs=0.06)
+        assert share.endswith("%")
+
+
+def test_profile_phases(rows):
+    for r in rows:
+        assert set(r.profile_ms) == set(_kernels.PROFILE_PHASES) | {"other"}
+        assert all(v >= 0 for k, v in r.profile_ms.items() if k != "other")
+    table = bench.format_profile(rows)
+    assert len(table.splitlines()) == 2 + len(rows)
+
+
+def test_profiling_leaves_results_unchanged():
+    net = bptt.ElmanRNN(4, 5, 6, dtype="float64", seed=1)
+    rng = np.random.default_rng(0)
+    X, D = rng.standard_normal((3, 2, 4)), rng.integers(0, 6, (3, 2))
+    loss, grads = net.loss_and_grad(X, D)
+    net._workspace.prof = np.zeros(len(_kernels.PROFILE_PHASES))
+    loss_p, grads_p = net.loss_and_grad(X, D)
+    assert net._workspace.prof[:4].sum() > 0
+    net._workspace.prof = None
+    assert loss_p == loss
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], grads_p[k])
+
+
+def test_main_writes_json_and_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "QUICK_GRID", TINY[:1])
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--repeats", "2", "--no-torch", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["environment"]["threads"] == 1
+    (row,) = data["rows"]
+    assert row["vs_reference"] == pytest.approx(row["reference_ms"] / row["kernels_ms"])
+    assert row["gflops"] == pytest.approx(row["gflop"] / (row["kernels_ms"] / 1e3))
+    line = next(ln for ln in printed.splitlines() if ln.startswith("| B=2"))
+    assert re.search(r"\| float32 \| [0-9.]+ \|", line)
+
+
+def test_plot_writes_png(rows, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "chart.png"
+    assert bench.plot(rows, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_thread_setting_round_trips():
+    try:
+        before = bptt.get_num_threads()
+        bptt.set_num_threads(1)
+    except RuntimeError:
+        pytest.skip("no BLAS thread control on this platform")
+    try:
+        assert bptt.get_num_threads() == 1
+        with bptt.blas_threads(2):
+            assert bptt.get_num_threads() == 2
+        assert bptt.get_num_threads() == 1
+        with pytest.raises(ValueError):
+            bptt.set_num_threads(0)
+    finally:
+        bptt.set_num_threads(before)
+        bptt.set_num_threads(None)
+
+
+def test_sgd_update_kernel():
+    p = np.arange(6, dtype=np.float32)
+    g = np.ones(6, np.float32)
+    _kernels.sgd_update(p, g, np.float32(0.5))
+    np.testing.assert_array_equal(p, np.arange(6, dtype=np.float32) - 0.5)
+
+
+def test_vectorized_float32_paths_stay_accurate():
+    """The fast float32 exp/tanh/softmax match float64 to float32 precision, also for a
+    large vocabulary (the bench's token case) and saturated states."""
+    rng = np.random.default_rng(3)
+    T, B, V, H = 3, 4, 5000, 40
+    net32 = bptt.ElmanRNN(V, H, V, dtype="float32", seed=0)
+    net64 = bptt.ElmanRNN(V, H, V, dtype="float64", seed=0)
+    for name, p in net32.parameters().items():
+        p *= 8          # large nets: saturated tanh, peaked softmax
+        net64.parameters()[name][...] = p
+    X, D = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    loss32, g32 = net32.loss_and_grad(X, D)
+    loss64, g64 = net64.loss_and_grad(X, D)
+    assert loss32 == pytest.approx(loss64, rel=1e-5)
+    for k in g32:
+        np.testing.assert_allclose(g32[k], g64[k], rtol=2e-3, atol=2e-4 * abs(g64[k]).max())
+    Y32, S32 = net32.forward(X)
+    Y64, S64 = net64.forward(X)
+    np.testing.assert_allclose(S32, S64, atol=2e-5)
+    np.testing.assert_allclose(Y32.sum(-1), 1, atol=1e-5)
