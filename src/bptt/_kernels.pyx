@@ -475,16 +475,18 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
 # ---------------------------------------------------------------- entry points
 
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
-                   const floating[:, ::1] V, const floating[:, ::1] U,
+                   const floating[:, ::1] V, const floating[:, :, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
                    int act, floating[:, :, ::1] S, double[::1] prof=None):
-    """S[t] = f(X[t] @ V + S[t-1] @ U + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
+    """S[t] = f(X[t] @ V + S[t-1] @ U_t + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
     X holds T*B dense input rows, or is empty and tokens holds T*B ids whose
-    one-hot rows select rows of V. has_h0 False means h0 = 0. prof: see
-    PROFILE_PHASES (None: no timing).
+    one-hot rows select rows of V. has_h0 False means h0 = 0. U is (1, H, H), the
+    tied recurrent weights, or (T, H, H), one per step (untied, report section 4).
+    prof: see PROFILE_PHASES (None: no timing).
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
+    cdef bint untied = U.shape[0] > 1
     cdef Py_ssize_t r, c, t, n_rows = <Py_ssize_t>T * B, step = <Py_ssize_t>B * H
     cdef floating* s
     cdef const floating* v_row
@@ -507,14 +509,14 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
             gemm(False, False, T * B, H, I, <floating>1, &X[0, 0], I, &V[0, 0], H,
                  <floating>0, s, H)
             clock = _tick(p, GEMMS, clock)
-        # the recursion: net_h(t) += s(t-1) @ U, then s(t) = f(net_h(t) + b_h)
+        # the recursion: net_h(t) += s(t-1) @ U_t, then s(t) = f(net_h(t) + b_h)
         for t in range(T):
             if t > 0:
                 matmul_rows(False, B, H, H, <floating>1, s + (t - 1) * step,
-                            &U[0, 0], H, <floating>1, s + t * step)
+                            &U[t if untied else 0, 0, 0], H, <floating>1, s + t * step)
             elif has_h0:
                 matmul_rows(False, B, H, H, <floating>1, &h0[0, 0],
-                            &U[0, 0], H, <floating>1, s)
+                            &U[0, 0, 0], H, <floating>1, s)
             if p != NULL:
                 clock = _tick(p, FWD_REC, clock)
             _activate_hidden(act, s + t * step, &b_h[0], B, H)
@@ -572,28 +574,51 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     return total
 
 
-def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
-             const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
-             const floating[:, ::1] dO, const floating[:, ::1] W,
-             const floating[:, ::1] U, int act, int truncate,
-             floating[:, ::1] dV, floating[:, ::1] dU, floating[:, ::1] dW,
-             floating[::1] db_h, floating[::1] db_o,
-             floating[:, :, ::1] DH, floating[:, :, ::1] G1, floating[:, :, ::1] G2,
-             const floating[::1] ones, double[::1] prof=None):
+def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
+                    const floating[:, ::1] W, floating[:, ::1] dW, floating[::1] db_o,
+                    floating[:, ::1] E, const floating[::1] ones, double[::1] prof=None):
+    """Gradients of the output layer and the errors it sends to the hidden layer,
+    over N = T*B stacked rows (S and dO of the same steps):
+    dW = S^T dO and db_o = column sums of dO (eq. 18 summed over the steps);
+    E = dO W^T, through W (erratum 5). ones holds at least N ones."""
+    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1]
+    cdef double* p = _prof_ptr(prof)
+    cdef double clock
+    if N == 0:
+        return
+    with nogil:
+        clock = _tick(p, -1, 0)
+        gemm(True, False, H, O, N, <floating>1, &S[0, 0], H, &dO[0, 0], O, <floating>0,
+             &dW[0, 0], O)
+        gemv(True, N, O, <floating>1, &dO[0, 0], O, &ones[0], <floating>0, &db_o[0])
+        gemm(False, True, N, H, O, <floating>1, &dO[0, 0], O, &W[0, 0], O, <floating>0,
+             &E[0, 0], H)
+        _tick(p, GEMMS, clock)
+
+
+def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
+                    const floating[:, ::1] X, const Py_ssize_t[::1] tokens, int n_out,
+                    const floating[:, :, ::1] U, int act, int truncate,
+                    floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
+                    floating[:, :, ::1] DH, floating[:, :, ::1] G1,
+                    floating[:, :, ::1] G2, const floating[::1] ones,
+                    double[::1] prof=None):
     """Back-propagation through time over a window of T steps (DESIGN.md section 2).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
-    dO: output deltas of the window's last n_out = dO.shape[0] / B steps; earlier
-    steps inject no output error (TBPTT(k1, k2): n_out = k1, T = k2).
-    truncate < 0: full BPTT; truncate = tau >= 0: each output's error reaches at
-    most tau steps back (eqs. 26-28 with erratum 7). Writes the gradients dV, dU,
-    dW, db_h, db_o. DH (T, B, H) receives delta_h; G1, G2 (n_out, B, H) are
-    scratch used only when truncating; ones holds at least T*B ones.
+    On entry DH[T - n_out:] holds the errors the outputs of the window's last
+    n_out steps send to the hidden layer (dC/ds from output_backward or the class
+    softmax); earlier steps inject none (TBPTT(k1, k2): n_out = k1, T = k2). On
+    return DH holds delta_h of every step. truncate < 0: full BPTT; truncate =
+    tau >= 0: each output's error reaches at most tau steps back (eqs. 26-28 with
+    erratum 7). U and dU are (1, H, H) tied or (T, H, H) untied (one per step;
+    then dU[t] is that step's gradient alone). Writes dV, dU, db_h. G1, G2
+    (n_out, B, H) are scratch used only when truncating; ones holds >= T*B ones.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
-    cdef int I = dV.shape[0], O = W.shape[1]
-    cdef int n_out = dO.shape[0] // B if B > 0 else 0
-    cdef int t0 = T - n_out, t, z, lo
+    cdef int I = dV.shape[0]
+    cdef int t0 = T - n_out, t, z, lo, u
+    cdef bint untied = U.shape[0] > 1
     cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
     cdef floating* dh
     cdef floating* g_prev
@@ -605,26 +630,15 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
     with nogil:
         clock = _tick(p, -1, 0)
         dh = &DH[0, 0, 0]
-        # eq. 18 summed over the stacked steps: dW = S^T dO, db_o = column sums of dO
-        gemm(True, False, H, O, n_out * B, <floating>1, s + t0 * step, H,
-             &dO[0, 0], O, <floating>0, &dW[0, 0], O)
-        gemv(True, n_out * B, O, <floating>1, &dO[0, 0], O, &ones[0],
-             <floating>0, &db_o[0])
         _zero(dh, t0 * step)
-        clock = _tick(p, GEMMS, clock)
-
         if truncate < 0 or truncate >= T - 1:
-            # full BPTT; the output errors reach the hidden layer through W
-            # (erratum 5), for all steps in one GEMM: DH[t0:] = dO @ W^T ...
-            gemm(False, True, n_out * B, H, O, <floating>1, &dO[0, 0], O,
-                 &W[0, 0], O, <floating>0, dh + t0 * step, H)
-            clock = _tick(p, GEMMS, clock)
-            # ... then eq. 26 corrected (erratum 8), t = T-1 .. 0:
-            # delta_h(t) = (dO(t) W^T + delta_h(t+1) U^T) * f'(net_h(t))
+            # eq. 26 corrected (erratum 8), t = T-1 .. 0:
+            # delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))
             for t in range(T - 1, -1, -1):
                 if t < T - 1:
                     matmul_rows(True, B, H, H, <floating>1, dh + (t + 1) * step,
-                                &U[0, 0], H, <floating>1, dh + t * step)
+                                &U[t + 1 if untied else 0, 0, 0], H, <floating>1,
+                                dh + t * step)
                 if p != NULL:
                     clock = _tick(p, BWD_REC, clock)
                 _times_hidden_derivative(act, s + t * step, dh + t * step, step)
@@ -633,13 +647,14 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
         else:
             # Per-output truncation by lag z: g_z(u) is the error that the output
             # of step u leaves on the state of step u - z,
-            #   g_0(u) = (dO(u) W^T) * f'(net_h(u)),
-            #   g_z(u) = (g_{z-1}(u) U^T) * f'(net_h(u - z)),   z = 1 .. tau,
-            # and delta_h(t) = sum_z g_z(t + z). Each lag is one GEMM over all u.
+            #   g_0(u) = E(u) * f'(net_h(u)),
+            #   g_z(u) = (g_{z-1}(u) U_{u-z+1}^T) * f'(net_h(u - z)),   z = 1 .. tau,
+            # and delta_h(t) = sum_z g_z(t + z). With tied weights each lag is one
+            # GEMM over all u.
             g_prev = &G1[0, 0, 0]
             g_next = &G2[0, 0, 0]
-            gemm(False, True, n_out * B, H, O, <floating>1, &dO[0, 0], O,
-                 &W[0, 0], O, <floating>0, g_prev, H)
+            for i in range(n_out * step):
+                g_prev[i] = dh[t0 * step + i]
             _times_hidden_derivative(act, s + t0 * step, g_prev, n_out * step)
             for i in range(n_out * step):
                 dh[t0 * step + i] = g_prev[i]
@@ -647,9 +662,15 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
                 lo = z if z > t0 else t0          # outputs u in [lo, T) reach u - z >= 0
                 if lo >= T:
                     break
-                gemm(False, True, (T - lo) * B, H, H, <floating>1,
-                     g_prev + (lo - t0) * step, H, &U[0, 0], H, <floating>0,
-                     g_next + (lo - t0) * step, H)
+                if untied:
+                    for u in range(lo, T):
+                        matmul_rows(True, B, H, H, <floating>1, g_prev + (u - t0) * step,
+                                    &U[u - z + 1, 0, 0], H, <floating>0,
+                                    g_next + (u - t0) * step)
+                else:
+                    gemm(False, True, (T - lo) * B, H, H, <floating>1,
+                         g_prev + (lo - t0) * step, H, &U[0, 0, 0], H, <floating>0,
+                         g_next + (lo - t0) * step, H)
                 _times_hidden_derivative(act, s + (lo - z) * step,
                                          g_next + (lo - t0) * step, (T - lo) * step)
                 for i in range((T - lo) * step):
@@ -659,15 +680,25 @@ def backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0
                 g_next = swap
             clock = _tick(p, BWD_REC, clock)
 
-        # eq. 28 over the stacked steps: dU = sum_t s(t-1)^T delta_h(t)
-        if T > 1:
-            gemm(True, False, H, H, (T - 1) * B, <floating>1, s, H, dh + step, H,
-                 <floating>0, &dU[0, 0], H)
+        # eq. 28: dU = sum_t s(t-1)^T delta_h(t), one GEMM over the stacked steps
+        # (tied), or each step's own term (untied)
+        if untied:
+            for t in range(T):
+                if t == 0 and not has_h0:
+                    _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)        # s(0) = 0
+                else:
+                    gemm(True, False, H, H, B, <floating>1,
+                         (s + (t - 1) * step) if t > 0 else &h0[0, 0], H,
+                         dh + t * step, H, <floating>0, &dU[t, 0, 0], H)
         else:
-            _zero(&dU[0, 0], <Py_ssize_t>H * H)
-        if has_h0:
-            gemm(True, False, H, H, B, <floating>1, &h0[0, 0], H, dh, H,
-                 <floating>1, &dU[0, 0], H)
+            if T > 1:
+                gemm(True, False, H, H, (T - 1) * B, <floating>1, s, H, dh + step, H,
+                     <floating>0, &dU[0, 0, 0], H)
+            else:
+                _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)
+            if has_h0:
+                gemm(True, False, H, H, B, <floating>1, &h0[0, 0], H, dh, H,
+                     <floating>1, &dU[0, 0, 0], H)
         gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
         # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
         if tokens.shape[0] > 0:

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._checks import Inputs, Targets, check_inputs, check_mask, check_targets
+from ._checks import Inputs, Targets, check_mask, check_targets
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _ones_if_empty(weights: np.ndarray, n: int, dtype) -> np.ndarray:
 
 def _as_batch(X, D, mask, net) -> Batch:
     """Validate whole time-major arrays into one Batch."""
-    inputs = check_inputs(X, net.n_in, net.dtype)
+    inputs = net._check_inputs(X)
     targets = check_targets(D, inputs.T, inputs.B, net.n_out, net.dtype, net.output,
                             net.loss)
     weights = check_mask(mask, inputs.T, inputs.B, net.dtype)

@@ -93,17 +93,23 @@ class ElmanRNN:
     dtype : "float32" (default) or "float64"; all computation stays in it.
     seed : seed of the initial weights (None: fresh entropy).
     init : weight initialisation, one of bptt.init.SCHEMES (see bptt.init).
+    untied_steps : None (default): one U shared by every step. An integer T: each
+        unfolded step t has its own recurrent weights U[t] (report section 4), all
+        starting from the same draw, and gradients are not summed over time; the
+        sequences must then have exactly T steps.
     """
 
     V = _parameter("V", "Input -> hidden weights, shape (n_in, n_hidden).")
-    U = _parameter("U", "Previous hidden -> hidden weights, shape (n_hidden, n_hidden).")
+    U = _parameter("U", "Previous hidden -> hidden weights, shape (n_hidden, n_hidden), "
+                        "or (untied_steps, n_hidden, n_hidden) when untied.")
     W = _parameter("W", "Hidden -> output weights, shape (n_hidden, n_out).")
     b_h = _parameter("b_h", "Hidden bias, shape (n_hidden,).")
     b_o = _parameter("b_o", "Output bias, shape (n_out,).")
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, hidden: str = "tanh",
                  output: str = "softmax", loss: str = "cross_entropy",
-                 dtype="float32", seed: int | None = 0, init: str = "uniform") -> None:
+                 dtype="float32", seed: int | None = 0, init: str = "uniform",
+                 untied_steps: int | None = None) -> None:
         self.n_in = check_int("n_in", n_in, minimum=1)
         self.n_hidden = check_int("n_hidden", n_hidden, minimum=1)
         self.n_out = check_int("n_out", n_out, minimum=1)
@@ -114,8 +120,13 @@ class ElmanRNN:
         self.dtype = check_dtype(dtype)
         self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         self.init = check_choice("init", init, SCHEMES)
+        self.untied_steps = None if untied_steps is None else \
+            check_int("untied_steps", untied_steps, minimum=1)
         self._params = initial_parameters(self.init, self.n_in, self.n_hidden, self.n_out,
                                           np.random.default_rng(self.seed), self.dtype)
+        if self.untied_steps is not None:
+            self._params["U"] = np.ascontiguousarray(
+                np.broadcast_to(self._params["U"], (self.untied_steps,) + self.U.shape))
         self._workspace = Workspace()
         self._lock = threading.Lock()
 
@@ -136,7 +147,7 @@ class ElmanRNN:
         X: floats (T, B, n_in) or integer token ids (T, B); h0: initial state
         (B, n_hidden), zeros when None. S[-1] continues the sequences as h0.
         """
-        inputs = check_inputs(X, self.n_in, self.dtype)
+        inputs = self._check_inputs(X)
         h0 = check_h0(h0, inputs.B, self.n_hidden, self.dtype)
         T, B = inputs.T, inputs.B
         S = np.empty((T, B, self.n_hidden), self.dtype)
@@ -158,7 +169,7 @@ class ElmanRNN:
         truncate: None for full BPTT, or tau >= 0: each output's error is carried
         back through at most tau recurrent steps (tau = 0 is the report's plain BP).
         """
-        inputs = check_inputs(X, self.n_in, self.dtype)
+        inputs = self._check_inputs(X)
         T, B = inputs.T, inputs.B
         targets = check_targets(D, T, B, self.n_out, self.dtype, self.output, self.loss)
         weights = check_mask(mask, T, B, self.dtype)
@@ -192,7 +203,7 @@ class ElmanRNN:
         Long sequences are processed in chunks of steps carrying the state, so
         memory stays bounded whatever T is.
         """
-        inputs = check_inputs(X, self.n_in, self.dtype)
+        inputs = self._check_inputs(X)
         T, B = inputs.T, inputs.B
         targets = check_targets(D, T, B, self.n_out, self.dtype, self.output, self.loss)
         weights = check_mask(mask, T, B, self.dtype)
@@ -206,13 +217,22 @@ class ElmanRNN:
         """Write the model to an .npz file atomically (bptt.load reads it back)."""
         _io.save_arrays(path, self._to_arrays())
 
+    def _check_inputs(self, X) -> Inputs:
+        """check_inputs, plus the fixed length of a model with untied weights."""
+        inputs = check_inputs(X, self.n_in, self.dtype)
+        if self.untied_steps is not None and inputs.T not in (0, self.untied_steps):
+            raise ValueError(f"X has {inputs.T} steps, but this model has untied recurrent "
+                             f"weights for exactly {self.untied_steps} steps")
+        return inputs
+
     # ------------------------------------------------------------ persistence
 
     def config(self) -> dict:
         """The constructor arguments that rebuild this model (weights aside)."""
         return {"n_in": self.n_in, "n_hidden": self.n_hidden, "n_out": self.n_out,
                 "hidden": self.hidden, "output": self.output, "loss": self.loss,
-                "dtype": self.dtype.name, "seed": self.seed, "init": self.init}
+                "dtype": self.dtype.name, "seed": self.seed, "init": self.init,
+                "untied_steps": self.untied_steps}
 
     def _to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"format_version": np.array(_io.FORMAT_VERSION),
@@ -262,9 +282,14 @@ class ElmanRNN:
     def _forward_states(self, inputs: Inputs, h0: np.ndarray | None,
                         S: np.ndarray) -> None:
         """S (T, B, H) = s(1..T) from h0 (eqs. 1-2)."""
-        _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self.U, self.b_h,
+        _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self._per_step(self.U),
+                                self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
                                 ACTIVATION_CODES[self.hidden], S, self._workspace.prof)
+
+    def _per_step(self, U: np.ndarray) -> np.ndarray:
+        """U (or its gradient) as the kernels take it: (1, H, H) tied, (T, H, H) untied."""
+        return U if self.untied_steps is not None else U[np.newaxis]
 
     def _h0_or_empty(self, h0: np.ndarray | None) -> np.ndarray:
         if h0 is not None:
@@ -297,7 +322,8 @@ class ElmanRNN:
                   h0: np.ndarray | None) -> float:
         """Summed loss over chunks of steps small enough for bounded scratch memory."""
         T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
-        chunk = max(1, min(T, EVALUATION_ROWS // (B * max(O, H))))
+        chunk = T if self.untied_steps is not None \
+            else max(1, min(T, EVALUATION_ROWS // (B * max(O, H))))
         ws, dtype = self._workspace, self.dtype
         total = 0.0
         state = h0
@@ -317,11 +343,15 @@ class ElmanRNN:
         T, B, H = S.shape
         ws, dtype = self._workspace, self.dtype
         n_out = dO.shape[0] // B
+        DH = ws.get("DH", (T, B, H), dtype)
+        ones = ws.ones(T * B, dtype)
+        _kernels.output_backward(S[T - n_out:].reshape(-1, H), dO, self.W, grads["W"],
+                                 grads["b_o"], DH[T - n_out:].reshape(-1, H), ones,
+                                 ws.prof)
         truncated = 0 <= tau < T - 1
         scratch = (n_out, B, H) if truncated else (0, B, H)
-        _kernels.backward(
-            S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, dO,
-            self.W, self.U, ACTIVATION_CODES[self.hidden], tau,
-            grads["V"], grads["U"], grads["W"], grads["b_h"], grads["b_o"],
-            ws.get("DH", (T, B, H), dtype), ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)
+        _kernels.hidden_backward(
+            S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
+            self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
+            self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
+            ws.get("G2", scratch, dtype), ones, ws.prof)

@@ -72,14 +72,20 @@ def forward(params: dict, X: np.ndarray, h0: np.ndarray | None = None,
     return Y, S
 
 
+def recurrent_weights(U: np.ndarray, t: int) -> np.ndarray:
+    """The U of step t: shared (tied), or step t's own (untied)."""
+    return U[t] if U.ndim == 3 else U
+
+
 def _forward(params, X, h0, hidden, output):
     V, U, W, b_h, b_o = (params[k] for k in ("V", "U", "W", "b_h", "b_o"))
     X = _dense(X, V.shape[0], V.dtype)
     T, B = X.shape[:2]
-    s_prev = np.zeros((B, U.shape[0]), V.dtype) if h0 is None else h0
+    H = W.shape[0]
+    s_prev = np.zeros((B, H), V.dtype) if h0 is None else h0
     Y, S, NET_h = [], [], []
     for t in range(T):
-        net_h = X[t] @ V + s_prev @ U + b_h          # eq. 2
+        net_h = X[t] @ V + s_prev @ recurrent_weights(U, t) + b_h     # eq. 2
         s = hidden_activation(hidden, net_h)          # eq. 1
         net_o = s @ W + b_o                           # eq. 4
         Y.append(output_activation(output, net_o))    # eq. 3
@@ -87,7 +93,7 @@ def _forward(params, X, h0, hidden, output):
         NET_h.append(net_h)
         s_prev = s
     stack = lambda rows, n: np.stack(rows) if rows else np.zeros((0, B, n), V.dtype)
-    return stack(Y, W.shape[1]), stack(S, U.shape[0]), stack(NET_h, U.shape[0])
+    return stack(Y, W.shape[1]), stack(S, H), stack(NET_h, H)
 
 
 def row_losses(output: str, loss: str, Y: np.ndarray, D: np.ndarray,
@@ -137,7 +143,7 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
     dtype = V.dtype
     Y, S, NET_h = _forward(params, X, h0, hidden, output)
     T, B = Y.shape[:2]
-    H = U.shape[0]
+    H = W.shape[0]
     X = _dense(X, V.shape[0], dtype)
     D = _dense(D, W.shape[1], dtype)
     mask = np.ones((T, B), dtype) if mask is None else np.asarray(mask, dtype)
@@ -155,14 +161,15 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
 
     def add_hidden_grads(step, delta_h):
         grads["V"] += X[step].T @ delta_h                               # eq. 27
-        grads["U"] += S_prev[step].T @ delta_h                          # eq. 28 (erratum 1)
+        recurrent_weights(grads["U"], step)[...] += S_prev[step].T @ delta_h  # eq. 28
         grads["b_h"] += delta_h.sum(axis=0)
 
     if truncate is None:
         delta_next = np.zeros((B, H), dtype)
         for t in reversed(range(T)):
             # delta_h(t) = (delta_o(t) W^T + delta_h(t+1) U^T) * f'(net_h(t))
-            delta_h = (delta_o[t] @ W.T + delta_next @ U.T) \
+            U_next = recurrent_weights(U, t + 1) if t + 1 < T else np.zeros((H, H), dtype)
+            delta_h = (delta_o[t] @ W.T + delta_next @ U_next.T) \
                 * hidden_derivative(hidden, NET_h[t])
             add_hidden_grads(t, delta_h)
             delta_next = delta_h
@@ -174,5 +181,6 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
             for step in range(t, max(t - truncate, 0) - 1, -1):
                 add_hidden_grads(step, delta_h)
                 if step > 0:
-                    delta_h = (delta_h @ U.T) * hidden_derivative(hidden, NET_h[step - 1])
+                    delta_h = (delta_h @ recurrent_weights(U, step).T) \
+                        * hidden_derivative(hidden, NET_h[step - 1])
     return C, grads

@@ -236,6 +236,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         if batch_size is not None:
             raise ValueError("batch_size applies to epochwise training; with k1/k2 the "
                              "B streams of X form the batch")
+        if net.untied_steps is not None:
+            raise ValueError("k1/k2 (TBPTT over streams) needs tied recurrent weights; "
+                             "a model with untied_steps trains on whole sequences")
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
     tau = -1 if truncate is None else check_int("truncate", truncate, minimum=0)
