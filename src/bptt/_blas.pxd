@@ -70,3 +70,16 @@ cdef inline void axpy(int n, floating alpha, const floating* x, floating* y) noe
         blas.saxpy(&n, &alpha, <float*>x, &one, y, &one)
     else:
         blas.daxpy(&n, &alpha, <double*>x, &one, y, &one)
+
+
+cdef inline void ger(int m, int n, floating alpha, const floating* x, const floating* y,
+                     floating* a, int lda) noexcept nogil:
+    """A[m, n] += alpha * x y^T for row-major A with row stride lda (unit-stride x, y)."""
+    # To BLAS, A is the column-major A^T (n x m): A^T += alpha * y x^T.
+    cdef int one = 1
+    if m == 0 or n == 0:
+        return
+    if floating is float:
+        blas.sger(&n, &m, &alpha, <float*>y, &one, <float*>x, &one, a, &lda)
+    else:
+        blas.dger(&n, &m, &alpha, <double*>y, &one, <double*>x, &one, a, &lda)

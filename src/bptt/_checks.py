@@ -78,6 +78,23 @@ def check_output_loss(output: str, loss: str) -> None:
                          "not 'linear'; use loss='sse' for a linear output")
 
 
+def check_class_bounds(classes, n_out: int, output: str, loss: str) -> np.ndarray:
+    """Word-class boundaries: C + 1 increasing ints from 0 to n_out (no empty class:
+    it would take probability mass from every word); needs softmax with
+    cross-entropy."""
+    if output != "softmax" or loss != "cross_entropy":
+        raise ValueError("classes (a class-factorised softmax) needs output='softmax' "
+                         "and loss='cross_entropy'")
+    arr = np.asarray(classes)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1 or arr.size < 2:
+        raise TypeError("classes must be a 1-D integer array of C + 1 class boundaries")
+    if arr[0] != 0 or arr[-1] != n_out or (np.diff(arr) <= 0).any():
+        raise ValueError(f"classes must rise strictly from 0 to n_out={n_out} (class c "
+                         f"holds the ids classes[c]:classes[c+1], none empty; "
+                         f"np.unique drops empty ones), got {arr[:3]}...{arr[-2:]}")
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
 def _as_array(name: str, value) -> np.ndarray:
     if value is None:
         raise TypeError(f"{name} must be an array, got None")

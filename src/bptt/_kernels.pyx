@@ -14,7 +14,7 @@ DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated
 from cython cimport floating
 from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs
 
-from ._blas cimport axpy, gemm, gemv, matmul_rows
+from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
 
 
 # Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
@@ -542,7 +542,8 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                       const floating[::1] b_o, int act, int loss,
                       const floating[:, ::1] D, const Py_ssize_t[::1] classes,
                       const floating[::1] weights, floating[:, ::1] Y,
-                      floating[:, ::1] dO, double[::1] prof=None):
+                      floating[:, ::1] dO, double[::1] prof=None,
+                      double[::1] row_loss=None):
     """Output layer, loss and output deltas of all rows in one pass.
 
     Y = g(S @ W + b_o); dO = dC/dnet_o per row times the row weight (mask);
@@ -550,11 +551,13 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     Targets: dense rows D, or (D empty) class ids. weights empty means all 1.
     Y and dO may be the same array: it then ends up holding dO (when the outputs
     themselves are not needed, this saves a (T*B, O) buffer and a pass over it).
+    row_loss, when given (length n_rows), receives each row's weighted loss.
     """
     cdef int n_rows = S.shape[0], H = S.shape[1], O = W.shape[1]
     cdef Py_ssize_t r
     cdef bint dense = D.shape[0] > 0, weighted = weights.shape[0] > 0
-    cdef double total = 0
+    cdef bint keep_rows = row_loss is not None
+    cdef double total = 0, one_row
     cdef double* p = _prof_ptr(prof)
     cdef double clock
     if n_rows == 0 or O == 0:
@@ -566,10 +569,13 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
              <floating>0, &Y[0, 0], O)
         clock = _tick(p, GEMMS, clock)
         for r in range(n_rows):
-            total += _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
-                                 &D[r, 0] if dense else NULL,
-                                 0 if dense else classes[r],
-                                 weights[r] if weighted else 1)
+            one_row = _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
+                                  &D[r, 0] if dense else NULL,
+                                  0 if dense else classes[r],
+                                  weights[r] if weighted else 1)
+            total += one_row
+            if keep_rows:
+                row_loss[r] = one_row
         clock = _tick(p, ELEMENTWISE, clock)
     return total
 
@@ -712,6 +718,103 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
             gemm(True, False, I, H, T * B, <floating>1, &X[0, 0], I, dh, H,
                  <floating>0, &dV[0, 0], H)
             clock = _tick(p, GEMMS, clock)
+
+
+# ------------------------------------------------------- class-factorised softmax
+# RNNLM's output layer for large vocabularies: words are grouped into classes that
+# are contiguous id ranges [starts[c], starts[c+1]), and
+#   P(w | s) = P(c(w) | s) P(w | c(w), s),
+#   P(c | s) = softmax(s W_c + b_c)_c,  P(w | c, s) = softmax over the class's words
+#   of s W[:, starts[c]:starts[c+1]] + b_o[starts[c]:starts[c+1]],
+# so a step costs H (C + |class|) instead of H O. The loss is -ln P(w | s).
+
+def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
+                            const floating[::1] b_o, const floating[:, ::1] W_c,
+                            const floating[::1] b_c, const Py_ssize_t[::1] starts,
+                            const Py_ssize_t[::1] word_class,
+                            const Py_ssize_t[::1] targets, const floating[::1] weights,
+                            floating[:, ::1] Zc, floating[::1] z, bint with_grads,
+                            floating[:, ::1] E, floating[:, ::1] dW, floating[::1] db_o,
+                            floating[:, ::1] dW_c, floating[::1] db_c,
+                            const floating[::1] ones, double[::1] row_loss=None):
+    """Loss of the target words of N rows of states S (N, H) under the class-
+    factorised softmax; with_grads: also dW, db_o, dW_c, db_c and the errors E
+    (N, H) = dC/ds sent to the hidden layer. weights (N,) or empty (all 1).
+    Scratch: Zc (N, C), z (largest class size). row_loss: as output_loss_delta.
+    """
+    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
+    cdef Py_ssize_t r, k, word, a, size, cls
+    cdef bint weighted = weights.shape[0] > 0, keep_rows = row_loss is not None
+    cdef double total = 0, one_row
+    cdef floating w
+    cdef const floating* s_r
+    if N == 0:
+        return 0.0
+    with nogil:
+        if with_grads:
+            _zero(&dW[0, 0], <Py_ssize_t>H * O)
+            _zero(&db_o[0], O)
+        # class scores of all rows at once: Zc = S W_c (b_c is added per row)
+        gemm(False, False, N, C, H, <floating>1, &S[0, 0], H, &W_c[0, 0], C,
+             <floating>0, &Zc[0, 0], C)
+        for r in range(N):
+            word = targets[r]
+            cls = word_class[word]
+            a = starts[cls]
+            size = starts[cls + 1] - a
+            w = weights[r] if weighted else 1
+            s_r = &S[r, 0]
+            # -ln P(c | s); Zc[r] becomes w (P(. | s) - onehot(c)), eq. 17
+            one_row = _output_row(SOFTMAX, CROSS_ENTROPY, &Zc[r, 0], &Zc[r, 0], C,
+                                  &b_c[0], NULL, cls, w)
+            # -ln P(w | c, s) over the class's words; z becomes w (P - onehot(w))
+            gemv(True, H, <int>size, <floating>1, &W[0, a], O, s_r, <floating>0, &z[0])
+            one_row += _output_row(SOFTMAX, CROSS_ENTROPY, &z[0], &z[0], <int>size,
+                                   &b_o[a], NULL, word - a, w)
+            total += one_row
+            if keep_rows:
+                row_loss[r] = one_row
+            if with_grads:
+                # E(r) = W[:, class] z, dW[:, class] += s z^T, db_o[class] += z
+                gemv(False, H, <int>size, <floating>1, &W[0, a], O, &z[0], <floating>0,
+                     &E[r, 0])
+                ger(H, <int>size, <floating>1, s_r, &z[0], &dW[0, a], O)
+                for k in range(size):
+                    db_o[a + k] += z[k]
+        if with_grads:
+            # the class layer over all rows: dW_c = S^T Zc, db_c, E += Zc W_c^T
+            gemm(True, False, H, C, N, <floating>1, &S[0, 0], H, &Zc[0, 0], C,
+                 <floating>0, &dW_c[0, 0], C)
+            gemv(True, N, C, <floating>1, &Zc[0, 0], C, &ones[0], <floating>0, &db_c[0])
+            gemm(False, True, N, H, C, <floating>1, &Zc[0, 0], C, &W_c[0, 0], C,
+                 <floating>1, &E[0, 0], H)
+    return total
+
+
+def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
+                         const floating[::1] b_o, const floating[:, ::1] W_c,
+                         const floating[::1] b_c, const Py_ssize_t[::1] starts,
+                         floating[:, ::1] Zc, floating[:, ::1] Y):
+    """The whole distribution P(w | s) = P(c | s) P(w | c, s) of every row (N, O)."""
+    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
+    cdef Py_ssize_t r, cls, k, a
+    if N == 0:
+        return
+    with nogil:
+        gemm(False, False, N, O, H, <floating>1, &S[0, 0], H, &W[0, 0], O,
+             <floating>0, &Y[0, 0], O)
+        gemm(False, False, N, C, H, <floating>1, &S[0, 0], H, &W_c[0, 0], C,
+             <floating>0, &Zc[0, 0], C)
+        for r in range(N):
+            _output_row(SOFTMAX, CROSS_ENTROPY, &Zc[r, 0], NULL, C, &b_c[0], NULL, 0, 1)
+            for cls in range(C):
+                a = starts[cls]
+                if starts[cls + 1] == a:
+                    continue
+                _output_row(SOFTMAX, CROSS_ENTROPY, &Y[r, a], NULL,
+                            <int>(starts[cls + 1] - a), &b_o[a], NULL, 0, 1)
+                for k in range(a, starts[cls + 1]):
+                    Y[r, k] *= Zc[r, cls]
 
 
 def sgd_update(floating[::1] param, const floating[::1] grad, floating lr):

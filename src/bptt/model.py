@@ -15,11 +15,11 @@ from . import _kernels
 from . import io as _io
 from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
-                      check_choice, check_dtype, check_h0, check_inputs, check_int,
-                      check_mask, check_output_loss, check_targets, check_truncate)
+                      check_choice, check_class_bounds, check_dtype, check_h0,
+                      check_inputs, check_int, check_mask, check_output_loss,
+                      check_targets, check_truncate)
 from .init import SCHEMES, initial_parameters
 
-PARAMETER_NAMES = ("V", "U", "W", "b_h", "b_o")
 ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
 # rows x units of scratch that evaluate() uses per chunk of steps
@@ -56,6 +56,9 @@ class Workspace:
 
 def _parameter(name: str, doc: str) -> property:
     def fget(self) -> np.ndarray:
+        if name not in self._params:
+            raise AttributeError(f"{name} exists only with a class-factorised softmax "
+                                 f"(ElmanRNN(..., classes=...))")
         return self._params[name]
 
     def fset(self, value) -> None:
@@ -97,6 +100,11 @@ class ElmanRNN:
         unfolded step t has its own recurrent weights U[t] (report section 4), all
         starting from the same draw, and gradients are not summed over time; the
         sequences must then have exactly T steps.
+    classes : None (default), or the boundaries (C + 1 increasing ids from 0 to
+        n_out) of word classes that are contiguous id ranges: RNNLM's class-
+        factorised softmax P(w) = P(class(w)) P(w | class(w)) (output="softmax",
+        loss="cross_entropy", integer targets), with extra parameters W_c (n_hidden,
+        C) and b_c (C,). bptt.text.class_bounds makes them from word frequencies.
     """
 
     V = _parameter("V", "Input -> hidden weights, shape (n_in, n_hidden).")
@@ -105,11 +113,14 @@ class ElmanRNN:
     W = _parameter("W", "Hidden -> output weights, shape (n_hidden, n_out).")
     b_h = _parameter("b_h", "Hidden bias, shape (n_hidden,).")
     b_o = _parameter("b_o", "Output bias, shape (n_out,).")
+    W_c = _parameter("W_c", "Hidden -> class weights of the class-factorised softmax, "
+                            "shape (n_hidden, n_classes).")
+    b_c = _parameter("b_c", "Class bias of the class-factorised softmax, (n_classes,).")
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, hidden: str = "tanh",
                  output: str = "softmax", loss: str = "cross_entropy",
                  dtype="float32", seed: int | None = 0, init: str = "uniform",
-                 untied_steps: int | None = None) -> None:
+                 untied_steps: int | None = None, classes=None) -> None:
         self.n_in = check_int("n_in", n_in, minimum=1)
         self.n_hidden = check_int("n_hidden", n_hidden, minimum=1)
         self.n_out = check_int("n_out", n_out, minimum=1)
@@ -127,6 +138,18 @@ class ElmanRNN:
         if self.untied_steps is not None:
             self._params["U"] = np.ascontiguousarray(
                 np.broadcast_to(self._params["U"], (self.untied_steps,) + self.U.shape))
+        self.classes = None
+        if classes is not None:
+            self._class_starts = check_class_bounds(classes, self.n_out, self.output,
+                                                    self.loss)
+            self.classes = [int(c) for c in self._class_starts]
+            n_classes = len(self.classes) - 1
+            self._word_class = np.repeat(np.arange(n_classes, dtype=np.intp),
+                                         np.diff(self._class_starts))
+            class_layer = initial_parameters(self.init, 1, self.n_hidden, n_classes,
+                                             np.random.default_rng(self.seed), self.dtype)
+            self._params["W_c"] = class_layer["W"]
+            self._params["b_c"] = class_layer["b_o"]
         self._workspace = Workspace()
         self._lock = threading.Lock()
 
@@ -136,8 +159,9 @@ class ElmanRNN:
                 f"loss={self.loss!r}, dtype={self.dtype.name!r})")
 
     def parameters(self) -> dict[str, np.ndarray]:
-        """The live parameter arrays by name ("V", "U", "W", "b_h", "b_o")."""
-        return {name: self._params[name] for name in PARAMETER_NAMES}
+        """The live parameter arrays by name: "V", "U", "W", "b_h", "b_o" (and "W_c",
+        "b_c" with a class-factorised softmax)."""
+        return dict(self._params)
 
     # ------------------------------------------------------------ public calls
 
@@ -156,8 +180,15 @@ class ElmanRNN:
             return Y, S
         with self._kernel_section(B):
             self._forward_states(inputs, h0, S)
-            _kernels.forward_output(S.reshape(T * B, -1), self.W, self.b_o,
-                                    ACTIVATION_CODES[self.output], Y.reshape(T * B, -1))
+            if self.classes is None:
+                _kernels.forward_output(S.reshape(T * B, -1), self.W, self.b_o,
+                                        ACTIVATION_CODES[self.output], Y.reshape(T * B, -1))
+            else:
+                _kernels.class_output_forward(
+                    S.reshape(T * B, -1), self.W, self.b_o, self.W_c, self.b_c,
+                    self._class_starts, self._workspace.get(
+                        "Zc", (T * B, len(self.classes) - 1), self.dtype),
+                    Y.reshape(T * B, -1))
         return Y, S
 
     def loss_and_grad(self, X, D, h0=None, mask=None,
@@ -171,14 +202,14 @@ class ElmanRNN:
         """
         inputs = self._check_inputs(X)
         T, B = inputs.T, inputs.B
-        targets = check_targets(D, T, B, self.n_out, self.dtype, self.output, self.loss)
+        targets = self._check_targets(D, T, B)
         weights = check_mask(mask, T, B, self.dtype)
         h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         tau = check_truncate(truncate)
         if T * B == 0:
-            return 0.0, {name: np.zeros_like(self._params[name]) for name in PARAMETER_NAMES}
+            return 0.0, {name: np.zeros_like(p) for name, p in self._params.items()}
         # the kernels write every element of every gradient
-        grads = {name: np.empty_like(self._params[name]) for name in PARAMETER_NAMES}
+        grads = {name: np.empty_like(p) for name, p in self._params.items()}
         with self._kernel_section(B):
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
@@ -205,7 +236,7 @@ class ElmanRNN:
         """
         inputs = self._check_inputs(X)
         T, B = inputs.T, inputs.B
-        targets = check_targets(D, T, B, self.n_out, self.dtype, self.output, self.loss)
+        targets = self._check_targets(D, T, B)
         weights = check_mask(mask, T, B, self.dtype)
         h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         if T * B == 0:
@@ -216,6 +247,31 @@ class ElmanRNN:
     def save(self, path) -> None:
         """Write the model to an .npz file atomically (bptt.load reads it back)."""
         _io.save_arrays(path, self._to_arrays())
+
+    def log_prob(self, X, D, h0=None) -> np.ndarray:
+        """ln P(D[t, b] | inputs up to t): (T, B) float64 log-probabilities of class
+        targets under a softmax output (full or class-factorised)."""
+        if self.output != "softmax" or self.loss != "cross_entropy":
+            raise ValueError("log_prob needs output='softmax' with loss='cross_entropy'")
+        inputs = self._check_inputs(X)
+        T, B = inputs.T, inputs.B
+        targets = self._check_targets(D, T, B)
+        if targets.classes.size != T * B:
+            raise TypeError("log_prob needs integer class ids as D")
+        h0 = check_h0(h0, B, self.n_hidden, self.dtype)
+        row_loss = np.zeros(T * B)
+        if T * B:
+            with self._kernel_section(B):
+                self._evaluate(inputs, targets, np.empty(0, self.dtype), h0, row_loss)
+        return -row_loss.reshape(T, B)
+
+    def _check_targets(self, D, T: int, B: int) -> Targets:
+        """check_targets, plus integer targets for a class-factorised softmax."""
+        targets = check_targets(D, T, B, self.n_out, self.dtype, self.output, self.loss)
+        if self.classes is not None and targets.classes.size != T * B:
+            raise TypeError("D must hold integer word ids (T, B) for a class-factorised "
+                            "softmax")
+        return targets
 
     def _check_inputs(self, X) -> Inputs:
         """check_inputs, plus the fixed length of a model with untied weights."""
@@ -232,7 +288,7 @@ class ElmanRNN:
         return {"n_in": self.n_in, "n_hidden": self.n_hidden, "n_out": self.n_out,
                 "hidden": self.hidden, "output": self.output, "loss": self.loss,
                 "dtype": self.dtype.name, "seed": self.seed, "init": self.init,
-                "untied_steps": self.untied_steps}
+                "untied_steps": self.untied_steps, "classes": self.classes}
 
     def _to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"format_version": np.array(_io.FORMAT_VERSION),
@@ -298,60 +354,78 @@ class ElmanRNN:
 
     def _loss_and_grad(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
                        h0: np.ndarray | None, tau: int, grads: dict) -> float:
-        """Forward, loss, output deltas and BPTT of whole sequences into grads."""
-        T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
-        ws, dtype = self._workspace, self.dtype
-        S = ws.get("S", (T, B, H), dtype)
-        dO = ws.get("dO", (T * B, O), dtype)
+        """Forward, loss, output layer and BPTT of whole sequences into grads."""
+        T, B, H = inputs.T, inputs.B, self.n_hidden
+        S = self._workspace.get("S", (T, B, H), self.dtype)
+        DH = self._workspace.get("DH", (T, B, H), self.dtype)
         self._forward_states(inputs, h0, S)
-        loss = self._output_loss_delta(S, targets, weights, dO)
-        self._backward(inputs, S, h0, dO, tau, grads)
+        loss = self._output_layer(S, targets, weights, grads, DH.reshape(-1, H))
+        self._hidden_backward(inputs, S, h0, T, tau, grads, DH)
+        return loss
+
+    def _output_layer(self, S: np.ndarray, targets: Targets, weights: np.ndarray,
+                      grads: dict | None, E: np.ndarray | None,
+                      row_loss: np.ndarray | None = None) -> float:
+        """The summed loss of the states S (T, B, H); with grads, also the output
+        layer's gradients into grads and the errors dC/ds it sends to the hidden
+        layer into E (T*B, H). row_loss: each row's loss, when wanted."""
+        n, H = S.shape[0] * S.shape[1], self.n_hidden
+        rows = S.reshape(n, H)
+        ws, dtype = self._workspace, self.dtype
+        if self.classes is not None:
+            n_classes = len(self.classes) - 1
+            largest = int(np.diff(self._class_starts).max())
+            if grads is None:        # loss only: empty stand-ins for the outputs
+                E = ws.get("no_rows", (0, 0), dtype)
+                vector = ws.get("no_vector", (0,), dtype)
+                grads = {"W": E, "b_o": vector, "W_c": E, "b_c": vector}
+                with_grads = False
+            else:
+                with_grads = True
+            return _kernels.class_output_loss_delta(
+                rows, self.W, self.b_o, self.W_c, self.b_c, self._class_starts,
+                self._word_class, targets.classes, weights,
+                ws.get("Zc", (n, n_classes), dtype), ws.get("z", (largest,), dtype),
+                with_grads, E, grads["W"], grads["b_o"], grads["W_c"], grads["b_c"],
+                ws.ones(n, dtype), row_loss)
+        dO = ws.get("dO", (n, self.n_out), dtype)
+        loss = _kernels.output_loss_delta(
+            rows, self.W, self.b_o, ACTIVATION_CODES[self.output], LOSS_CODES[self.loss],
+            targets.rows, targets.classes, weights, dO, dO, ws.prof, row_loss)
+        if grads is not None:
+            _kernels.output_backward(rows, dO, self.W, grads["W"], grads["b_o"], E,
+                                     ws.ones(n, dtype), ws.prof)
         return float(loss)
 
-    def _output_loss_delta(self, S: np.ndarray, targets: Targets, weights: np.ndarray,
-                           dO: np.ndarray) -> float:
-        """The summed loss of the states S (T, B, H) and dO = dC/dnet_o; the outputs
-        themselves are not kept (the kernel computes them into dO's buffer)."""
-        n, H = S.shape[0] * S.shape[1], self.n_hidden
-        return _kernels.output_loss_delta(
-            S.reshape(n, H), self.W, self.b_o, ACTIVATION_CODES[self.output],
-            LOSS_CODES[self.loss], targets.rows, targets.classes, weights, dO, dO,
-            self._workspace.prof)
-
     def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
-                  h0: np.ndarray | None) -> float:
-        """Summed loss over chunks of steps small enough for bounded scratch memory."""
+                  h0: np.ndarray | None, row_loss: np.ndarray | None = None) -> float:
+        """Summed loss over chunks of steps small enough for bounded scratch memory;
+        row_loss (T*B,), when given, receives each row's loss."""
         T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
         chunk = T if self.untied_steps is not None \
             else max(1, min(T, EVALUATION_ROWS // (B * max(O, H))))
-        ws, dtype = self._workspace, self.dtype
         total = 0.0
         state = h0
         for start in range(0, T, chunk):
             stop = min(T, start + chunk)
-            S = ws.get("eval_S", (stop - start, B, H), dtype)
-            dO = ws.get("eval_dO", ((stop - start) * B, O), dtype)
+            rows = slice(start * B, stop * B)
+            S = self._workspace.get("eval_S", (stop - start, B, H), self.dtype)
             self._forward_states(inputs.steps(start, stop), state, S)
-            total += self._output_loss_delta(S, targets.steps(start, stop, B),
-                                             weights[start * B:stop * B], dO)
+            total += self._output_layer(S, targets.steps(start, stop, B), weights[rows],
+                                        None, None,
+                                        None if row_loss is None else row_loss[rows])
             state = S[-1].copy()
-        return float(total)
+        return total
 
-    def _backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
-                  dO: np.ndarray, tau: int, grads: dict) -> None:
-        """BPTT of the output deltas dO (the last dO.shape[0] / B steps) over S."""
+    def _hidden_backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
+                         n_out: int, tau: int, grads: dict, DH: np.ndarray) -> None:
+        """BPTT over S of the errors that the last n_out steps' outputs left in DH."""
         T, B, H = S.shape
         ws, dtype = self._workspace, self.dtype
-        n_out = dO.shape[0] // B
-        DH = ws.get("DH", (T, B, H), dtype)
-        ones = ws.ones(T * B, dtype)
-        _kernels.output_backward(S[T - n_out:].reshape(-1, H), dO, self.W, grads["W"],
-                                 grads["b_o"], DH[T - n_out:].reshape(-1, H), ones,
-                                 ws.prof)
         truncated = 0 <= tau < T - 1
         scratch = (n_out, B, H) if truncated else (0, B, H)
         _kernels.hidden_backward(
             S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ones, ws.prof)
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)

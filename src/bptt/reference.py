@@ -66,10 +66,44 @@ def _dense(A: np.ndarray, n: int, dtype) -> np.ndarray:
 
 
 def forward(params: dict, X: np.ndarray, h0: np.ndarray | None = None,
-            hidden: str = "tanh", output: str = "softmax"):
+            hidden: str = "tanh", output: str = "softmax", classes=None):
     """Y (T, B, O) and S (T, B, H) for the inputs X, eqs. 1-4."""
     Y, S, _ = _forward(params, X, h0, hidden, output)
+    if classes is not None:
+        Y = np.exp(np.stack([[class_log_probs(params, s, classes) for s in S_t]
+                             for S_t in S])) if len(S) else Y
     return Y, S
+
+
+def class_log_probs(params: dict, s: np.ndarray, classes) -> np.ndarray:
+    """ln P(w | s) for every word w under the class-factorised softmax:
+    ln P(c(w) | s) + ln P(w | c(w), s), the second over the words of w's class."""
+    log_class = log_softmax(s @ params["W_c"] + params["b_c"])
+    out = np.empty(params["W"].shape[1], params["W"].dtype)
+    for c in range(len(classes) - 1):
+        words = slice(classes[c], classes[c + 1])
+        out[words] = log_class[c] + log_softmax(s @ params["W"][:, words]
+                                                + params["b_o"][words])
+    return out
+
+
+def class_output_grads(params: dict, s: np.ndarray, word: int, classes, weight: float,
+                       grads: dict) -> tuple[float, np.ndarray]:
+    """One row of the class-factorised softmax: the loss -ln P(word | s) times
+    weight, the output weights' gradients added into grads, and dC/ds returned."""
+    c = int(np.searchsorted(classes, word, side="right")) - 1
+    words = slice(classes[c], classes[c + 1])
+    log_class = log_softmax(s @ params["W_c"] + params["b_c"])
+    log_word = log_softmax(s @ params["W"][:, words] + params["b_o"][words])
+    delta_class = weight * (np.exp(log_class) - one_hot(c, len(log_class), s.dtype))
+    delta_word = weight * (np.exp(log_word) - one_hot(word - classes[c], len(log_word),
+                                                      s.dtype))
+    grads["W_c"] += np.outer(s, delta_class)
+    grads["b_c"] += delta_class
+    grads["W"][:, words] += np.outer(s, delta_word)
+    grads["b_o"][words] += delta_word
+    dC_ds = params["W_c"] @ delta_class + params["W"][:, words] @ delta_word
+    return -weight * (log_class[c] + log_word[word - classes[c]]), dC_ds
 
 
 def recurrent_weights(U: np.ndarray, t: int) -> np.ndarray:
@@ -133,7 +167,7 @@ def output_delta(output: str, loss: str, Y: np.ndarray, D: np.ndarray) -> np.nda
 
 def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None,
                   truncate: int | None = None, hidden: str = "tanh",
-                  output: str = "softmax", loss: str = "cross_entropy"):
+                  output: str = "softmax", loss: str = "cross_entropy", classes=None):
     """Loss C and its gradient for every parameter (DESIGN.md section 2).
 
     truncate None: full BPTT by the backward recursion of delta_h. truncate = tau:
@@ -145,19 +179,29 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
     T, B = Y.shape[:2]
     H = W.shape[0]
     X = _dense(X, V.shape[0], dtype)
-    D = _dense(D, W.shape[1], dtype)
     mask = np.ones((T, B), dtype) if mask is None else np.asarray(mask, dtype)
     S_prev = np.concatenate([(np.zeros((1, B, H), dtype) if h0 is None else h0[None]),
                              S[:-1]])
-
-    net_o = S @ W + params["b_o"]
-    C = float((mask * row_losses(output, loss, Y, D, net_o)).sum())
-    delta_o = mask[..., None] * output_delta(output, loss, Y, D)
-
     grads = {k: np.zeros_like(v) for k, v in params.items()}
-    for t in range(T):
-        grads["W"] += S[t].T @ delta_o[t]                               # eq. 18
-        grads["b_o"] += delta_o[t].sum(axis=0)
+
+    # the output layer: loss, its gradients, and E(t) = dC/ds(t), the error that
+    # each step's output sends to the hidden layer (through W: erratum 5)
+    if classes is None:
+        D = _dense(D, W.shape[1], dtype)
+        net_o = S @ W + params["b_o"]
+        C = float((mask * row_losses(output, loss, Y, D, net_o)).sum())
+        delta_o = mask[..., None] * output_delta(output, loss, Y, D)
+        for t in range(T):
+            grads["W"] += S[t].T @ delta_o[t]                           # eq. 18
+            grads["b_o"] += delta_o[t].sum(axis=0)
+        E = delta_o @ W.T
+    else:
+        C, E = 0.0, np.zeros_like(S)
+        for t in range(T):
+            for b in range(B):
+                row_loss, E[t, b] = class_output_grads(params, S[t, b], D[t, b], classes,
+                                                       mask[t, b], grads)
+                C += float(row_loss)
 
     def add_hidden_grads(step, delta_h):
         grads["V"] += X[step].T @ delta_h                               # eq. 27
@@ -167,17 +211,17 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
     if truncate is None:
         delta_next = np.zeros((B, H), dtype)
         for t in reversed(range(T)):
-            # delta_h(t) = (delta_o(t) W^T + delta_h(t+1) U^T) * f'(net_h(t))
+            # delta_h(t) = (E(t) + delta_h(t+1) U^T) * f'(net_h(t))
             U_next = recurrent_weights(U, t + 1) if t + 1 < T else np.zeros((H, H), dtype)
-            delta_h = (delta_o[t] @ W.T + delta_next @ U_next.T) \
+            delta_h = (E[t] + delta_next @ U_next.T) \
                 * hidden_derivative(hidden, NET_h[t])
             add_hidden_grads(t, delta_h)
             delta_next = delta_h
     else:
         for t in range(T):
-            # the error of output t reaches the hidden layer through W (eqs. 22-23,
-            # erratum 5), then steps t-1, ..., t-tau through U (eq. 26, erratum 7)
-            delta_h = (delta_o[t] @ W.T) * hidden_derivative(hidden, NET_h[t])
+            # the error of output t reaches the hidden layer (eqs. 22-23), then
+            # steps t-1, ..., t-tau through U (eq. 26, erratum 7)
+            delta_h = E[t] * hidden_derivative(hidden, NET_h[t])
             for step in range(t, max(t - truncate, 0) - 1, -1):
                 add_hidden_grads(step, delta_h)
                 if step > 0:

@@ -134,12 +134,11 @@ def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, e
 def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, history, epoch,
            progress) -> tuple[float, float, int, int]:
     """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout."""
-    T, B, H, O = stream.T, stream.B, net.n_hidden, net.n_out
+    T, B, H = stream.T, stream.B, net.n_hidden
     params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
     states = np.empty((k2 + 1 + k1, B, H), net.dtype)
-    deltas = np.empty((k1 * B, O), net.dtype)
     held = 0
     loss_sum = weight_sum = 0.0
     for t in range(0, T, k1):
@@ -152,11 +151,13 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
             new_states = states[held:held + k]
             net._forward_states(block.inputs, states[held - 1] if held else None,
                                 new_states)
-            loss = net._output_loss_delta(new_states, block.targets, block.weights,
-                                          deltas[:k * B])
-            net._backward(stream.steps(stop - window_len, stop).inputs,
-                          states[first:held + k], states[first - 1] if first else None,
-                          deltas[:k * B], tau, grads)
+            # the errors of the block's outputs enter the window's last k steps
+            DH = net._workspace.get("DH", (window_len, B, H), net.dtype)
+            loss = net._output_layer(new_states, block.targets, block.weights, grads,
+                                     DH[window_len - k:].reshape(-1, H))
+            net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
+                                 states[first:held + k], states[first - 1] if first else None,
+                                 k, tau, grads, DH)
             _apply_update(net, params, grads, loss, B, opt, settings, history,
                           f"epoch {epoch + 1}, step {stop}")
         keep = min(k2 + 1, held + k)
