@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from . import _kernels
 from ._checks import FLOAT_DTYPES, check_choice, check_real
 
 __all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp",
@@ -197,9 +198,8 @@ class SGD(Optimizer):
     name = "sgd"
 
     def _update(self, name, theta, g, tmp, c) -> None:
-        # θ -= lr·g
-        np.multiply(g, c(self.lr), out=tmp)
-        np.subtract(theta, tmp, out=theta)
+        # θ -= lr·g, one BLAS axpy over the flat arrays
+        _kernels.sgd_update(theta.reshape(-1), g.reshape(-1), c(self.lr))
 
 
 class Momentum(Optimizer):
@@ -370,15 +370,26 @@ def clip_by_value(grads: dict[str, np.ndarray], limit: float) -> None:
         np.clip(g, c(-limit), c(limit), out=g)
 
 
+def sum_of_squares(g: np.ndarray) -> float:
+    """Σ g² of one array: a BLAS dot in its dtype, redone in float64 when that
+    overflows (float32 squares past 3e38), so it is infinite or NaN only when g
+    holds an infinity or a NaN."""
+    total = float(np.dot(g.ravel(), g.ravel()))
+    if not math.isfinite(total):
+        total = float(np.square(g, dtype=np.float64).sum())
+    return total
+
+
 def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their joint L2 norm is at most max_norm.
 
-    Returns the norm before clipping, computed in float64. A non-finite norm is
-    returned with the gradients left unchanged (the caller decides: divergence).
+    Returns the norm before clipping (sums of squares added in float64). A
+    non-finite norm is returned with the gradients left unchanged (the caller
+    decides: divergence).
     """
     max_norm = check_real("max_norm", max_norm, low=0.0, low_open=True)
     # ‖g‖ = √(Σ_arrays Σ_entries g²)
-    total = math.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for g in grads.values()))
+    total = math.sqrt(sum(sum_of_squares(g) for g in grads.values()))
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / total
         for g in grads.values():

@@ -27,7 +27,7 @@ from . import io as _io
 from ._checks import check_choice, check_int, check_real
 from .data import Batch, SequenceData, stream_batch
 from .optimizers import (Optimizer, add_l2, clip_by_global_norm, clip_by_value,
-                         make_optimizer)
+                         make_optimizer, sum_of_squares)
 from .progress import Progress
 from .schedules import Schedule, make_schedule
 
@@ -83,8 +83,7 @@ def _schedule(schedule) -> Schedule | None:
 
 
 def _grads_finite(grads: dict) -> bool:
-    # a sum is NaN or infinite when any element is (or, harmlessly, when it overflows)
-    return all(math.isfinite(float(g.sum())) for g in grads.values())
+    return all(math.isfinite(sum_of_squares(g)) for g in grads.values())
 
 
 def _apply_update(net, params, grads, loss, n_sequences, opt, settings: _Settings,
@@ -99,9 +98,9 @@ def _apply_update(net, params, grads, loss, n_sequences, opt, settings: _Setting
         history.skipped_updates += 1
         opt.lr = opt.lr * 0.5                  # as RNNLM does on a bad epoch
         return
-    scale = 1.0 / n_sequences
-    for g in grads.values():
-        np.multiply(g, g.dtype.type(scale), out=g)
+    if n_sequences > 1:
+        for g in grads.values():
+            np.multiply(g, g.dtype.type(1.0 / n_sequences), out=g)
     if settings.clip is not None:
         clip_by_value(grads, settings.clip)
     if settings.clip_norm is not None:
