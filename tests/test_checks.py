@@ -21,6 +21,7 @@ def good():
     (dict(n_in=0), ValueError, "n_in must be >= 1"),
     (dict(n_hidden=2.5), TypeError, "n_hidden must be an integer"),
     (dict(n_out=True), TypeError, "n_out must be an integer"),
+    (dict(n_in=2**31), ValueError, "n_in must be <= 2147483647"),
     (dict(hidden="softmax"), ValueError, "hidden must be one of"),
     (dict(output="tanh"), ValueError, "output must be one of"),
     (dict(loss="mse"), ValueError, "loss must be one of"),

@@ -1,4 +1,5 @@
 """bptt: exact BackPropagation Through Time for Elman recurrent networks, fast on the CPU."""
+from . import lm, tasks
 from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load
 from .text import Vocabulary

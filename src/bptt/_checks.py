@@ -63,6 +63,15 @@ def check_real(name: str, value, low: float | None = None, high: float | None = 
     return value
 
 
+def check_size(name: str, value) -> int:
+    """A layer size: an integer from 1 to the largest dimension BLAS takes."""
+    value = check_int(name, value, minimum=1)
+    if value > MAX_BLAS_DIM:
+        raise ValueError(f"{name} must be <= {MAX_BLAS_DIM} (BLAS's 32-bit dimensions), "
+                         f"got {value}")
+    return value
+
+
 def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be one of {choices}, got {value!r}")

@@ -1,14 +1,30 @@
-"""The command line: `python -m bptt demo` (and `bptt demo` when installed)."""
+"""The command line: `python -m bptt demo` and `python -m bptt lm ...` (and `bptt ...`
+when installed).
+
+    python -m bptt demo [--task ...]                 a synthetic task, learned or not
+    python -m bptt lm train --train F --valid F --model M.npz [...]   RNNLM-style LM
+    python -m bptt lm eval --model M.npz --test F
+    python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
+    python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
+
+Errors (a missing file, a bad option) exit with status 2 and a message on stderr.
+"""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from . import tasks
+from . import lm, tasks
 from .model import ElmanRNN
+from .text import Vocabulary
+from .threads import set_num_threads
+from .training import TrainingDiverged
 
 # task -> (epochs, training sequences) that learn it with the default model
 DEMO_TASKS = {"delayed_recall": (30, 1024), "temporal_parity": (30, 1024),
@@ -72,6 +88,246 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if learned else 1
 
 
+# ------------------------------------------------------------------ python -m bptt lm
+
+def _existing_file(path: str, option: str) -> str:
+    if not os.path.isfile(path):
+        raise ValueError(f"{option} {path}: no such file")
+    return path
+
+
+def _read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (a final line break ends the last line)."""
+    with open(path, encoding="utf-8-sig", newline="\n") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        set_num_threads(args.threads)
+
+
+def _token_name(vocab: Vocabulary) -> str:
+    return "words" if vocab.level == "word" else "characters"
+
+
+def _describe(net: ElmanRNN) -> str:
+    output = "softmax" if getattr(net, "classes", None) is None \
+        else f"class softmax ({len(net.classes) - 1} classes)"
+    return f"{net.n_in} -> {net.n_hidden} {net.hidden} -> {net.n_out} {output}"
+
+
+def _epoch_printer(vocab: Vocabulary):
+    """A fit callback printing RNNLM's per-epoch line (entropies in bits per token)."""
+    unit = "Words/sec" if vocab.level == "word" else "Chars/sec"
+
+    def report(net, history) -> bool:
+        i = len(history) - 1
+        train = history.train_loss[i]
+        line = (f"Iter: {history.epoch[i] - 1:3d}  Alpha: {history.lr[i]:f}  "
+                f"TRAIN entropy: {train / math.log(2):.4f}  PPL: {math.exp(train):.2f}  ")
+        valid = history.valid_loss[i]
+        if valid is not None:
+            line += (f"VALID entropy: {valid / math.log(2):.4f}  "
+                     f"PPL: {math.exp(valid):.2f}  ")
+        line += (f"{unit}: {history.steps_per_second[i]:.1f}  "
+                 f"Time: {history.seconds[i]:.1f} s")
+        print(line, flush=True)
+        return False
+
+    return report
+
+
+def lm_train(args: argparse.Namespace) -> int:
+    _existing_file(args.train, "--train")
+    if args.valid is not None:
+        _existing_file(args.valid, "--valid")
+    folder = os.path.dirname(os.path.abspath(args.model))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--model {args.model}: folder {folder} does not exist")
+    _apply_threads(args)
+    k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
+    vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
+                                 max_size=args.max_vocab)
+    train_ids = vocab.encode_file(args.train)
+    valid_ids = None if args.valid is None else vocab.encode_file(args.valid)
+    classes = args.classes
+    if classes is None:                        # RNNLM's default: 100 classes for words
+        classes = min(100, len(vocab)) if args.level == "word" else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # the note below says it
+        net = lm.build(vocab, args.hidden, classes or None, hidden=args.hidden_activation,
+                       dtype=args.dtype, seed=args.seed)
+    if classes and getattr(net, "classes", None) is None:
+        print("note: this bptt has no class-factorised softmax; using the full softmax",
+              file=sys.stderr)
+    schedule = args.schedule or ("rnnlm" if valid_ids is not None else "constant")
+    names = _token_name(vocab)
+    print(f"vocabulary size: {len(vocab)} ({args.level} level)")
+    print(f"train {names}: {train_ids.size}" + (
+        "" if valid_ids is None else f"  valid {names}: {valid_ids.size}"))
+    print(f"model: {_describe(net)}")
+    print(f"training: TBPTT k1={k1} k2={k2} (-bptt {args.bptt} -bptt-block "
+          f"{args.bptt_block}), {args.optimizer} lr {args.lr:g}, {schedule} schedule, "
+          f"{args.batch} stream{'s' if args.batch > 1 else ''}, at most {args.epochs} "
+          f"epochs", flush=True)
+    start = time.perf_counter()
+    try:
+        history = lm.train(net, vocab, train_ids, valid_ids, k1=k1, k2=k2, lr=args.lr,
+                           batch=args.batch, epochs=args.epochs, optimizer=args.optimizer,
+                           schedule=None if schedule == "constant" else schedule,
+                           truncate=0 if args.bptt == 0 else None, clip=args.clip,
+                           l2=args.l2, verbose=args.progress, checkpoint=args.checkpoint,
+                           resume=args.checkpoint is not None,
+                           callbacks=[_epoch_printer(vocab)])
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    if history.best_epoch is not None:
+        best = history.valid_loss[history.best_epoch - 1]
+        print(f"best valid PPL: {math.exp(best):.2f} (iter {history.best_epoch - 1}); "
+              f"the model keeps these weights")
+    print(f"training time: {seconds:.1f} s")
+    lm.save_lm(args.model, net, vocab)
+    print(f"model saved to {args.model}")
+    return 0
+
+
+def lm_eval(args: argparse.Namespace) -> int:
+    _existing_file(args.model, "--model")
+    _existing_file(args.test, "--test")
+    _apply_threads(args)
+    net, vocab = lm.load_lm(args.model)
+    ids = vocab.encode_file(args.test)
+    if ids.size == 0:
+        raise ValueError(f"--test {args.test} holds no tokens")
+    # as RNNLM: the stream starts after an end-of-sentence, every token is predicted
+    stream = np.concatenate([[vocab.eos_id], ids]) if vocab.eos_id is not None else ids
+    nll, n = lm.stream_nll(net, stream, batch=args.batch)
+    print(f"test log probability: {-nll / math.log(10):f}")
+    print(f"PPL net: {math.exp(nll / n):f}")
+    print(f"{_token_name(vocab)}: {n}")
+    print(f"entropy: {nll / n / math.log(2):f} bits per "
+          f"{'word' if vocab.level == 'word' else 'character'}")
+    return 0
+
+
+def lm_generate(args: argparse.Namespace) -> int:
+    _existing_file(args.model, "--model")
+    _apply_threads(args)
+    net, vocab = lm.load_lm(args.model)
+    prime = None if args.prime is None else args.prime.replace("\\n", "\n")
+    prime_ids, ids = lm._sample_ids(net, vocab, args.length, args.temperature,
+                                    args.seed, prime)
+    text = vocab.decode(np.concatenate([prime_ids, ids]))
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def lm_score(args: argparse.Namespace) -> int:
+    _existing_file(args.model, "--model")
+    _existing_file(args.text, "--text")
+    _apply_threads(args)
+    net, vocab = lm.load_lm(args.model)
+    scores = lm.sentence_log_probs(net, vocab, _read_lines(args.text))
+    sys.stdout.write("".join(f"{s:f}\n" for s in scores))
+    return 0
+
+
+def _add_lm_commands(commands) -> None:
+    p = commands.add_parser(
+        "lm", help="RNNLM-style language models: train, eval, generate, score",
+        description="Recurrent neural network language models in the manner of the RNNLM "
+                    "toolkit: one sentence a line, </s> after every line (word level), "
+                    "or characters (char level).")
+    lm_commands = p.add_subparsers(dest="lm_command", required=True)
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, metavar="N",
+                         help="BLAS threads (default: bptt's automatic policy)")
+
+    t = lm_commands.add_parser(
+        "train", parents=[threads], help="train a model on a text file",
+        description="Train with TBPTT and SGD as RNNLM does: every --bptt-block words the "
+                    "errors are back-propagated through the last --bptt-block + --bptt "
+                    "steps (TBPTT k1 = block, k2 = block + bptt; --bptt 0 is RNNLM's plain "
+                    "one-step BP); the learning rate is halved every epoch once the "
+                    "validation entropy stops improving, and training stops when it stops "
+                    "improving again.")
+    t.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
+    t.add_argument("--valid", metavar="FILE",
+                   help="validation text: drives the learning rate (rnnlm schedule)")
+    t.add_argument("--model", required=True, metavar="OUT.npz", help="file to write")
+    t.add_argument("--level", choices=["word", "char"], default="word")
+    t.add_argument("--hidden", type=int, default=100, help="hidden units (default 100)")
+    t.add_argument("--hidden-activation", choices=["sigmoid", "tanh", "relu", "linear"],
+                   default="sigmoid", help="default sigmoid, as RNNLM")
+    t.add_argument("--classes", type=int,
+                   help="frequency classes of the output layer (default: 100 at word "
+                        "level, 0 = full softmax at char level)")
+    t.add_argument("--bptt", type=int, default=4, help="extra steps back (default 4)")
+    t.add_argument("--bptt-block", type=int, default=10,
+                   help="steps between updates (default 10)")
+    t.add_argument("--lr", "--alpha", type=float, default=0.1, dest="lr",
+                   help="initial learning rate (default 0.1)")
+    t.add_argument("--batch", type=int, default=1,
+                   help="parallel streams per update (default 1, as RNNLM)")
+    t.add_argument("--epochs", type=int, default=20,
+                   help="most epochs (default 20; the schedule usually stops earlier)")
+    t.add_argument("--optimizer", default="sgd",
+                   choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+    t.add_argument("--schedule", choices=["rnnlm", "constant", "step", "exponential"],
+                   help="default: rnnlm with --valid, constant without")
+    t.add_argument("--clip", type=float,
+                   help="clip each gradient entry to [-clip, clip] (default: off; RNNLM's "
+                        "-gradient-cutoff 15 clips the back-propagated errors instead)")
+    t.add_argument("--l2", "--beta", type=float, default=0.0, dest="l2",
+                   help="L2 weight decay (default 0)")
+    t.add_argument("--min-count", type=int, default=1,
+                   help="rarer tokens become <unk> (default 1)")
+    t.add_argument("--max-vocab", type=int, help="keep at most this many tokens")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--seed", type=int, default=1, help="initial weights (default 1)")
+    t.add_argument("--checkpoint", metavar="FILE",
+                   help="save the training state after every epoch and resume from it")
+    t.add_argument("--progress", action="store_true",
+                   help="a progress line during each epoch (stderr)")
+    t.set_defaults(run=lm_train)
+
+    e = lm_commands.add_parser("eval", parents=[threads],
+                               help="log-probability and perplexity of a test text")
+    e.add_argument("--model", required=True, metavar="M.npz")
+    e.add_argument("--test", required=True, metavar="FILE")
+    e.add_argument("--batch", type=int, default=1,
+                   help="parallel streams (default 1: exact, in order as RNNLM)")
+    e.set_defaults(run=lm_eval)
+
+    g = lm_commands.add_parser("generate", parents=[threads], help="sample text")
+    g.add_argument("--model", required=True, metavar="M.npz")
+    g.add_argument("--length", type=int, default=100, help="tokens to sample (default 100)")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="1 samples the model, lower is more conservative, 0 is greedy")
+    g.add_argument("--seed", type=int, help="random seed (default: fresh)")
+    g.add_argument("--prime", metavar="TEXT", help="text to start from (\\n: line break)")
+    g.set_defaults(run=lm_generate)
+
+    s = lm_commands.add_parser(
+        "score", parents=[threads],
+        help="log10 probability of every line (RNNLM -nbest)",
+        description="Print the log10 probability of each line of --text, one a line, each "
+                    "sentence scored from a fresh state after </s> and including its </s>, "
+                    "as RNNLM's -nbest does (words not in the vocabulary count as <unk>).")
+    s.add_argument("--model", required=True, metavar="M.npz")
+    s.add_argument("--text", required=True, metavar="FILE")
+    s.set_defaults(run=lm_score)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bptt",
                                      description="bptt: Elman RNNs trained by BPTT")
@@ -88,10 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save", metavar="FILE", help="save the trained model (.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=demo)
+    _add_lm_commands(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         parser.exit(2, f"error: {exc}\n")
 
 

@@ -16,7 +16,7 @@ from . import io as _io
 from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_class_bounds, check_dtype, check_h0,
-                      check_inputs, check_int, check_mask, check_output_loss,
+                      check_inputs, check_int, check_mask, check_output_loss, check_size,
                       check_targets, check_truncate)
 from .init import SCHEMES, initial_parameters
 
@@ -121,9 +121,9 @@ class ElmanRNN:
                  output: str = "softmax", loss: str = "cross_entropy",
                  dtype="float32", seed: int | None = 0, init: str = "uniform",
                  untied_steps: int | None = None, classes=None) -> None:
-        self.n_in = check_int("n_in", n_in, minimum=1)
-        self.n_hidden = check_int("n_hidden", n_hidden, minimum=1)
-        self.n_out = check_int("n_out", n_out, minimum=1)
+        self.n_in = check_size("n_in", n_in)
+        self.n_hidden = check_size("n_hidden", n_hidden)
+        self.n_out = check_size("n_out", n_out)
         self.hidden = check_choice("hidden", hidden, HIDDEN_ACTIVATIONS)
         self.output = check_choice("output", output, OUTPUT_ACTIVATIONS)
         self.loss = check_choice("loss", loss, LOSSES)

@@ -1,0 +1,409 @@
+"""Language models: the RNNLM toolkit's use case on top of ElmanRNN.
+
+A language model here is an ``ElmanRNN(V, H, V)`` with token inputs and a softmax
+over the next token, full or class-factorised (RNNLM's ``-class``), together with
+the :class:`~bptt.text.Vocabulary` that maps text to ids::
+
+    vocab = Vocabulary.from_file("train.txt")
+    net = lm.build(vocab, 100, n_classes=100)
+    lm.train(net, vocab, vocab.encode_file("train.txt"), vocab.encode_file("valid.txt"))
+    lm.perplexity(net, vocab.encode_file("test.txt"))
+    lm.save_lm("model.npz", net, vocab); net, vocab = lm.load_lm("model.npz")
+
+Conventions, as in RNNLM:
+
+- A stream is read in order with the hidden state carried; its first token is
+  context only. RNNLM starts every file from the end-of-sentence token, so
+  :func:`train` puts ``vocab.eos_id`` in front of the training and validation
+  streams (every token of the file is then predicted); :func:`perplexity` scores
+  the ids it is given as they are (prepend ``vocab.eos_id`` yourself for RNNLM's
+  figures, as ``python -m bptt lm eval`` does).
+- RNNLM's ``-bptt n -bptt-block m`` (every m words, back-propagate through the last
+  m + n steps) is TBPTT(k1 = m, k2 = m + n) here: see :func:`rnnlm_window`.
+- RNNLM prints log-probabilities in base 10: :func:`sentence_log_probs` does too.
+  Perplexities are base-independent; losses in bptt.History are nats per token.
+
+No printing here (STYLE.md): progress goes through ``verbose`` / ``callbacks`` of
+:func:`bptt.training.fit`; the command line (``python -m bptt lm``) prints.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from contextlib import nullcontext
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import io as _io
+from ._checks import check_int, check_real
+from .model import ElmanRNN
+from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
+from .threads import blas_threads
+
+__all__ = ["build", "train", "rnnlm_window", "perplexity", "generate",
+           "sentence_log_probs", "save_lm", "load_lm", "supports_classes"]
+
+VOCAB_PREFIX = "vocab/"
+# rows x vocabulary entries of output a fallback forward() may hold at once
+_FORWARD_ELEMENTS = 2**22
+# sentences scored together by sentence_log_probs
+_SENTENCE_BATCH = 512
+
+
+def supports_classes() -> bool:
+    """Whether this ElmanRNN has RNNLM's class-factorised softmax (``classes=``)."""
+    return "classes" in inspect.signature(ElmanRNN).parameters
+
+
+# ------------------------------------------------------------------ checks
+
+def _check_vocab(vocab) -> Vocabulary:
+    if not isinstance(vocab, Vocabulary):
+        raise TypeError(f"vocab must be a bptt.Vocabulary, got {type(vocab).__name__}")
+    return vocab
+
+
+def _check_lm(net, vocab: Vocabulary | None = None) -> ElmanRNN:
+    """net must be a token-in, softmax-over-tokens model (of vocab's size)."""
+    if not isinstance(net, ElmanRNN):
+        raise TypeError(f"net must be a bptt.ElmanRNN, got {type(net).__name__}")
+    if net.n_in != net.n_out or net.output != "softmax" or net.loss != "cross_entropy":
+        raise ValueError(f"net must be a language model: n_in == n_out (the vocabulary "
+                         f"size), output='softmax', loss='cross_entropy'; got {net!r}")
+    if net.untied_steps is not None:
+        raise ValueError("a language model reads streams of any length: net must not "
+                         "have untied_steps")
+    if vocab is not None and len(vocab) != net.n_in:
+        raise ValueError(f"vocab has {len(vocab)} tokens but net has n_in = n_out = "
+                         f"{net.n_in}; they must match")
+    return net
+
+
+def _check_ids(name: str, ids, size: int, minimum: int) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D stream of token ids, got shape {arr.shape}")
+    if arr.size < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} tokens, got {arr.size}")
+    if arr.size and (arr.min() < 0 or arr.max() >= size):
+        raise ValueError(f"{name} holds ids outside [0, {size}): min {arr.min()}, "
+                         f"max {arr.max()}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _with_start(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
+    """ids preceded by the end-of-sentence token (RNNLM's start of a file), if any."""
+    if vocab.eos_id is None:
+        return ids
+    return np.concatenate([np.array([vocab.eos_id], np.int64), ids])
+
+
+# ------------------------------------------------------------------ building
+
+def build(vocab: Vocabulary, n_hidden: int, n_classes: int | None = None, *,
+          hidden: str = "sigmoid", dtype="float32", seed: int | None = 0,
+          init: str = "rnnlm", class_method: str = "sqrt") -> ElmanRNN:
+    """A fresh language model ``ElmanRNN(V, n_hidden, V)`` for vocab (V = len(vocab)).
+
+    n_classes : None for the full softmax; else RNNLM's class-factorised softmax
+        with that many frequency classes (:func:`bptt.text.frequency_classes` with
+        ``class_method``, "sqrt" as RNNLM 0.4b, "unigram" as its ``-old-classes``).
+        The vocabulary's ids must be in frequency order, as Vocabulary.from_file /
+        from_text give. If this ElmanRNN has no class-factorised softmax yet, the
+        full softmax is used with a warning.
+    hidden : the hidden activation; RNNLM uses "sigmoid".
+    init : weight initialisation (bptt.init.SCHEMES); "rnnlm" draws as RNNLM does.
+    """
+    vocab = _check_vocab(vocab)
+    V = len(vocab)
+    options = dict(hidden=hidden, output="softmax", loss="cross_entropy", dtype=dtype,
+                   seed=seed, init=init)
+    if n_classes is not None:
+        n_classes = check_int("n_classes", n_classes, minimum=1)
+        classes = frequency_classes(vocab.counts if vocab.counts.sum() > 0
+                                    else np.ones(V, np.int64), n_classes, class_method)
+        bounds = class_bounds(classes, n_classes)
+        if supports_classes():
+            options["classes"] = bounds
+        else:
+            warnings.warn("this bptt.ElmanRNN has no class-factorised softmax; "
+                          "n_classes is ignored and the full softmax is used",
+                          RuntimeWarning, stacklevel=2)
+    return ElmanRNN(V, n_hidden, V, **options)
+
+
+def rnnlm_window(bptt: int, bptt_block: int = 10) -> tuple[int, int]:
+    """TBPTT (k1, k2) for RNNLM's ``-bptt bptt -bptt-block bptt_block``: every
+    bptt_block steps, back-propagate the errors of those steps through the last
+    bptt_block + bptt steps, so k1 = bptt_block and k2 = bptt_block + bptt."""
+    bptt = check_int("bptt", bptt, minimum=0)
+    bptt_block = check_int("bptt_block", bptt_block, minimum=1)
+    return bptt_block, bptt_block + bptt
+
+
+# ------------------------------------------------------------------ training
+
+def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
+          k1: int = 10, k2: int | None = 14, lr: float = 0.1, batch: int = 1,
+          epochs: int = 20, optimizer="sgd", schedule="rnnlm",
+          truncate: int | None = None, clip: float | None = None,
+          clip_norm: float | None = None, l2: float = 0.0, patience: int | None = None,
+          restore_best: bool = True, verbose: bool = False, threads: int | None = None,
+          checkpoint=None, resume: bool = False,
+          callbacks: Iterable[Callable] = ()):
+    """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
+
+    train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``);
+        each is preceded by ``vocab.eos_id`` (RNNLM starts a file after an
+        end-of-sentence). The training stream is cut into ``batch`` parallel streams
+        (:func:`bptt.text.batchify`, the last ``len % batch`` tokens dropped); the
+        validation stream is read as one stream, in order, after every epoch.
+    k1, k2 : every k1 steps, back-propagate the last k1 outputs' errors through the
+        last k2 steps (k2 None: k2 = k1). The defaults are RNNLM's ``-bptt 4
+        -bptt-block 10``; :func:`rnnlm_window` converts RNNLM's options.
+    lr, optimizer, schedule : as in :func:`bptt.training.fit`. "sgd" with lr 0.1 and
+        the "rnnlm" schedule (keep lr while the validation loss improves, then halve
+        it every epoch, stop at the second time it fails to improve) is RNNLM's
+        recipe; "rnnlm" needs valid_ids. Each update uses the gradient summed over
+        the k1 steps and averaged over the ``batch`` streams. ``epochs`` is the most
+        epochs to run (the schedule usually stops earlier).
+    truncate, clip, clip_norm, l2, patience, restore_best, checkpoint, resume,
+        callbacks, verbose : passed to :func:`bptt.training.fit` (restore_best: end
+        with the weights of the best validation epoch, as RNNLM keeps them).
+    threads : BLAS threads for this call (bptt.blas_threads), None: the default policy.
+
+    In the History, losses are nats per token: the perplexity of epoch i is
+    ``exp(history.valid_loss[i])``, the training entropy in bits per token
+    ``history.train_loss[i] / ln 2``; ``history.steps_per_second`` is tokens per
+    second (words/s at word level).
+    """
+    vocab = _check_vocab(vocab)
+    net = _check_lm(net, vocab)
+    V = len(vocab)
+    batch = check_int("batch", batch, minimum=1)
+    stream = _with_start(vocab, _check_ids("train_ids", train_ids, V, 2))
+    if stream.size // batch < 2:
+        raise ValueError(f"train_ids is too short for batch={batch}: each stream needs "
+                         f"at least 2 tokens, got {stream.size} tokens")
+    X, D = lm_pairs(batchify(stream, batch))
+    valid = None
+    if valid_ids is not None:
+        valid_stream = _with_start(vocab, _check_ids("valid_ids", valid_ids, V, 1))
+        if valid_stream.size < 2:
+            raise ValueError("valid_ids must hold at least 2 tokens (the first is "
+                             "context only)")
+        valid = lm_pairs(valid_stream[:, np.newaxis])
+    elif schedule == "rnnlm":
+        raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
+                         "perplexity: give valid_ids, or another schedule "
+                         "(e.g. schedule=None for a constant learning rate)")
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
+    with blas_threads(threads) if threads is not None else nullcontext():
+        return net.fit(X, D, epochs=epochs, lr=lr, optimizer=optimizer, k1=k1, k2=k2,
+                       truncate=truncate, clip=clip, clip_norm=clip_norm, l2=l2,
+                       valid=valid, schedule=schedule, patience=patience,
+                       restore_best=restore_best, verbose=verbose,
+                       checkpoint=checkpoint, resume=resume, callbacks=callbacks)
+
+
+# ------------------------------------------------------------------ scoring
+
+def _log_prob(net: ElmanRNN, X: np.ndarray, D: np.ndarray, h0=None) -> np.ndarray:
+    """ln P(D[t, b] | inputs so far), (T, B) float64: net.log_prob when the model has
+    it, else picked from forward()'s probabilities (full softmax only)."""
+    if hasattr(net, "log_prob"):
+        return net.log_prob(X, D, h0)
+    Y, _ = net.forward(X, h0)
+    picked = np.take_along_axis(Y, D[..., np.newaxis], axis=-1)[..., 0]
+    with np.errstate(divide="ignore"):
+        return np.log(picked.astype(np.float64))
+
+
+def stream_nll(net: ElmanRNN, ids, batch: int = 1) -> tuple[float, int]:
+    """(total negative log-likelihood in nats, number of tokens predicted) of a
+    stream, read as in :func:`perplexity`."""
+    net = _check_lm(net)
+    batch = check_int("batch", batch, minimum=1)
+    arr = _check_ids("ids", ids, net.n_in, 2)
+    if arr.size // batch < 2:
+        raise ValueError(f"ids is too short for batch={batch}: each stream needs at "
+                         f"least 2 tokens, got {arr.size} tokens")
+    X, D = lm_pairs(batchify(arr, batch))
+    return float(net.evaluate(X, D)), int(D.size)
+
+
+def perplexity(net: ElmanRNN, ids, batch: int = 1) -> float:
+    """exp(mean negative log-likelihood per token) of a token stream.
+
+    The stream is read in order with the hidden state carried from a zero state;
+    ``ids[0]`` is context only, so ``len(ids) - 1`` tokens are predicted (prepend
+    ``vocab.eos_id`` to score every token from an end-of-sentence, as RNNLM does).
+    batch > 1 cuts the stream into that many parallel streams (faster), each
+    starting from a zero state: the first token of every stream is then context
+    only and the tokens after it see less history, so the figure differs slightly
+    from batch=1 (the last ``len(ids) % batch`` tokens are dropped too).
+    """
+    nll, n = stream_nll(net, ids, batch)
+    return math.exp(nll / n)
+
+
+def _sentence_ids(vocab: Vocabulary, line, i: int) -> np.ndarray:
+    """The token ids of one sentence, without an end-of-sentence token."""
+    if not isinstance(line, str):
+        raise TypeError(f"lines[{i}] must be a str, got {type(line).__name__}")
+    if line.endswith("\n"):
+        line = line[:-1]
+    if "\n" in line:
+        raise ValueError(f"lines[{i}] holds a line break inside; give one sentence "
+                         f"per line")
+    ids = vocab.encode(line)
+    if vocab.level == "word" and ids.size:
+        ids = ids[:-1]                    # encode ends a non-blank line with eos
+    return ids
+
+
+def sentence_log_probs(net: ElmanRNN, vocab: Vocabulary,
+                       lines: Sequence[str]) -> np.ndarray:
+    """log10 P(sentence) of each line, for n-best rescoring (float64, one per line).
+
+    As RNNLM's ``-nbest``: every sentence is scored from a fresh (zero) state with
+    the end-of-sentence token as the previous word, and its probability includes
+    the end of sentence: inputs ``eos w_1 … w_n``, targets ``w_1 … w_n eos``. A
+    blank line scores P(eos | eos). Base 10 as RNNLM prints; multiply by ln 10 for
+    nats. Words not in the vocabulary are scored as its unk token (RNNLM instead
+    adds a fixed penalty for words it does not know).
+    """
+    vocab = _check_vocab(vocab)
+    net = _check_lm(net, vocab)
+    if isinstance(lines, str) or not isinstance(lines, (Sequence, np.ndarray)):
+        raise TypeError(f"lines must be a sequence of str (one sentence each), got "
+                        f"{type(lines).__name__}")
+    if vocab.eos_id is None:
+        raise ValueError("sentence_log_probs needs a vocabulary with an end-of-sentence "
+                         "token (word level: eos; char level: a newline in the "
+                         "training text)")
+    eos = vocab.eos_id
+    sentences = [_sentence_ids(vocab, line, i) for i, line in enumerate(lines)]
+    out = np.zeros(len(sentences), np.float64)
+    lengths = np.array([s.size + 1 for s in sentences], np.int64)    # targets per line
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        T = int(lengths[order[min(start + _SENTENCE_BATCH, len(order)) - 1]])
+        size = _SENTENCE_BATCH if hasattr(net, "log_prob") else \
+            max(1, _FORWARD_ELEMENTS // (T * net.n_out))
+        group = order[start:start + size]
+        T = int(lengths[group].max())
+        X = np.full((T, group.size), eos, np.int64)
+        D = np.full((T, group.size), eos, np.int64)
+        for b, i in enumerate(group):
+            words = sentences[i]
+            X[1:words.size + 1, b] = words
+            D[:words.size, b] = words
+        logp = _log_prob(net, X, D)
+        valid = np.arange(T)[:, np.newaxis] < lengths[group][np.newaxis, :]
+        out[group] = np.where(valid, logp, 0.0).sum(axis=0)
+        start += group.size
+    return out / math.log(10.0)
+
+
+# ------------------------------------------------------------------ generation
+
+def _sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float,
+                seed, prime) -> tuple[np.ndarray, np.ndarray]:
+    """(prime ids, sampled ids)."""
+    vocab = _check_vocab(vocab)
+    net = _check_lm(net, vocab)
+    length = check_int("length", length, minimum=0)
+    temperature = check_real("temperature", temperature, low=0.0)
+    rng = np.random.default_rng(seed)
+    if prime is None:
+        prime_ids = np.zeros(0, np.int64)
+    elif isinstance(prime, str):
+        prime_ids = vocab.encode(prime)
+        if vocab.level == "word" and not prime.rstrip(" \t").endswith("\n") \
+                and prime_ids.size and prime_ids[-1] == vocab.eos_id:
+            prime_ids = prime_ids[:-1]             # continue the prime's last line
+    else:
+        raise TypeError(f"prime must be a str or None, got {type(prime).__name__}")
+    # the context: an end-of-sentence (RNNLM's start), then the prime
+    context = _with_start(vocab, prime_ids)
+    if context.size == 0:
+        context = np.zeros(1, np.int64)            # no eos, no prime: the commonest token
+    h = None
+    y = None
+    for token in context:
+        y, h = net.step(np.array([token]), h)
+    out = np.empty(length, np.int64)
+    for i in range(length):
+        p = y[0].astype(np.float64)
+        if temperature == 0.0:
+            token = int(np.argmax(p))
+        else:
+            with np.errstate(divide="ignore"):
+                logits = np.log(p) / temperature
+            logits -= logits.max()
+            weights = np.exp(logits)
+            cumulative = np.cumsum(weights)
+            token = int(np.searchsorted(cumulative, rng.random() * cumulative[-1],
+                                        side="right"))
+            token = min(token, p.size - 1)
+        out[i] = token
+        y, h = net.step(np.array([token]), h)
+    return prime_ids, out
+
+
+def generate(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float = 1.0,
+             seed: int | None = None, prime: str | None = None) -> str:
+    """Text of ``length`` tokens sampled one at a time (the prime is not repeated).
+
+    The model starts from a zero state after the end-of-sentence token (RNNLM's
+    start; the most frequent token if the vocabulary has none), reads ``prime``
+    (its last line is continued, not ended), then samples each token from
+    ``p ** (1 / temperature)`` renormalised and feeds it back with ``net.step``.
+    temperature 1 samples the model's distribution, lower is more conservative,
+    0 is greedy (argmax) decoding. The same seed gives the same text.
+    Word level: tokens joined by spaces, end-of-sentence as a line break.
+    """
+    _, ids = _sample_ids(net, vocab, length, temperature, seed, prime)
+    return vocab.decode(ids)
+
+
+# ------------------------------------------------------------------ files
+
+def save_lm(path, net: ElmanRNN, vocab: Vocabulary) -> None:
+    """Write the model and its vocabulary to one .npz atomically (:func:`load_lm`);
+    the file is also a plain model file for :func:`bptt.load`."""
+    vocab = _check_vocab(vocab)
+    net = _check_lm(net, vocab)
+    arrays = net._to_arrays()
+    arrays.update({VOCAB_PREFIX + k: v for k, v in vocab.to_arrays().items()})
+    _io.save_arrays(path, arrays)
+
+
+def load_lm(path) -> tuple[ElmanRNN, Vocabulary]:
+    """(net, vocab) from a file written by :func:`save_lm`."""
+    arrays = _io.load_arrays(path)
+    vocab_arrays = {k[len(VOCAB_PREFIX):]: v for k, v in arrays.items()
+                    if k.startswith(VOCAB_PREFIX)}
+    if not vocab_arrays:
+        raise ValueError(f"{path} holds no vocabulary: it is a plain model file, not a "
+                         f"language model written by bptt.lm.save_lm (load it with "
+                         f"bptt.load)")
+    try:
+        vocab = Vocabulary.from_arrays(vocab_arrays)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} holds an invalid vocabulary: {exc}") from exc
+    net = ElmanRNN._from_arrays(arrays, path)
+    try:
+        _check_lm(net, vocab)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return net, vocab

@@ -1,0 +1,310 @@
+"""Language models (bptt.lm): perplexity, training, generation, n-best scores, files."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import ElmanRNN, Vocabulary, lm
+from bptt.text import class_bounds, frequency_classes
+
+needs_classes = pytest.mark.skipif(not lm.supports_classes(),
+                                   reason="ElmanRNN has no class-factorised softmax yet")
+
+ANIMALS = {"cat": "meows", "dog": "barks", "cow": "moos", "bird": "sings"}
+ADJECTIVES = ["big", "small", "old", "young"]
+
+
+def grammar_text(n_sentences: int, seed: int) -> str:
+    """Sentences of a small grammar with a long-range agreement (animal -> its verb)."""
+    rng = np.random.default_rng(seed)
+    names = list(ANIMALS)
+    lines = []
+    for _ in range(n_sentences):
+        animal = names[rng.integers(len(names))]
+        words = ["the"]
+        if rng.random() < 0.5:
+            words.append(ADJECTIVES[rng.integers(len(ADJECTIVES))])
+        words += [animal, ANIMALS[animal]]
+        if rng.random() < 0.5:
+            words += ["and", "the", names[rng.integers(len(names))], "runs"]
+        lines.append(" ".join(words))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    train, valid = grammar_text(600, 0), grammar_text(100, 1)
+    vocab = Vocabulary.from_text(train)
+    return vocab, vocab.encode(train), vocab.encode(valid)
+
+
+@pytest.fixture(scope="module", params=[None, 4], ids=["softmax", "classes"])
+def trained(request, corpus):
+    """A model of the grammar, full or class softmax, and its History."""
+    if request.param is not None and not lm.supports_classes():
+        pytest.skip("ElmanRNN has no class-factorised softmax yet")
+    vocab, train, valid = corpus
+    net = lm.build(vocab, 32, request.param, seed=0)
+    history = lm.train(net, vocab, train, valid, epochs=8)
+    return net, vocab, history
+
+
+def unigram_perplexity(vocab: Vocabulary, ids: np.ndarray) -> float:
+    p = vocab.counts / vocab.counts.sum()
+    return math.exp(-np.log(p[ids]).mean())
+
+
+def zero_weights(net: ElmanRNN) -> None:
+    for param in net.parameters().values():
+        param[...] = 0
+
+
+def nll_by_hand(net: ElmanRNN, ids: np.ndarray) -> float:
+    """Mean -ln p of ids[1:] from forward()'s probabilities, one stream."""
+    Y, _ = net.forward(ids[:-1, None])
+    p = Y[np.arange(ids.size - 1), 0, ids[1:]].astype(np.float64)
+    return float(-np.log(p).mean())
+
+
+# ------------------------------------------------------------------ perplexity
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_uniform_model_perplexity_is_the_vocabulary_size(corpus, batch):
+    vocab, train, _ = corpus
+    net = lm.build(vocab, 8)
+    zero_weights(net)                    # every output is the uniform softmax
+    assert lm.perplexity(net, train[:500], batch=batch) == pytest.approx(len(vocab),
+                                                                        rel=1e-5)
+
+
+@needs_classes
+def test_class_model_perplexity_matches_its_probabilities_by_hand(corpus):
+    vocab, _, valid = corpus
+    net = lm.build(vocab, 8, n_classes=4, dtype="float64", seed=3)
+    ids = valid[:300]
+    assert math.log(lm.perplexity(net, ids)) == pytest.approx(nll_by_hand(net, ids),
+                                                              rel=1e-10)
+    # zero weights: P(class) = 1/C and P(word | class) = 1/|class|, not uniform
+    zero_weights(net)
+    sizes = np.diff(net.classes)
+    per_word = np.repeat(len(sizes) * sizes.astype(float), sizes)
+    expected = math.exp(np.log(per_word[ids[1:]]).mean())
+    assert lm.perplexity(net, ids) == pytest.approx(expected, rel=1e-10)
+
+
+def test_perplexity_with_parallel_streams_reads_each_stream_from_a_zero_state(corpus):
+    vocab, _, valid = corpus
+    net = lm.build(vocab, 8, dtype="float64", seed=1)
+    ids = valid[:301]
+    streams = ids[:300].reshape(3, 100)
+    expected = np.mean([nll_by_hand(net, s) for s in streams])
+    assert math.log(lm.perplexity(net, ids, batch=3)) == pytest.approx(expected, rel=1e-10)
+    assert lm.perplexity(net, ids, batch=3) != pytest.approx(lm.perplexity(net, ids))
+
+
+def test_perplexity_rejects_bad_streams(corpus):
+    vocab, _, valid = corpus
+    net = lm.build(vocab, 4)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        lm.perplexity(net, valid[:1])
+    with pytest.raises(ValueError, match="outside"):
+        lm.perplexity(net, np.array([0, len(vocab)]))
+    with pytest.raises(TypeError, match="integer"):
+        lm.perplexity(net, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="too short"):
+        lm.perplexity(net, valid[:5], batch=3)
+    with pytest.raises(ValueError, match="language model"):
+        lm.perplexity(ElmanRNN(len(vocab), 4, 3), valid)
+
+
+# ------------------------------------------------------------------ building, training
+
+def test_build_makes_rnnlm_classes_and_a_sigmoid_hidden_layer(corpus):
+    vocab, _, _ = corpus
+    net = lm.build(vocab, 16)
+    assert (net.n_in, net.n_hidden, net.n_out, net.hidden) == (len(vocab), 16,
+                                                               len(vocab), "sigmoid")
+    assert getattr(net, "classes", None) is None
+    if lm.supports_classes():
+        net = lm.build(vocab, 16, n_classes=5, class_method="unigram")
+        expected = class_bounds(frequency_classes(vocab.counts, 5, "unigram"), 5)
+        assert net.classes == expected.tolist()
+
+
+def test_rnnlm_window_maps_bptt_and_block_to_k1_k2():
+    assert lm.rnnlm_window(4, 10) == (10, 14)
+    assert lm.rnnlm_window(0, 1) == (1, 1)
+    with pytest.raises(ValueError, match="bptt_block"):
+        lm.rnnlm_window(4, 0)
+
+
+def test_training_learns_the_grammar(trained, corpus):
+    net, vocab, history = trained
+    _, _, valid = corpus
+    ppl = lm.perplexity(net, np.concatenate([[vocab.eos_id], valid]))
+    assert ppl < 0.25 * unigram_perplexity(vocab, valid)     # ~1.9 against ~12
+    # the History's validation loss is nats per token of the eos-prefixed stream,
+    # and the model ends with the weights of the best epoch
+    best = history.valid_loss[history.best_epoch - 1]
+    assert math.exp(best) == pytest.approx(ppl, rel=1e-4)
+    assert min(history.valid_loss) == best
+    assert all(rate > 0 for rate in history.steps_per_second)
+
+
+def test_train_checks_its_arguments(corpus):
+    vocab, train, valid = corpus
+    net = lm.build(vocab, 4)
+    with pytest.raises(ValueError, match="valid_ids"):
+        lm.train(net, vocab, train, None)             # the rnnlm schedule needs it
+    with pytest.raises(ValueError, match="must match"):
+        lm.train(lm.build(Vocabulary.from_text("a b c\n"), 4), vocab, train, valid)
+    with pytest.raises(ValueError, match="k2 must be >= k1"):
+        lm.train(net, vocab, train, valid, k1=20)
+    with pytest.raises(TypeError, match="Vocabulary"):
+        lm.train(net, "vocab", train, valid)
+
+
+def test_train_without_validation_runs_the_given_epochs(corpus):
+    vocab, train, _ = corpus
+    net = lm.build(vocab, 8)
+    history = lm.train(net, vocab, train[:400], None, schedule=None, epochs=2, batch=2,
+                       k1=5, k2=5)
+    assert len(history) == 2 and history.valid_loss == [None, None]
+
+
+# ------------------------------------------------------------------ generation
+
+def greedy_by_hand(net: ElmanRNN, start: list[int], length: int) -> list[int]:
+    h, y = None, None
+    for token in start:
+        y, h = net.step(np.array([token]), h)
+    out = []
+    for _ in range(length):
+        token = int(np.argmax(y[0]))
+        out.append(token)
+        y, h = net.step(np.array([token]), h)
+    return out
+
+
+def test_generation_is_reproducible_with_a_seed(trained):
+    net, vocab, _ = trained
+    text = lm.generate(net, vocab, 60, seed=5)
+    assert text == lm.generate(net, vocab, 60, seed=5)
+    assert text != lm.generate(net, vocab, 60, seed=6)
+    assert len(vocab.encode(text + "\n")) >= 60
+    assert set(text.split()) <= set(vocab.tokens)
+
+
+def test_zero_temperature_is_greedy_decoding(trained):
+    net, vocab, _ = trained
+    expected = vocab.decode(np.array(greedy_by_hand(net, [vocab.eos_id], 30)))
+    assert lm.generate(net, vocab, 30, temperature=0, seed=1) == expected
+    assert lm.generate(net, vocab, 30, temperature=1e-6, seed=2) == expected
+    # a prime is read after the end-of-sentence, its last line continued
+    start = [vocab.eos_id, vocab.index("the"), vocab.index("big")]
+    expected = vocab.decode(np.array(greedy_by_hand(net, start, 10)))
+    assert lm.generate(net, vocab, 10, temperature=0, prime="the big") == expected
+
+
+def test_generated_text_follows_the_grammar(trained):
+    net, vocab, _ = trained
+    lines = lm.generate(net, vocab, 200, temperature=0.5, seed=0).split("\n")[:-1]
+    agree = [ANIMALS[w] == line.split()[i + 1] for line in lines
+             for i, w in enumerate(line.split()[:3]) if w in ANIMALS]
+    assert len(agree) > 10 and np.mean(agree) > 0.9
+
+
+def test_generate_checks_its_arguments(trained):
+    net, vocab, _ = trained
+    assert lm.generate(net, vocab, 0) == ""
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate(net, vocab, 5, temperature=-1)
+    with pytest.raises(ValueError, match="length"):
+        lm.generate(net, vocab, -1)
+    with pytest.raises(TypeError, match="prime"):
+        lm.generate(net, vocab, 5, prime=[1, 2])
+
+
+# ------------------------------------------------------------------ n-best scores
+
+LINES = ["the cat meows", "the big dog barks and the cow runs\n", "", "the cat barks",
+         "the zebra sings"]
+
+
+def test_sentence_log_probs_are_sums_of_log_probs_from_a_fresh_state(trained):
+    net, vocab, _ = trained
+    scores = lm.sentence_log_probs(net, vocab, LINES)
+    assert scores.shape == (len(LINES),) and scores.dtype == np.float64
+    eos = vocab.eos_id
+    for line, score in zip(LINES, scores):
+        words = [vocab.index(w) if w in vocab else vocab.unk_id for w in line.split()]
+        X = np.array([eos] + words)[:, None]
+        D = np.array(words + [eos])[:, None]
+        Y, _ = net.forward(X)
+        by_hand = np.log(Y[np.arange(len(X)), 0, D[:, 0]].astype(np.float64)).sum()
+        assert score == pytest.approx(by_hand / math.log(10), rel=1e-5, abs=1e-6)
+        if hasattr(net, "log_prob"):
+            assert score == pytest.approx(net.log_prob(X, D).sum() / math.log(10),
+                                          rel=1e-6)   # float32, batched otherwise
+    # one sentence at a time gives the same scores (no state shared between lines)
+    alone = [lm.sentence_log_probs(net, vocab, [line])[0] for line in LINES]
+    np.testing.assert_allclose(scores, alone, rtol=1e-6)
+    assert scores[0] > scores[3]           # agreement: cats meow
+
+
+def test_sentence_log_probs_without_log_prob_uses_forward(trained, monkeypatch):
+    net, vocab, _ = trained
+    expected = lm.sentence_log_probs(net, vocab, LINES)
+    monkeypatch.delattr(ElmanRNN, "log_prob", raising=False)
+    np.testing.assert_allclose(lm.sentence_log_probs(net, vocab, LINES), expected,
+                               rtol=1e-5)
+
+
+def test_sentence_log_probs_checks_its_arguments(trained):
+    net, vocab, _ = trained
+    with pytest.raises(TypeError, match="sequence of str"):
+        lm.sentence_log_probs(net, vocab, "the cat meows")
+    with pytest.raises(ValueError, match="one sentence per line"):
+        lm.sentence_log_probs(net, vocab, ["the cat\nmeows"])
+    assert lm.sentence_log_probs(net, vocab, []).shape == (0,)
+
+
+def test_char_level_sentences_end_with_the_newline():
+    vocab = Vocabulary.from_text("abcab\nbca\n", level="char")
+    net = lm.build(vocab, 4, dtype="float64")
+    score = lm.sentence_log_probs(net, vocab, ["ab"])[0]
+    ids = [vocab.index(c) for c in "\nab\n"]
+    Y, _ = net.forward(np.array(ids[:-1])[:, None])
+    assert score == pytest.approx(
+        np.log(Y[np.arange(3), 0, ids[1:]]).sum() / math.log(10), rel=1e-12)
+
+
+# ------------------------------------------------------------------ files
+
+def test_save_lm_load_lm_round_trip(trained, tmp_path):
+    net, vocab, _ = trained
+    path = tmp_path / "lm.npz"
+    lm.save_lm(path, net, vocab)
+    net2, vocab2 = lm.load_lm(path)
+    assert vocab2 == vocab
+    assert net2.config() == net.config()
+    for name, param in net.parameters().items():
+        np.testing.assert_array_equal(net2.parameters()[name], param)
+    ids = vocab.encode("the cat meows\nthe dog barks\n")
+    assert lm.perplexity(net2, ids) == lm.perplexity(net, ids)
+    assert bptt.load(path).config() == net.config()     # also a plain model file
+
+
+def test_load_lm_refuses_a_file_without_vocabulary(trained, tmp_path):
+    net, vocab, _ = trained
+    path = tmp_path / "plain.npz"
+    net.save(path)
+    with pytest.raises(ValueError, match="no vocabulary"):
+        lm.load_lm(path)
+    with pytest.raises(ValueError, match="must match"):
+        lm.save_lm(tmp_path / "x.npz", net, Vocabulary.from_text("a b\n"))
+    with pytest.raises(FileNotFoundError):
+        lm.load_lm(tmp_path / "missing.npz")
