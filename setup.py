@@ -9,7 +9,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-compile_args = ["-O3"]
+compile_args = ["-O3", "-fno-math-errno"]
 link_args = []
 if os.environ.get("BPTT_NATIVE") == "1":
     compile_args.append("-march=native")

@@ -12,7 +12,7 @@ Equation numbers are those of the report (spec/bptt-report.md), corrected as
 DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated).
 """
 from cython cimport floating
-from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs
+from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf
 
 from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
 
@@ -824,3 +824,27 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating lr):
         return
     with nogil:
         axpy(n, -lr, &grad[0], &param[0])
+
+
+def adam_update(floating[::1] theta, const floating[::1] g, floating[::1] m,
+                floating[::1] v, floating beta1, floating one_minus_beta1, floating beta2,
+                floating one_minus_beta2, floating step_size, floating inv_sqrt_c2,
+                floating eps):
+    """One Adam step in a single pass over the flat arrays:
+    m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
+    theta -= step_size m / (sqrt(v) inv_sqrt_c2 + eps), where step_size =
+    lr / (1 - beta1^t) and inv_sqrt_c2 = 1 / sqrt(1 - beta2^t) (bias corrections)."""
+    cdef Py_ssize_t i, n = theta.shape[0]
+    cdef floating gi, mi, vi, root
+    with nogil:
+        for i in range(n):
+            gi = g[i]
+            mi = beta1 * m[i] + one_minus_beta1 * gi
+            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            if floating is float:
+                root = sqrtf(vi)
+            else:
+                root = sqrt(vi)
+            theta[i] -= step_size * (mi / (root * inv_sqrt_c2 + eps))

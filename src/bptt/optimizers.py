@@ -315,22 +315,12 @@ class Adam(Optimizer):
 
     def _update(self, name, theta, g, tmp, c) -> None:
         m, v = self._state["m"][name], self._state["v"][name]
-        # m = β1·m + (1-β1)·g
-        np.multiply(m, c(self.beta1), out=m)
-        np.multiply(g, c(1.0 - self.beta1), out=tmp)
-        np.add(m, tmp, out=m)
-        # v = β2·v + (1-β2)·g²
-        np.multiply(v, c(self.beta2), out=v)
-        np.multiply(g, g, out=tmp)
-        np.multiply(tmp, c(1.0 - self.beta2), out=tmp)
-        np.add(v, tmp, out=v)
-        # θ -= lr·m̂/(√v̂ + eps) with m̂ = m/(1-β1^t), v̂ = v/(1-β2^t)
-        np.sqrt(v, out=tmp)
-        np.multiply(tmp, c(self._inv_sqrt_c2), out=tmp)
-        np.add(tmp, c(self.eps), out=tmp)
-        np.divide(m, tmp, out=tmp)
-        np.multiply(tmp, c(self._step_size), out=tmp)
-        np.subtract(theta, tmp, out=theta)
+        # m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
+        # θ -= lr·m̂/(√v̂ + eps) with m̂ = m/(1-β1^t), v̂ = v/(1-β2^t): one fused pass
+        _kernels.adam_update(theta.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                             c(self.beta1), c(1.0 - self.beta1), c(self.beta2),
+                             c(1.0 - self.beta2), c(self._step_size), c(self._inv_sqrt_c2),
+                             c(self.eps))
 
     def _scalars(self) -> dict[str, np.ndarray]:
         return {**super()._scalars(), "t": np.array(self.t, np.int64)}
