@@ -200,11 +200,16 @@ def lm_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def lm_eval(args: argparse.Namespace) -> int:
-    _existing_file(args.model, "--model")
-    _existing_file(args.test, "--test")
+def _load_lm(args: argparse.Namespace, *inputs: tuple[str, str]):
+    """Check the model file and the named input files, apply --threads, load."""
+    for path, option in ((args.model, "--model"),) + inputs:
+        _existing_file(path, option)
     _apply_threads(args)
-    net, vocab = lm.load_lm(args.model)
+    return lm.load_lm(args.model)
+
+
+def lm_eval(args: argparse.Namespace) -> int:
+    net, vocab = _load_lm(args, (args.test, "--test"))
     ids = vocab.encode_file(args.test)
     if ids.size == 0:
         raise ValueError(f"--test {args.test} holds no tokens")
@@ -220,9 +225,7 @@ def lm_eval(args: argparse.Namespace) -> int:
 
 
 def lm_generate(args: argparse.Namespace) -> int:
-    _existing_file(args.model, "--model")
-    _apply_threads(args)
-    net, vocab = lm.load_lm(args.model)
+    net, vocab = _load_lm(args)
     prime = None if args.prime is None else args.prime.replace("\\n", "\n")
     prime_ids, ids = lm._sample_ids(net, vocab, args.length, args.temperature,
                                     args.seed, prime)
@@ -232,10 +235,7 @@ def lm_generate(args: argparse.Namespace) -> int:
 
 
 def lm_score(args: argparse.Namespace) -> int:
-    _existing_file(args.model, "--model")
-    _existing_file(args.text, "--text")
-    _apply_threads(args)
-    net, vocab = lm.load_lm(args.model)
+    net, vocab = _load_lm(args, (args.text, "--text"))
     scores = lm.sentence_log_probs(net, vocab, _read_lines(args.text))
     sys.stdout.write("".join(f"{s:f}\n" for s in scores))
     return 0

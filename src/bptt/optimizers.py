@@ -192,6 +192,15 @@ class Optimizer:
         self._state = loaded
 
 
+def _normalized_step(theta, g, accumulator, tmp, lr, eps) -> None:
+    """θ -= lr·g/(√accumulator + eps) in place (AdaGrad's and RMSProp's step)."""
+    np.sqrt(accumulator, out=tmp)
+    np.add(tmp, eps, out=tmp)
+    np.divide(g, tmp, out=tmp)
+    np.multiply(tmp, lr, out=tmp)
+    np.subtract(theta, tmp, out=theta)
+
+
 class SGD(Optimizer):
     """Plain gradient descent, the report's eq. 6: Δw = -η ∂C/∂w."""
 
@@ -258,11 +267,7 @@ class AdaGrad(Optimizer):
         np.multiply(g, g, out=tmp)
         np.add(G, tmp, out=G)
         # θ -= lr·g/(√G + eps)
-        np.sqrt(G, out=tmp)
-        np.add(tmp, c(self.eps), out=tmp)
-        np.divide(g, tmp, out=tmp)
-        np.multiply(tmp, c(self.lr), out=tmp)
-        np.subtract(theta, tmp, out=theta)
+        _normalized_step(theta, g, G, tmp, c(self.lr), c(self.eps))
 
 
 class RMSProp(Optimizer):
@@ -285,11 +290,7 @@ class RMSProp(Optimizer):
         np.multiply(r, c(self.rho), out=r)
         np.add(r, tmp, out=r)
         # θ -= lr·g/(√r + eps)
-        np.sqrt(r, out=tmp)
-        np.add(tmp, c(self.eps), out=tmp)
-        np.divide(g, tmp, out=tmp)
-        np.multiply(tmp, c(self.lr), out=tmp)
-        np.subtract(theta, tmp, out=theta)
+        _normalized_step(theta, g, r, tmp, c(self.lr), c(self.eps))
 
 
 class Adam(Optimizer):
@@ -364,7 +365,8 @@ def sum_of_squares(g: np.ndarray) -> float:
     """Σ g² of one array: a BLAS dot in its dtype, redone in float64 when that
     overflows (float32 squares past 3e38), so it is infinite or NaN only when g
     holds an infinity or a NaN."""
-    total = float(np.dot(g.ravel(), g.ravel()))
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.dot(g.ravel(), g.ravel()))
     if not math.isfinite(total):
         total = float(np.square(g, dtype=np.float64).sum())
     return total
