@@ -86,9 +86,9 @@ def _grads_finite(grads: dict) -> bool:
     return all(math.isfinite(sum_of_squares(g)) for g in grads.values())
 
 
-def _apply_update(net, params, grads, loss, n_sequences, opt, settings: _Settings,
-                  history: History, where: str) -> None:
-    """Scale, check, clip, decay and apply one gradient."""
+def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
+                  history: History, where: str) -> bool:
+    """Scale, check, clip, decay and apply one gradient; False if it was skipped."""
     if not math.isfinite(loss) or not _grads_finite(grads):
         if settings.on_divergence == "raise":
             raise TrainingDiverged(
@@ -97,7 +97,7 @@ def _apply_update(net, params, grads, loss, n_sequences, opt, settings: _Setting
                 f"Lower lr, set clip / clip_norm, or pass on_divergence='skip'")
         history.skipped_updates += 1
         opt.lr = opt.lr * 0.5                  # as RNNLM does on a bad epoch
-        return
+        return False
     if n_sequences > 1:
         for g in grads.values():
             np.multiply(g, g.dtype.type(1.0 / n_sequences), out=g)
@@ -108,6 +108,7 @@ def _apply_update(net, params, grads, loss, n_sequences, opt, settings: _Setting
     if settings.l2:
         add_l2(grads, params, settings.l2)
     opt.step(params, grads)
+    return True
 
 
 def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
@@ -119,10 +120,11 @@ def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, e
         with net._kernel_section(batch.B):
             loss = net._loss_and_grad(batch.inputs, batch.targets, batch.weights, None, tau,
                                       grads)
-            _apply_update(net, params, grads, loss, batch.n_sequences, opt, settings,
-                          history, f"epoch {epoch + 1}, batch {i + 1}")
-        loss_sum += loss
-        weight_sum += float(batch.weights.sum())
+            applied = _apply_update(params, grads, loss, batch.n_sequences, opt, settings,
+                                    history, f"epoch {epoch + 1}, batch {i + 1}")
+        if applied:                     # a skipped (non-finite) step counts for nothing
+            loss_sum += loss
+            weight_sum += float(batch.weights.sum())
         sequences += batch.n_sequences
         steps += batch.T * batch.B
         if progress:
@@ -157,13 +159,14 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
             net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
                                  states[first:held + k], states[first - 1] if first else None,
                                  k, tau, grads, DH)
-            _apply_update(net, params, grads, loss, B, opt, settings, history,
-                          f"epoch {epoch + 1}, step {stop}")
+            applied = _apply_update(params, grads, loss, B, opt, settings, history,
+                                    f"epoch {epoch + 1}, step {stop}")
         keep = min(k2 + 1, held + k)
         states[:keep] = states[held + k - keep:held + k]
         held = keep
-        loss_sum += loss
-        weight_sum += float(block.weights.sum())
+        if applied:
+            loss_sum += loss
+            weight_sum += float(block.weights.sum())
         if progress:
             progress.advance(k * B, loss_sum / max(weight_sum, 1e-300))
     return loss_sum, weight_sum, B, T * B
@@ -285,7 +288,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         seconds = time.perf_counter() - start
         valid_loss = _valid_loss(net, valid_data)
         history.epoch.append(epoch + 1)
-        history.train_loss.append(loss_sum / max(weight_sum, 1e-300))
+        # NaN for an epoch whose every update was skipped as non-finite
+        history.train_loss.append(loss_sum / weight_sum if weight_sum else math.nan)
         history.valid_loss.append(valid_loss)
         history.lr.append(lr_used)
         history.seconds.append(seconds)
