@@ -67,6 +67,8 @@ class _Settings:
     clip_norm: float | None
     l2: float
     on_divergence: str
+    # with on_divergence="skip": the weights before the last applied update
+    last_weights: dict | None = None
 
 
 def _optimizer(optimizer, lr: float) -> Optimizer:
@@ -95,8 +97,13 @@ def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
                 f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
                 f"{where}; training stopped with the weights of the last finite step. "
                 f"Lower lr, set clip / clip_norm, or pass on_divergence='skip'")
+        # skip: drop this step, undo the update that led to it, halve the
+        # learning rate (RNNLM restores the weights and halves on a bad epoch)
         history.skipped_updates += 1
-        opt.lr = opt.lr * 0.5                  # as RNNLM does on a bad epoch
+        if settings.last_weights is not None:
+            for name, param in params.items():
+                param[...] = settings.last_weights[name]
+        opt.lr = opt.lr * 0.5
         return False
     if n_sequences > 1:
         for g in grads.values():
@@ -107,6 +114,11 @@ def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
         clip_by_global_norm(grads, settings.clip_norm)
     if settings.l2:
         add_l2(grads, params, settings.l2)
+    if settings.on_divergence == "skip":
+        if settings.last_weights is None:
+            settings.last_weights = {k: np.empty_like(v) for k, v in params.items()}
+        for name, param in params.items():
+            settings.last_weights[name][...] = param
     opt.step(params, grads)
     return True
 
@@ -221,7 +233,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     callbacks: functions f(net, history) called after each epoch; a True return
     stops training. verbose: progress bar and a line per epoch on stderr.
     on_divergence: "raise" (TrainingDiverged, weights of the last finite step) or
-    "skip" (drop the update and halve the learning rate).
+    "skip" (drop the step, return to the weights before the previous update, which
+    led to it, and halve the learning rate; keeps one copy of the weights).
     checkpoint: file written atomically after every epoch with the model and the
     whole training state; resume=True continues from it when it exists, ending
     bit-identical to an uninterrupted run.
