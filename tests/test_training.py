@@ -375,3 +375,19 @@ def test_memory_stays_flat_over_repeated_training_and_files(tmp_path):
         bptt.load(tmp_path / "m.npz").evaluate(data.X, data.D, mask=data.mask)
         readings.append(rss_mib())
     assert readings[-1] - readings[9] < 8.0, readings
+
+
+def test_rnnlm_schedule_undoes_an_epoch_that_made_validation_worse():
+    train = tasks.noisy_sine(32, length=40, noise=0.3, seed=0)
+    valid = tasks.noisy_sine(16, length=40, noise=0.3, seed=1)
+    net = bptt.ElmanRNN(1, 16, 1, output="linear", loss="sse", seed=0)
+    snapshots = []
+    history = net.fit(train.X, train.D, epochs=60, lr=0.03, optimizer="adam", batch_size=8,
+                      seed=0, valid=(valid.X, valid.D), schedule="rnnlm",
+                      callbacks=[lambda n, h: snapshots.append(copy_params(n))])
+    best = np.minimum.accumulate(history.valid_loss)
+    worse = [i for i in range(1, len(history)) if history.valid_loss[i] >= best[i - 1]]
+    assert worse, "the run never made validation worse; the test checks nothing"
+    for i in worse:
+        best_epoch = int(np.argmin(history.valid_loss[:i]))
+        assert_params_equal(snapshots[i], snapshots[best_epoch])

@@ -29,7 +29,7 @@ from .data import Batch, SequenceData, stream_batch
 from .optimizers import (Optimizer, add_l2, clip_by_global_norm, clip_by_value,
                          make_optimizer, sum_of_squares)
 from .progress import Progress
-from .schedules import Schedule, make_schedule
+from .schedules import RNNLM, Schedule, make_schedule
 
 DIVERGENCE_POLICIES = ("raise", "skip")
 
@@ -227,7 +227,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     the gradients to this global norm at most. l2: weight decay on V, U, W.
     valid: (X, D) or (X, D, mask), evaluated after every epoch. schedule: a
     learning-rate schedule name ("constant", "step", "exponential", "rnnlm") or
-    Schedule. patience: stop after this many epochs without a better validation
+    Schedule; with "rnnlm", an epoch that does not improve the validation loss is
+    undone (back to the best weights), as RNNLM does. patience: stop after this many epochs without a better validation
     loss; restore_best: end with the weights of the best validation epoch.
     shuffle, seed: minibatch order (the same seed gives the same result).
     callbacks: functions f(net, history) called after each epoch; a True return
@@ -308,7 +309,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         history.seconds.append(seconds)
         history.sequences_per_second.append(sequences / max(seconds, 1e-9))
         history.steps_per_second.append(steps / max(seconds, 1e-9))
-        state.after_epoch(valid_loss, patience)
+        improved = state.after_epoch(valid_loss, patience)
+        if isinstance(sched, RNNLM) and not improved and state.best_params is not None:
+            state.restore_best()     # RNNLM undoes an epoch that made validation worse
         if sched is not None:
             new_lr, stop = sched.step(epoch, opt.lr, valid_loss)
             opt.lr = new_lr
@@ -321,8 +324,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
             state.save(checkpoint)
     history.stopped_early = state.finished and len(history) < epochs
     if valid_data is not None and restore_best and state.best_params is not None:
-        for name, param in net.parameters().items():
-            param[...] = state.best_params[name]
+        state.restore_best()
     return history
 
 
@@ -348,18 +350,24 @@ class _TrainingState:
         self.bad_epochs = 0
         self.finished = False
 
-    def after_epoch(self, valid_loss: float | None, patience: int | None) -> None:
+    def after_epoch(self, valid_loss: float | None, patience: int | None) -> bool:
+        """Track the best validation loss and patience; True if this epoch is the best."""
         if valid_loss is None:
-            return
+            return False
         if valid_loss < self.best_loss:
             self.best_loss = valid_loss
             self.best_params = {k: v.copy() for k, v in self.net.parameters().items()}
             self.history.best_epoch = self.history.epoch[-1]
             self.bad_epochs = 0
-        else:
-            self.bad_epochs += 1
-            if patience is not None and self.bad_epochs >= patience:
-                self.finished = True
+            return True
+        self.bad_epochs += 1
+        if patience is not None and self.bad_epochs >= patience:
+            self.finished = True
+        return False
+
+    def restore_best(self) -> None:
+        for name, param in self.net.parameters().items():
+            param[...] = self.best_params[name]
 
     def save(self, path) -> None:
         arrays = self.net._to_arrays()
