@@ -5,6 +5,7 @@ workspace and call bptt._kernels; no math happens here (DESIGN.md section 5).
 """
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -36,15 +37,20 @@ class Workspace:
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self._views: dict[str, np.ndarray] = {}      # the last view served per name
         self.prof: np.ndarray | None = None
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
-        size = int(np.prod(shape))
+        view = self._views.get(name)
+        if view is not None and view.shape == shape and view.dtype == dtype:
+            return view                 # the common case: no allocation, no new view
+        size = math.prod(shape)
         arr = self._arrays.get(name)
         if arr is None or arr.size < size or arr.dtype != dtype:
             arr = np.empty(size, dtype)
             self._arrays[name] = arr
-        return arr[:size].reshape(shape)
+        view = self._views[name] = arr[:size].reshape(shape)
+        return view
 
     def ones(self, n: int, dtype: np.dtype) -> np.ndarray:
         arr = self._arrays.get("ones")
@@ -146,6 +152,7 @@ class ElmanRNN:
             n_classes = len(self.classes) - 1
             self._word_class = np.repeat(np.arange(n_classes, dtype=np.intp),
                                          np.diff(self._class_starts))
+            self._largest_class = int(np.diff(self._class_starts).max())
             class_layer = initial_parameters(self.init, 1, self.n_hidden, n_classes,
                                              np.random.default_rng(self.seed), self.dtype)
             self._params["W_c"] = class_layer["W"]
@@ -374,7 +381,6 @@ class ElmanRNN:
         ws, dtype = self._workspace, self.dtype
         if self.classes is not None:
             n_classes = len(self.classes) - 1
-            largest = int(np.diff(self._class_starts).max())
             if grads is None:        # loss only: empty stand-ins for the outputs
                 E = ws.get("no_rows", (0, 0), dtype)
                 vector = ws.get("no_vector", (0,), dtype)
@@ -385,7 +391,7 @@ class ElmanRNN:
             return _kernels.class_output_loss_delta(
                 rows, self.W, self.b_o, self.W_c, self.b_c, self._class_starts,
                 self._word_class, targets.classes, weights,
-                ws.get("Zc", (n, n_classes), dtype), ws.get("z", (largest,), dtype),
+                ws.get("Zc", (n, n_classes), dtype), ws.get("z", (self._largest_class,), dtype),
                 with_grads, E, grads["W"], grads["b_o"], grads["W_c"], grads["b_c"],
                 ws.ones(n, dtype), row_loss)
         dO = ws.get("dO", (n, self.n_out), dtype)
