@@ -234,9 +234,10 @@ def set_threads(threads: int) -> str:
         pass
     try:   # NumPy's own BLAS runs the reference; limit it alike
         from threadpoolctl import threadpool_limits
-        threadpool_limits(threads, user_api="blas")
     except ImportError:
-        pass
+        return threads_module_note + "; NumPy's BLAS (the reference) not limited: " \
+            "install threadpoolctl"
+    threadpool_limits(threads, user_api="blas")
     return threads_module_note
 
 
