@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import bptt
-from autograd import (HIDDEN, OUTPUT_LOSS, PARAMS, Tensor, autograd_loss_and_grad,
-                      elman_loss)
+from autograd import (HIDDEN, OUTPUT_LOSS, PARAMS, Tensor, autograd_loss_and_grad)
 
 
 def close(a, b, rtol, atol=1e-12):

@@ -2,7 +2,6 @@
 loss_and_grad and fit. Every call either raises a clear ValueError/TypeError or
 returns finite results equal to the NumPy reference."""
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -1,6 +1,5 @@
 """fit(): optimizers, epochwise BPTT, TBPTT(k1, k2), the report's online algorithm,
 variable-length data, validation, early stopping, divergence, resuming."""
-import io
 
 import numpy as np
 import pytest

@@ -7,5 +7,6 @@ from .threads import blas_threads, get_num_threads, set_num_threads
 from .training import History, TrainingDiverged
 
 __all__ = ["ElmanRNN", "History", "RNNClassifier", "RNNRegressor", "TrainingDiverged",
-           "Vocabulary", "blas_threads", "get_num_threads", "load", "set_num_threads"]
+           "Vocabulary", "blas_threads", "get_num_threads", "lm", "load", "set_num_threads",
+           "tasks"]
 __version__ = "0.1.0"

@@ -19,7 +19,6 @@ update, timed inside the kernels.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

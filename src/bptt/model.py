@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Ta
                       check_inputs, check_int, check_mask, check_output_loss, check_size,
                       check_targets, check_truncate)
 from .init import SCHEMES, initial_parameters
+
+if TYPE_CHECKING:
+    from .training import History
 
 ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}

@@ -10,7 +10,6 @@ so it can be saved to an .npz read with allow_pickle=False.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import ClassVar
 

@@ -228,8 +228,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     valid: (X, D) or (X, D, mask), evaluated after every epoch. schedule: a
     learning-rate schedule name ("constant", "step", "exponential", "rnnlm") or
     Schedule; with "rnnlm", an epoch that does not improve the validation loss is
-    undone (back to the best weights), as RNNLM does. patience: stop after this many epochs without a better validation
-    loss; restore_best: end with the weights of the best validation epoch.
+    undone (back to the best weights), as RNNLM does. patience: stop after this
+    many epochs without a better validation loss; restore_best: end with the
+    weights of the best validation epoch.
     shuffle, seed: minibatch order (the same seed gives the same result).
     callbacks: functions f(net, history) called after each epoch; a True return
     stops training. verbose: progress bar and a line per epoch on stderr.
