@@ -74,8 +74,7 @@ def test_train_prints_rnnlm_style_progress_and_saves(word_model):
     assert "TBPTT k1=10 k2=14" in out and f"model saved to {path}" in out
     net, vocab = lm.load_lm(path)
     assert net.n_hidden == 16 and len(vocab) == 17
-    if lm.supports_classes():
-        assert len(net.classes) == 5
+    assert len(net.classes) == 5
 
 
 def test_eval_prints_log_probability_and_perplexity_as_rnnlm(word_model, files):

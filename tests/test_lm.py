@@ -10,8 +10,6 @@ import bptt
 from bptt import ElmanRNN, Vocabulary, lm
 from bptt.text import class_bounds, frequency_classes
 
-needs_classes = pytest.mark.skipif(not lm.supports_classes(),
-                                   reason="ElmanRNN has no class-factorised softmax yet")
 
 ANIMALS = {"cat": "meows", "dog": "barks", "cow": "moos", "bird": "sings"}
 ADJECTIVES = ["big", "small", "old", "young"]
@@ -44,8 +42,6 @@ def corpus():
 @pytest.fixture(scope="module", params=[None, 4], ids=["softmax", "classes"])
 def trained(request, corpus):
     """A model of the grammar, full or class softmax, and its History."""
-    if request.param is not None and not lm.supports_classes():
-        pytest.skip("ElmanRNN has no class-factorised softmax yet")
     vocab, train, valid = corpus
     net = lm.build(vocab, 32, request.param, seed=0)
     history = lm.train(net, vocab, train, valid, epochs=8)
@@ -80,7 +76,6 @@ def test_uniform_model_perplexity_is_the_vocabulary_size(corpus, batch):
                                                                         rel=1e-5)
 
 
-@needs_classes
 def test_class_model_perplexity_matches_its_probabilities_by_hand(corpus):
     vocab, _, valid = corpus
     net = lm.build(vocab, 8, n_classes=4, dtype="float64", seed=3)
@@ -127,11 +122,10 @@ def test_build_makes_rnnlm_classes_and_a_sigmoid_hidden_layer(corpus):
     net = lm.build(vocab, 16)
     assert (net.n_in, net.n_hidden, net.n_out, net.hidden) == (len(vocab), 16,
                                                                len(vocab), "sigmoid")
-    assert getattr(net, "classes", None) is None
-    if lm.supports_classes():
-        net = lm.build(vocab, 16, n_classes=5, class_method="unigram")
-        expected = class_bounds(frequency_classes(vocab.counts, 5, "unigram"), 5)
-        assert net.classes == expected.tolist()
+    assert net.classes is None
+    net = lm.build(vocab, 16, n_classes=5, class_method="unigram")
+    expected = class_bounds(frequency_classes(vocab.counts, 5, "unigram"))
+    assert net.classes == expected.tolist()
 
 
 def test_rnnlm_window_maps_bptt_and_block_to_k1_k2():
@@ -246,21 +240,12 @@ def test_sentence_log_probs_are_sums_of_log_probs_from_a_fresh_state(trained):
         Y, _ = net.forward(X)
         by_hand = np.log(Y[np.arange(len(X)), 0, D[:, 0]].astype(np.float64)).sum()
         assert score == pytest.approx(by_hand / math.log(10), rel=1e-5, abs=1e-6)
-        if hasattr(net, "log_prob"):
-            assert score == pytest.approx(net.log_prob(X, D).sum() / math.log(10),
-                                          rel=1e-6)   # float32, batched otherwise
+        assert score == pytest.approx(net.log_prob(X, D).sum() / math.log(10),
+                                      rel=1e-6)   # float32, batched otherwise
     # one sentence at a time gives the same scores (no state shared between lines)
     alone = [lm.sentence_log_probs(net, vocab, [line])[0] for line in LINES]
     np.testing.assert_allclose(scores, alone, rtol=1e-6)
     assert scores[0] > scores[3]           # agreement: cats meow
-
-
-def test_sentence_log_probs_without_log_prob_uses_forward(trained, monkeypatch):
-    net, vocab, _ = trained
-    expected = lm.sentence_log_probs(net, vocab, LINES)
-    monkeypatch.delattr(ElmanRNN, "log_prob", raising=False)
-    np.testing.assert_allclose(lm.sentence_log_probs(net, vocab, LINES), expected,
-                               rtol=1e-5)
 
 
 def test_sentence_log_probs_checks_its_arguments(trained):

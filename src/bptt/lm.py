@@ -28,9 +28,7 @@ No printing here (STYLE.md): progress goes through ``verbose`` / ``callbacks`` o
 """
 from __future__ import annotations
 
-import inspect
 import math
-import warnings
 from contextlib import nullcontext
 from typing import Callable, Iterable, Sequence
 
@@ -43,18 +41,11 @@ from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pair
 from .threads import blas_threads
 
 __all__ = ["build", "train", "rnnlm_window", "perplexity", "generate",
-           "sentence_log_probs", "save_lm", "load_lm", "supports_classes"]
+           "sentence_log_probs", "save_lm", "load_lm"]
 
 VOCAB_PREFIX = "vocab/"
-# rows x vocabulary entries of output a fallback forward() may hold at once
-_FORWARD_ELEMENTS = 2**22
 # sentences scored together by sentence_log_probs
 _SENTENCE_BATCH = 512
-
-
-def supports_classes() -> bool:
-    """Whether this ElmanRNN has RNNLM's class-factorised softmax (``classes=``)."""
-    return "classes" in inspect.signature(ElmanRNN).parameters
 
 
 # ------------------------------------------------------------------ checks
@@ -115,8 +106,7 @@ def build(vocab: Vocabulary, n_hidden: int, n_classes: int | None = None, *,
         with that many frequency classes (:func:`bptt.text.frequency_classes` with
         ``class_method``, "sqrt" as RNNLM 0.4b, "unigram" as its ``-old-classes``).
         The vocabulary's ids must be in frequency order, as Vocabulary.from_file /
-        from_text give. If this ElmanRNN has no class-factorised softmax yet, the
-        full softmax is used with a warning.
+        from_text give.
     hidden : the hidden activation; RNNLM uses "sigmoid".
     init : weight initialisation (bptt.init.SCHEMES); "rnnlm" draws as RNNLM does.
     """
@@ -128,13 +118,7 @@ def build(vocab: Vocabulary, n_hidden: int, n_classes: int | None = None, *,
         n_classes = check_int("n_classes", n_classes, minimum=1)
         classes = frequency_classes(vocab.counts if vocab.counts.sum() > 0
                                     else np.ones(V, np.int64), n_classes, class_method)
-        bounds = class_bounds(classes, n_classes)
-        if supports_classes():
-            options["classes"] = bounds
-        else:
-            warnings.warn("this bptt.ElmanRNN has no class-factorised softmax; "
-                          "n_classes is ignored and the full softmax is used",
-                          RuntimeWarning, stacklevel=2)
+        options["classes"] = class_bounds(classes)
     return ElmanRNN(V, n_hidden, V, **options)
 
 
@@ -215,17 +199,6 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
 
 # ------------------------------------------------------------------ scoring
 
-def _log_prob(net: ElmanRNN, X: np.ndarray, D: np.ndarray, h0=None) -> np.ndarray:
-    """ln P(D[t, b] | inputs so far), (T, B) float64: net.log_prob when the model has
-    it, else picked from forward()'s probabilities (full softmax only)."""
-    if hasattr(net, "log_prob"):
-        return net.log_prob(X, D, h0)
-    Y, _ = net.forward(X, h0)
-    picked = np.take_along_axis(Y, D[..., np.newaxis], axis=-1)[..., 0]
-    with np.errstate(divide="ignore"):
-        return np.log(picked.astype(np.float64))
-
-
 def stream_nll(net: ElmanRNN, ids, batch: int = 1) -> tuple[float, int]:
     """(total negative log-likelihood in nats, number of tokens predicted) of a
     stream, read as in :func:`perplexity`."""
@@ -295,11 +268,8 @@ def sentence_log_probs(net: ElmanRNN, vocab: Vocabulary,
     lengths = np.array([s.size + 1 for s in sentences], np.int64)    # targets per line
     order = np.argsort(lengths, kind="stable")
     start = 0
-    while start < len(order):
-        T = int(lengths[order[min(start + _SENTENCE_BATCH, len(order)) - 1]])
-        size = _SENTENCE_BATCH if hasattr(net, "log_prob") else \
-            max(1, _FORWARD_ELEMENTS // (T * net.n_out))
-        group = order[start:start + size]
+    while start < len(order):                 # similar lengths together, little padding
+        group = order[start:start + _SENTENCE_BATCH]
         T = int(lengths[group].max())
         X = np.full((T, group.size), eos, np.int64)
         D = np.full((T, group.size), eos, np.int64)
@@ -307,7 +277,7 @@ def sentence_log_probs(net: ElmanRNN, vocab: Vocabulary,
             words = sentences[i]
             X[1:words.size + 1, b] = words
             D[:words.size, b] = words
-        logp = _log_prob(net, X, D)
+        logp = net.log_prob(X, D)
         valid = np.arange(T)[:, np.newaxis] < lengths[group][np.newaxis, :]
         out[group] = np.where(valid, logp, 0.0).sum(axis=0)
         start += group.size
