@@ -406,5 +406,9 @@ def add_l2(grads: dict[str, np.ndarray], params: dict[str, np.ndarray], l2: floa
         if theta.dtype != g.dtype:
             raise TypeError(f"grads[{name!r}] is {g.dtype}, params[{name!r}] {theta.dtype}")
         if theta.ndim >= 2 and l2 > 0.0:
-            # g += l2·θ
-            g += g.dtype.type(l2) * theta
+            # g += l2·θ: one BLAS axpy (sgd_update computes y -= a·x) on contiguous
+            # arrays, no temporary
+            if g.flags.c_contiguous and theta.flags.c_contiguous:
+                _kernels.sgd_update(g.reshape(-1), theta.reshape(-1), g.dtype.type(-l2))
+            else:
+                g += g.dtype.type(l2) * theta
