@@ -378,3 +378,15 @@ def test_add_l2_skips_biases(dtype):
         add_l2(grads, params, -0.1)
     with pytest.raises(TypeError, match="l2"):
         add_l2(grads, params, "0.1")
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_add_l2_updates_the_callers_arrays_in_any_layout(layout):
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((4, 3))
+    g = rng.standard_normal((4, 3))
+    if layout == "F":
+        W, g = np.asfortranarray(W), np.asfortranarray(g)
+    expected = g + 0.5 * W
+    add_l2({"W": g}, {"W": W}, 0.5)
+    np.testing.assert_allclose(g, expected, rtol=1e-15)
