@@ -4,7 +4,7 @@ import pytest
 
 import bptt
 from bptt import reference
-from test_gradients import assert_gradients_close, numerical_gradient
+from conftest import assert_gradients_close, numerical_gradient
 
 BOUNDS = [0, 1, 3, 7, 10]             # 4 classes over 10 words
 

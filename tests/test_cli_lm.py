@@ -11,7 +11,7 @@ import pytest
 
 import bptt
 from bptt import cli, lm
-from test_lm import grammar_text
+from conftest import grammar_text
 
 
 @pytest.fixture(scope="module")

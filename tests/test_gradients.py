@@ -11,27 +11,8 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import all_configurations, config_id, make_case
-
-STEP = 1e-6
-
-
-def numerical_gradient(loss_fn, net):
-    """Central differences of loss_fn() in every parameter of net."""
-    grads = {}
-    for name, param in net.parameters().items():
-        grad = np.zeros_like(param)
-        for idx in np.ndindex(param.shape):
-            keep = param[idx]
-            param[idx] = keep + STEP
-            up = loss_fn()
-            param[idx] = keep - STEP
-            down = loss_fn()
-            param[idx] = keep
-            grad[idx] = (up - down) / (2 * STEP)
-        grads[name] = grad
-    return grads
-
+from conftest import (all_configurations, assert_gradients_close, config_id, make_case,
+                      numerical_gradient)
 
 def truncated_objective(case, tau):
     """sum_t C_t with s(t - tau - 1) frozen at the unperturbed weights' value."""
@@ -52,13 +33,6 @@ def truncated_objective(case, tau):
         return total
 
     return loss_fn
-
-
-def assert_gradients_close(analytic, numeric, rtol=1e-6):
-    for name in analytic:
-        scale = np.abs(numeric[name]).max() + 1e-8
-        np.testing.assert_allclose(analytic[name], numeric[name], rtol=rtol,
-                                   atol=rtol * scale, err_msg=name)
 
 
 def variants():

@@ -9,27 +9,7 @@ import pytest
 import bptt
 from bptt import ElmanRNN, Vocabulary, lm
 from bptt.text import class_bounds, frequency_classes
-
-
-ANIMALS = {"cat": "meows", "dog": "barks", "cow": "moos", "bird": "sings"}
-ADJECTIVES = ["big", "small", "old", "young"]
-
-
-def grammar_text(n_sentences: int, seed: int) -> str:
-    """Sentences of a small grammar with a long-range agreement (animal -> its verb)."""
-    rng = np.random.default_rng(seed)
-    names = list(ANIMALS)
-    lines = []
-    for _ in range(n_sentences):
-        animal = names[rng.integers(len(names))]
-        words = ["the"]
-        if rng.random() < 0.5:
-            words.append(ADJECTIVES[rng.integers(len(ADJECTIVES))])
-        words += [animal, ANIMALS[animal]]
-        if rng.random() < 0.5:
-            words += ["and", "the", names[rng.integers(len(names))], "runs"]
-        lines.append(" ".join(words))
-    return "\n".join(lines) + "\n"
+from conftest import ANIMALS, grammar_text
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import bptt
 from bptt import reference
 from conftest import make_case
-from test_gradients import assert_gradients_close, numerical_gradient
+from conftest import assert_gradients_close, numerical_gradient
 
 
 def untied_twin(case, T):
