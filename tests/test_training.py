@@ -196,24 +196,28 @@ def test_rnnlm_schedule_halves_then_stops():
     assert halvings and halvings == list(range(halvings[0], len(lrs)))
 
 
-def test_divergence_stops_with_the_last_finite_weights():
+def diverging_problem():
+    """A linear model and targets so large that lr = 1e6 overflows within two steps."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((5, 4, 2))
     D = rng.standard_normal((5, 4, 1)) * 1e3
     net = bptt.ElmanRNN(2, 3, 1, hidden="linear", output="linear", loss="sse",
                         dtype="float64")
+    return net, X, D
+
+
+def test_divergence_stops_with_the_last_finite_weights():
+    net, X, D = diverging_problem()
     seen = []
     with pytest.raises(bptt.TrainingDiverged, match=r"epoch \d+, batch 1"):
         net.fit(X, D, epochs=50, lr=1e6, callbacks=[lambda n, h: seen.append(copy_params(n))])
+    assert seen, "diverged in the first step: the test would check nothing"
+    assert_params_equal(net.parameters(), seen[-1])      # one batch per epoch here
     assert all(np.isfinite(v).all() for v in net.parameters().values())
 
 
 def test_divergence_skip_lowers_the_learning_rate():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((5, 4, 2))
-    D = rng.standard_normal((5, 4, 1)) * 1e3
-    net = bptt.ElmanRNN(2, 3, 1, hidden="linear", output="linear", loss="sse",
-                        dtype="float64")
+    net, X, D = diverging_problem()
     history = net.fit(X, D, epochs=50, lr=1e6, on_divergence="skip")
     assert history.skipped_updates > 0
     assert np.isfinite(history.train_loss[-1])         # skipped steps are not counted
