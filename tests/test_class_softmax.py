@@ -95,6 +95,8 @@ def test_bad_class_setups_are_refused():
     net = bptt.ElmanRNN(10, 4, 10, classes=BOUNDS)
     with pytest.raises(TypeError, match="integer word ids"):
         net.loss_and_grad(np.zeros((3, 2), int), np.zeros((3, 2, 10), np.float32))
+    with pytest.raises(TypeError, match="integer word ids"):
+        net.fit(np.zeros((3, 2), int), np.zeros((3, 2, 10), np.float32), epochs=1, lr=0.1)
     with pytest.raises(AttributeError, match="class-factorised"):
         bptt.ElmanRNN(10, 4, 10).W_c
 

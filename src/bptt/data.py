@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._checks import Inputs, Targets, check_mask, check_targets
+from ._checks import Inputs, Targets, check_mask
 
 
 @dataclass
@@ -45,8 +45,7 @@ def _ones_if_empty(weights: np.ndarray, n: int, dtype) -> np.ndarray:
 def _as_batch(X, D, mask, net) -> Batch:
     """Validate whole time-major arrays into one Batch."""
     inputs = net._check_inputs(X)
-    targets = check_targets(D, inputs.T, inputs.B, net.n_out, net.dtype, net.output,
-                            net.loss)
+    targets = net._check_targets(D, inputs.T, inputs.B)
     weights = check_mask(mask, inputs.T, inputs.B, net.dtype)
     if inputs.T * inputs.B == 0:
         raise ValueError(f"X holds no steps (T={inputs.T}, B={inputs.B})")
