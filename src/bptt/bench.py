@@ -32,7 +32,7 @@ from scipy.linalg import blas as scipy_blas
 
 from . import __version__, _kernels, reference
 from . import threads as _threads
-from ._checks import check_inputs, check_mask, check_targets
+from .data import stream_batch
 from .model import ElmanRNN
 
 # (B, T, I, H, O) of the issue's grid; tokens: vocabulary-sized one-hot inputs as ids
@@ -134,10 +134,8 @@ def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
 def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
     """A training step as bptt's training loop runs it: data validated once, then
     forward + loss + BPTT into preallocated gradients and an in-place SGD update."""
-    inputs = check_inputs(X, net.n_in, net.dtype)
-    T, B = inputs.T, inputs.B
-    targets = check_targets(D, T, B, net.n_out, net.dtype, net.output, net.loss)
-    weights = check_mask(None, T, B, net.dtype)
+    batch = stream_batch(X, D, None, net)          # the training loop's validation
+    inputs, targets, weights = batch.inputs, batch.targets, batch.weights
     params = net.parameters()
     grads = {name: np.empty_like(p) for name, p in params.items()}
     flat = [(p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()]
