@@ -210,11 +210,8 @@ class ElmanRNN:
         truncate: None for full BPTT, or tau >= 0: each output's error is carried
         back through at most tau recurrent steps (tau = 0 is the report's plain BP).
         """
-        inputs = self._check_inputs(X)
+        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0)
         T, B = inputs.T, inputs.B
-        targets = self._check_targets(D, T, B)
-        weights = check_mask(mask, T, B, self.dtype)
-        h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         tau = check_truncate(truncate)
         if T * B == 0:
             return 0.0, {name: np.zeros_like(p) for name, p in self._params.items()}
@@ -244,11 +241,8 @@ class ElmanRNN:
         Long sequences are processed in chunks of steps carrying the state, so
         memory stays bounded whatever T is.
         """
-        inputs = self._check_inputs(X)
+        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0)
         T, B = inputs.T, inputs.B
-        targets = self._check_targets(D, T, B)
-        weights = check_mask(mask, T, B, self.dtype)
-        h0 = check_h0(h0, B, self.n_hidden, self.dtype)
         if T * B == 0:
             return 0.0
         with self._kernel_section(B):
@@ -274,6 +268,14 @@ class ElmanRNN:
             with self._kernel_section(B):
                 self._evaluate(inputs, targets, np.empty(0, self.dtype), h0, row_loss)
         return -row_loss.reshape(T, B)
+
+    def _check_data(self, X, D, mask, h0) -> tuple[Inputs, Targets, np.ndarray,
+                                                    np.ndarray | None]:
+        """Inputs, targets, mask weights and initial state, validated together."""
+        inputs = self._check_inputs(X)
+        T, B = inputs.T, inputs.B
+        return (inputs, self._check_targets(D, T, B), check_mask(mask, T, B, self.dtype),
+                check_h0(h0, B, self.n_hidden, self.dtype))
 
     def _check_targets(self, D, T: int, B: int) -> Targets:
         """check_targets, plus integer targets for a class-factorised softmax."""
