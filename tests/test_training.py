@@ -301,6 +301,7 @@ def test_history_figures():
     (dict(schedule="cosine"), ValueError, "schedule must be one of"),
     (dict(valid=[1]), TypeError, "valid must be a tuple"),
     (dict(resume=True), ValueError, "resume=True needs checkpoint"),
+    (dict(schedule="rnnlm"), ValueError, "schedule='rnnlm' adapts"),
     (dict(callbacks=[1]), TypeError, "callbacks must be functions"),
     (dict(k1=2, batch_size=2), ValueError, "batch_size applies to epochwise"),
 ])

@@ -278,6 +278,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     stream = stream_batch(X, D, mask, net) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
     valid_data = _valid_data(valid, net, tbptt)
+    if isinstance(sched, RNNLM) and valid_data is None:
+        raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
+                         "loss: give valid=(X, D), or another schedule")
 
     state = _TrainingState(net, opt, sched, np.random.default_rng(seed))
     if resume:
