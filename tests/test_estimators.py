@@ -174,7 +174,7 @@ def test_regressor_per_step_running_sum():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, (600, 12, 1))
     y = np.cumsum(X[..., 0], axis=1)                        # (n, T)
-    reg = RNNRegressor(per_step=True, epochs=30, random_state=0).fit(X[:500], y[:500])
+    reg = RNNRegressor(per_step=True, epochs=60, random_state=0).fit(X[:500], y[:500])
     assert reg.per_step_ and reg.predict(X[500:]).shape == (100, 12)
     assert reg.score(X[500:], y[500:]) > 0.9
     y3 = np.stack([y, -y], axis=-1)                         # 3-D y: per step, inferred

@@ -12,9 +12,19 @@ Equation numbers are those of the report (spec/bptt-report.md), corrected as
 DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated).
 """
 from cython cimport floating
+import numpy as np
 from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf
 
 from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
+
+
+# Float32 recurrent products with U packed once per call (AVX-512 CPUs; see the header)
+cdef extern from "_packed.h":
+    Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n) noexcept nogil
+    void bptt_pack_f(const float* w, int k, int n, int transpose, float* buffer) noexcept nogil
+    int bptt_packed_supported() noexcept nogil
+    void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
+                              float* c, int accumulate) noexcept nogil
 
 
 # Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
@@ -358,6 +368,43 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
         a[i] = 0
 
 
+# ------------------------------------------------------- packed recurrent weights
+cdef bint _PACKED_SUPPORTED = bptt_packed_supported()
+
+
+def packed_length(int H, dtype) -> int:
+    """Length of the scratch buffer in which the recursions of an (H, H) U in this
+    dtype keep U packed; 0 where they call BLAS instead (float64, or a CPU without
+    AVX-512). Callers pass a buffer of that length, or an empty one for BLAS."""
+    if not _PACKED_SUPPORTED or dtype != np.float32 or H == 0:
+        return 0
+    return bptt_packed_length(H, H)
+
+
+cdef inline bint _pack(floating[::1] packed, const floating* U, int H,
+                       bint transpose) noexcept nogil:
+    """Pack op(U) (U^T if transpose) into packed when that path is on (float32 and a
+    packed buffer given); returns whether it is."""
+    if floating is float:
+        if packed.shape[0] > 0:
+            bptt_pack_f(U, H, H, transpose, &packed[0])
+            return True
+    return False
+
+
+cdef inline void _recurrent_product(bint use_packed, floating[::1] packed, int m, int H,
+                                    const floating* a, const floating* U, bint transpose,
+                                    floating* c, bint accumulate) noexcept nogil:
+    """c[m, H] (+)= a[m, H] @ op(U), op(U) = U^T if transpose: from the packed copy
+    of op(U) when use_packed, else through BLAS."""
+    if floating is float:
+        if use_packed:
+            bptt_packed_matmul_f(m, H, H, a, &packed[0], c, accumulate)
+            return
+    matmul_rows(transpose, m, H, H, <floating>1, a, U, H,
+                <floating>1 if accumulate else <floating>0, c)
+
+
 # ---------------------------------------------------------------- output row
 
 cdef double _softmax_classes_f(float* y, float* delta, int n_out, const float* b,
@@ -477,16 +524,18 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                    const floating[:, ::1] V, const floating[:, :, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
-                   int act, floating[:, :, ::1] S, double[::1] prof=None):
+                   int act, floating[:, :, ::1] S, floating[::1] packed,
+                   double[::1] prof=None):
     """S[t] = f(X[t] @ V + S[t-1] @ U_t + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
     X holds T*B dense input rows, or is empty and tokens holds T*B ids whose
     one-hot rows select rows of V. has_h0 False means h0 = 0. U is (1, H, H), the
     tied recurrent weights, or (T, H, H), one per step (untied, report section 4).
+    packed: scratch of packed_length(H) to keep a tied U packed, or empty (BLAS).
     prof: see PROFILE_PHASES (None: no timing).
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
-    cdef bint untied = U.shape[0] > 1
+    cdef bint untied = U.shape[0] > 1, use_packed = False
     cdef Py_ssize_t r, c, t, n_rows = <Py_ssize_t>T * B, step = <Py_ssize_t>B * H
     cdef floating* s
     cdef const floating* v_row
@@ -510,13 +559,15 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                  <floating>0, s, H)
             clock = _tick(p, GEMMS, clock)
         # the recursion: net_h(t) += s(t-1) @ U_t, then s(t) = f(net_h(t) + b_h)
+        if not untied and T > 1:
+            use_packed = _pack(packed, &U[0, 0, 0], H, False)
         for t in range(T):
             if t > 0:
-                matmul_rows(False, B, H, H, <floating>1, s + (t - 1) * step,
-                            &U[t if untied else 0, 0, 0], H, <floating>1, s + t * step)
+                _recurrent_product(use_packed, packed, B, H, s + (t - 1) * step,
+                                   &U[t if untied else 0, 0, 0], False, s + t * step, True)
             elif has_h0:
-                matmul_rows(False, B, H, H, <floating>1, &h0[0, 0],
-                            &U[0, 0, 0], H, <floating>1, s)
+                _recurrent_product(use_packed, packed, B, H, &h0[0, 0], &U[0, 0, 0],
+                                   False, s, True)
             if p != NULL:
                 clock = _tick(p, FWD_REC, clock)
             _activate_hidden(act, s + t * step, &b_h[0], B, H)
@@ -608,7 +659,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
-                    double[::1] prof=None):
+                    floating[::1] packed, double[::1] prof=None):
     """Back-propagation through time over a window of T steps (DESIGN.md section 2).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
@@ -620,11 +671,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     erratum 7). U and dU are (1, H, H) tied or (T, H, H) untied (one per step;
     then dU[t] is that step's gradient alone). Writes dV, dU, db_h. G1, G2
     (n_out, B, H) are scratch used only when truncating; ones holds >= T*B ones.
+    packed: scratch of packed_length(H) to keep a tied U^T packed, or empty (BLAS).
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
     cdef int t0 = T - n_out, t, z, lo, u
-    cdef bint untied = U.shape[0] > 1
+    cdef bint untied = U.shape[0] > 1, use_packed = False
     cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
     cdef floating* dh
     cdef floating* g_prev
@@ -637,14 +689,16 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
         clock = _tick(p, -1, 0)
         dh = &DH[0, 0, 0]
         _zero(dh, t0 * step)
+        if not untied and T > 1 and truncate != 0:
+            use_packed = _pack(packed, &U[0, 0, 0], H, True)
         if truncate < 0 or truncate >= T - 1:
             # eq. 26 corrected (erratum 8), t = T-1 .. 0:
             # delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))
             for t in range(T - 1, -1, -1):
                 if t < T - 1:
-                    matmul_rows(True, B, H, H, <floating>1, dh + (t + 1) * step,
-                                &U[t + 1 if untied else 0, 0, 0], H, <floating>1,
-                                dh + t * step)
+                    _recurrent_product(use_packed, packed, B, H, dh + (t + 1) * step,
+                                       &U[t + 1 if untied else 0, 0, 0], True,
+                                       dh + t * step, True)
                 if p != NULL:
                     clock = _tick(p, BWD_REC, clock)
                 _times_hidden_derivative(act, s + t * step, dh + t * step, step)
@@ -674,9 +728,9 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                                     &U[u - z + 1, 0, 0], H, <floating>0,
                                     g_next + (u - t0) * step)
                 else:
-                    gemm(False, True, (T - lo) * B, H, H, <floating>1,
-                         g_prev + (lo - t0) * step, H, &U[0, 0, 0], H, <floating>0,
-                         g_next + (lo - t0) * step, H)
+                    _recurrent_product(use_packed, packed, (T - lo) * B, H,
+                                       g_prev + (lo - t0) * step, &U[0, 0, 0], True,
+                                       g_next + (lo - t0) * step, False)
                 _times_hidden_derivative(act, s + (lo - z) * step,
                                          g_next + (lo - t0) * step, (T - lo) * step)
                 for i in range((T - lo) * step):

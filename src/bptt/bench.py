@@ -133,7 +133,8 @@ def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
 
 def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
     """A training step as bptt's training loop runs it: data validated once, then
-    forward + loss + BPTT into preallocated gradients and an in-place SGD update."""
+    (inside the model's kernel section: its lock and thread policy) forward + loss +
+    BPTT into preallocated gradients, and an in-place SGD update."""
     batch = stream_batch(X, D, None, net)          # the training loop's validation
     inputs, targets, weights = batch.inputs, batch.targets, batch.weights
     params = net.parameters()
@@ -144,7 +145,8 @@ def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
     ws = net._workspace
 
     def step() -> None:
-        net._loss_and_grad(inputs, targets, weights, None, -1, grads)
+        with net._kernel_section(inputs.B):
+            net._loss_and_grad(inputs, targets, weights, None, -1, grads)
         if ws.prof is None:
             for param, grad in flat:
                 update(param, grad, lr)

@@ -42,6 +42,7 @@ class Workspace:
         self._arrays: dict[str, np.ndarray] = {}
         self._views: dict[str, np.ndarray] = {}      # the last view served per name
         self.prof: np.ndarray | None = None
+        self.one_thread = False     # whether BLAS runs on one thread in this kernel section
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
         view = self._views.get(name)
@@ -341,7 +342,7 @@ class ElmanRNN:
         """Hold the model's lock (its workspace is shared) and apply the BLAS
         thread policy for a batch of B sequences (bptt.threads)."""
         with self._lock:
-            restore = _threads._enter(B, self.n_hidden)
+            restore, self._workspace.one_thread = _threads._enter(B, self.n_hidden)
             try:
                 yield
             finally:
@@ -353,7 +354,16 @@ class ElmanRNN:
         _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self._per_step(self.U),
                                 self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
-                                ACTIVATION_CODES[self.hidden], S, self._workspace.prof)
+                                ACTIVATION_CODES[self.hidden], S, self._packed_U(),
+                                self._workspace.prof)
+
+    def _packed_U(self) -> np.ndarray:
+        """Scratch in which the recursions keep a tied U packed (bptt._packed.h), or
+        empty, which makes them call BLAS: for untied weights, float64, CPUs without
+        AVX-512, and multi-threaded BLAS (the packed products run on one thread)."""
+        use = self.untied_steps is None and self._workspace.one_thread
+        n = _kernels.packed_length(self.n_hidden, self.dtype) if use else 0
+        return self._workspace.get("packed_U", (n,), self.dtype)
 
     def _per_step(self, U: np.ndarray) -> np.ndarray:
         """U (or its gradient) as the kernels take it: (1, H, H) tied, (T, H, H) untied."""
@@ -439,4 +449,4 @@ class ElmanRNN:
             S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), ws.prof)
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed_U(), ws.prof)

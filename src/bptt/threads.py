@@ -131,21 +131,26 @@ def single_threaded(B: int, H: int) -> bool:
     return B * H < _MULTI_THREAD_MIN_BH
 
 
-def _enter(B: int, H: int) -> int:
-    """Before a kernel call: apply the auto policy; returns the count to restore
-    (0: nothing to restore). Cheap: two C calls when the policy applies."""
+def _functions() -> tuple:
+    """(set, get) through ctypes, looked up once; () when not found."""
     global _c_functions
-    if _fixed is not None or not single_threaded(B, H):
-        return 0
     if _c_functions is None:
         _c_functions = _ctypes_lib() or ()
-    if not _c_functions:
-        return 0
-    current = _c_functions[1]()
-    if current <= 1:
-        return 0
-    _c_functions[0](1)
-    return current
+    return _c_functions
+
+
+def _enter(B: int, H: int) -> tuple[int, bool]:
+    """Before a kernel call: apply the auto policy. Returns the count to restore
+    (0: nothing to restore) and whether BLAS now runs on one thread (False when
+    unknown). Cheap: one or two C calls."""
+    functions = _functions()
+    if not functions:
+        return 0, False
+    current = functions[1]()
+    if current <= 1 or _fixed is not None or not single_threaded(B, H):
+        return 0, current <= 1
+    functions[0](1)
+    return current, True
 
 
 def _leave(previous: int) -> None:

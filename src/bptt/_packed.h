@@ -1,0 +1,143 @@
+/* Float32 products with a weight matrix packed once and reused at every time step.
+
+   The recursions multiply by the same H x H matrix T times (s(t-1) U forward,
+   delta_h(t+1) U^T backward). A BLAS ?gemm call re-packs that matrix on every call,
+   and for small batches the packing and call overhead cost as much as the product.
+   Here op(W) is packed once per kernel call into panels of 64 columns, each panel
+   contiguous along k and zero-padded to 64 columns:
+
+       panel p, row k = op(W)[k, 64p .. 64p + 63]
+
+   and C[m, n] (+)= A[m, k] @ op(W) runs as register tiles of up to 6 rows x 64
+   columns (24 AVX-512 accumulators) over blocks of BPTT_KC rows of the panel, so a
+   block (32 KiB) stays in L1 while every row tile of A passes over it.
+
+   Only x86-64 CPUs with AVX-512F take this path (bptt_packed_supported); elsewhere
+   the kernels call BLAS. All matrices are row-major with unit column stride. */
+#ifndef BPTT_PACKED_H
+#define BPTT_PACKED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BPTT_NR 64      /* panel width: 4 vectors of 16 floats */
+#define BPTT_MR 6       /* rows per register tile */
+#define BPTT_KC 128     /* panel rows per L1 block */
+
+/* floats a packed k x n matrix needs, including 16 for aligning it to 64 bytes */
+static inline Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n)
+{
+    return k * ((n + BPTT_NR - 1) / BPTT_NR) * BPTT_NR + 16;
+}
+
+static inline float* bptt_aligned(float* buffer)
+{
+    return (float*)(((uintptr_t)buffer + 63) & ~(uintptr_t)63);
+}
+
+/* packed = op(W) in panels (layout above). op(W) is k x n: W itself (W is k x n,
+   transpose 0) or W^T (W is n x k, transpose 1). */
+static void bptt_pack_f(const float* w, int k, int n, int transpose, float* buffer)
+{
+    float* packed = bptt_aligned(buffer);
+    int p, kk, c, width;
+    for (p = 0; p * BPTT_NR < n; p++) {
+        width = n - p * BPTT_NR < BPTT_NR ? n - p * BPTT_NR : BPTT_NR;
+        for (kk = 0; kk < k; kk++) {
+            float* row = packed + ((Py_ssize_t)p * k + kk) * BPTT_NR;
+            for (c = 0; c < width; c++)
+                row[c] = transpose ? w[(Py_ssize_t)(p * BPTT_NR + c) * k + kk]
+                                   : w[(Py_ssize_t)kk * n + p * BPTT_NR + c];
+            for (; c < BPTT_NR; c++)
+                row[c] = 0.0f;
+        }
+    }
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define BPTT_AVX512 __attribute__((target("avx512f")))
+
+static int bptt_packed_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+/* One register tile: C[0:mr, 0:64] (+)= A[0:mr, 0:kc] @ P[0:kc, 0:64], where P is a
+   panel block (64 floats per row, aligned) and mask[j] selects the columns of C
+   that exist in vector j. load 0 starts the accumulators from zero instead of C.
+   mr is a constant at every call site, so the loops unroll and acc stays in registers. */
+BPTT_AVX512 static inline __attribute__((always_inline)) void
+bptt_tile_f(const int mr, int kc, const float* a, Py_ssize_t lda, const float* p,
+            float* c, Py_ssize_t ldc, const __mmask16* mask, int load)
+{
+    __m512 acc[BPTT_MR][4];
+    int i, j, kk;
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < 4; j++)
+            acc[i][j] = load ? _mm512_maskz_loadu_ps(mask[j], c + i * ldc + 16 * j)
+                             : _mm512_setzero_ps();
+    for (kk = 0; kk < kc; kk++) {
+        const __m512 p0 = _mm512_load_ps(p + kk * BPTT_NR);
+        const __m512 p1 = _mm512_load_ps(p + kk * BPTT_NR + 16);
+        const __m512 p2 = _mm512_load_ps(p + kk * BPTT_NR + 32);
+        const __m512 p3 = _mm512_load_ps(p + kk * BPTT_NR + 48);
+        for (i = 0; i < mr; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i * lda + kk]);
+            acc[i][0] = _mm512_fmadd_ps(ai, p0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, p1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(ai, p2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(ai, p3, acc[i][3]);
+        }
+    }
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < 4; j++)
+            _mm512_mask_storeu_ps(c + i * ldc + 16 * j, mask[j], acc[i][j]);
+}
+
+/* C[m, n] = A[m, k] @ op(W) (accumulate 0) or C += A @ op(W) (accumulate 1), with
+   op(W) packed by bptt_pack_f(w, k, n, ...) into buffer. A has row stride k, C n. */
+BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a,
+                                             const float* buffer, float* c, int accumulate)
+{
+    const float* packed = bptt_aligned((float*)buffer);
+    __mmask16 mask[4];
+    int p, j, k0, kc, i0, rest;
+    for (p = 0; p * BPTT_NR < n; p++) {
+        for (j = 0; j < 4; j++) {
+            rest = n - p * BPTT_NR - 16 * j;
+            mask[j] = rest >= 16 ? (__mmask16)0xFFFF
+                                 : (__mmask16)(rest > 0 ? (1u << rest) - 1 : 0);
+        }
+        for (k0 = 0; k0 < k; k0 += BPTT_KC) {
+            const float* block = packed + ((Py_ssize_t)p * k + k0) * BPTT_NR;
+            const int load = accumulate || k0 > 0;
+            kc = k - k0 < BPTT_KC ? k - k0 : BPTT_KC;
+            for (i0 = 0; i0 < m; i0 += BPTT_MR) {
+                const float* a_tile = a + (Py_ssize_t)i0 * k + k0;
+                float* c_tile = c + (Py_ssize_t)i0 * n + p * BPTT_NR;
+                switch (m - i0 < BPTT_MR ? m - i0 : BPTT_MR) {
+                case 6: bptt_tile_f(6, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                case 5: bptt_tile_f(5, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                case 4: bptt_tile_f(4, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                case 3: bptt_tile_f(3, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                case 2: bptt_tile_f(2, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                default: bptt_tile_f(1, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                }
+            }
+        }
+    }
+}
+
+#else  /* not GCC/Clang on x86-64: never taken (bptt_packed_supported is 0) */
+static int bptt_packed_supported(void) { return 0; }
+static void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
+                                 float* c, int accumulate)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)buffer; (void)c; (void)accumulate;
+}
+#endif
+
+#endif  /* BPTT_PACKED_H */
