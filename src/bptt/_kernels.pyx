@@ -24,7 +24,7 @@ cdef extern from "_packed.h":
     void bptt_pack_f(const float* w, int k, int n, int transpose, float* buffer) noexcept nogil
     int bptt_packed_supported() noexcept nogil
     void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
-                              float* c, int accumulate) noexcept nogil
+                              float* c, int accumulate, int reverse) noexcept nogil
 
 
 # Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
@@ -394,12 +394,15 @@ cdef inline bint _pack(floating[::1] packed, const floating* U, int H,
 
 cdef inline void _recurrent_product(bint use_packed, floating[::1] packed, int m, int H,
                                     const floating* a, const floating* U, bint transpose,
-                                    floating* c, bint accumulate) noexcept nogil:
+                                    floating* c, bint accumulate,
+                                    bint reverse=False) noexcept nogil:
     """c[m, H] (+)= a[m, H] @ op(U), op(U) = U^T if transpose: from the packed copy
-    of op(U) when use_packed, else through BLAS."""
+    of op(U) when use_packed, else through BLAS. Successive steps pass alternating
+    reverse: the packed panels are then visited in snake order, so that a step
+    starts with the panels the previous one left in L1."""
     if floating is float:
         if use_packed:
-            bptt_packed_matmul_f(m, H, H, a, &packed[0], c, accumulate)
+            bptt_packed_matmul_f(m, H, H, a, &packed[0], c, accumulate, reverse)
             return
     matmul_rows(transpose, m, H, H, <floating>1, a, U, H,
                 <floating>1 if accumulate else <floating>0, c)
@@ -564,7 +567,8 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
         for t in range(T):
             if t > 0:
                 _recurrent_product(use_packed, packed, B, H, s + (t - 1) * step,
-                                   &U[t if untied else 0, 0, 0], False, s + t * step, True)
+                                   &U[t if untied else 0, 0, 0], False, s + t * step, True,
+                                   t % 2 == 1)
             elif has_h0:
                 _recurrent_product(use_packed, packed, B, H, &h0[0, 0], &U[0, 0, 0],
                                    False, s, True)
@@ -698,7 +702,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                 if t < T - 1:
                     _recurrent_product(use_packed, packed, B, H, dh + (t + 1) * step,
                                        &U[t + 1 if untied else 0, 0, 0], True,
-                                       dh + t * step, True)
+                                       dh + t * step, True, t % 2 == 1)
                 if p != NULL:
                     clock = _tick(p, BWD_REC, clock)
                 _times_hidden_derivative(act, s + t * step, dh + t * step, step)

@@ -43,15 +43,21 @@ static void bptt_pack_f(const float* w, int k, int n, int transpose, float* buff
     float* packed = bptt_aligned(buffer);
     int p, kk, c, width;
     for (p = 0; p * BPTT_NR < n; p++) {
+        float* panel = packed + (Py_ssize_t)p * k * BPTT_NR;
         width = n - p * BPTT_NR < BPTT_NR ? n - p * BPTT_NR : BPTT_NR;
-        for (kk = 0; kk < k; kk++) {
-            float* row = packed + ((Py_ssize_t)p * k + kk) * BPTT_NR;
-            for (c = 0; c < width; c++)
-                row[c] = transpose ? w[(Py_ssize_t)(p * BPTT_NR + c) * k + kk]
-                                   : w[(Py_ssize_t)kk * n + p * BPTT_NR + c];
-            for (; c < BPTT_NR; c++)
-                row[c] = 0.0f;
-        }
+        for (kk = 0; kk < k; kk++)
+            for (c = width; c < BPTT_NR; c++)
+                panel[(Py_ssize_t)kk * BPTT_NR + c] = 0.0f;
+        if (transpose)      /* column c of the panel is row p*64 + c of W: read W by rows */
+            for (c = 0; c < width; c++) {
+                const float* w_row = w + (Py_ssize_t)(p * BPTT_NR + c) * k;
+                for (kk = 0; kk < k; kk++)
+                    panel[(Py_ssize_t)kk * BPTT_NR + c] = w_row[kk];
+            }
+        else
+            for (kk = 0; kk < k; kk++)
+                memcpy(panel + (Py_ssize_t)kk * BPTT_NR, w + (Py_ssize_t)kk * n + p * BPTT_NR,
+                       (size_t)width * sizeof(float));
     }
 }
 
@@ -97,15 +103,46 @@ bptt_tile_f(const int mr, int kc, const float* a, Py_ssize_t lda, const float* p
             _mm512_mask_storeu_ps(c + i * ldc + 16 * j, mask[j], acc[i][j]);
 }
 
+/* The tile of a single row (batch 1): the same product with two sets of
+   accumulators (even and odd kk), so that 8 FMA chains hide the FMA latency. */
+BPTT_AVX512 static void bptt_row_f(int kc, const float* a, const float* p, float* c,
+                                   const __mmask16* mask, int load)
+{
+    __m512 even[4], odd[4];
+    int j, kk;
+    for (j = 0; j < 4; j++) {
+        even[j] = load ? _mm512_maskz_loadu_ps(mask[j], c + 16 * j) : _mm512_setzero_ps();
+        odd[j] = _mm512_setzero_ps();
+    }
+    for (kk = 0; kk + 1 < kc; kk += 2) {
+        const __m512 a0 = _mm512_set1_ps(a[kk]), a1 = _mm512_set1_ps(a[kk + 1]);
+        for (j = 0; j < 4; j++) {
+            even[j] = _mm512_fmadd_ps(a0, _mm512_load_ps(p + kk * BPTT_NR + 16 * j), even[j]);
+            odd[j] = _mm512_fmadd_ps(a1, _mm512_load_ps(p + (kk + 1) * BPTT_NR + 16 * j),
+                                     odd[j]);
+        }
+    }
+    if (kk < kc) {
+        const __m512 a0 = _mm512_set1_ps(a[kk]);
+        for (j = 0; j < 4; j++)
+            even[j] = _mm512_fmadd_ps(a0, _mm512_load_ps(p + kk * BPTT_NR + 16 * j), even[j]);
+    }
+    for (j = 0; j < 4; j++)
+        _mm512_mask_storeu_ps(c + 16 * j, mask[j], _mm512_add_ps(even[j], odd[j]));
+}
+
 /* C[m, n] = A[m, k] @ op(W) (accumulate 0) or C += A @ op(W) (accumulate 1), with
    op(W) packed by bptt_pack_f(w, k, n, ...) into buffer. A has row stride k, C n. */
 BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a,
-                                             const float* buffer, float* c, int accumulate)
+                                             const float* buffer, float* c, int accumulate,
+                                             int reverse)
 {
     const float* packed = bptt_aligned((float*)buffer);
+    const int n_panels = (n + BPTT_NR - 1) / BPTT_NR;
     __mmask16 mask[4];
-    int p, j, k0, kc, i0, rest;
-    for (p = 0; p * BPTT_NR < n; p++) {
+    int q, p, j, k0, kc, i0, rest;
+    for (q = 0; q < n_panels; q++) {
+        p = reverse ? n_panels - 1 - q : q;
         for (j = 0; j < 4; j++) {
             rest = n - p * BPTT_NR - 16 * j;
             mask[j] = rest >= 16 ? (__mmask16)0xFFFF
@@ -124,7 +161,7 @@ BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a
                 case 4: bptt_tile_f(4, kc, a_tile, k, block, c_tile, n, mask, load); break;
                 case 3: bptt_tile_f(3, kc, a_tile, k, block, c_tile, n, mask, load); break;
                 case 2: bptt_tile_f(2, kc, a_tile, k, block, c_tile, n, mask, load); break;
-                default: bptt_tile_f(1, kc, a_tile, k, block, c_tile, n, mask, load); break;
+                default: bptt_row_f(kc, a_tile, block, c_tile, mask, load); break;
                 }
             }
         }
@@ -134,9 +171,10 @@ BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a
 #else  /* not GCC/Clang on x86-64: never taken (bptt_packed_supported is 0) */
 static int bptt_packed_supported(void) { return 0; }
 static void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
-                                 float* c, int accumulate)
+                                 float* c, int accumulate, int reverse)
 {
     (void)m; (void)n; (void)k; (void)a; (void)buffer; (void)c; (void)accumulate;
+    (void)reverse;
 }
 #endif
 
