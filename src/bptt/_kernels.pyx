@@ -13,6 +13,7 @@ DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated
 """
 from cython cimport floating
 import numpy as np
+from libc.stdlib cimport free, malloc
 from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf
 
 from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
@@ -25,6 +26,11 @@ cdef extern from "_packed.h":
     int bptt_packed_supported() noexcept nogil
     void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
                               float* c, int accumulate, int reverse) noexcept nogil
+    int BPTT_TN_PACK_M
+    Py_ssize_t bptt_tn_pack_length(Py_ssize_t m) noexcept nogil
+    void bptt_matmul_tn_f(int m, int n, int k, const float* a, int lda, const float* b,
+                          int ldb, float* c, int ldc, int accumulate,
+                          float* a_pack) noexcept nogil
 
 
 # Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
@@ -369,16 +375,13 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
 
 
 # ------------------------------------------------------- packed recurrent weights
-cdef bint _PACKED_SUPPORTED = bptt_packed_supported()
+# True where the kernels may run their own float32 products (x86-64 with AVX-512)
+OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
-def packed_length(int H, dtype) -> int:
-    """Length of the scratch buffer in which the recursions of an (H, H) U in this
-    dtype keep U packed; 0 where they call BLAS instead (float64, or a CPU without
-    AVX-512). Callers pass a buffer of that length, or an empty one for BLAS."""
-    if not _PACKED_SUPPORTED or dtype != np.float32 or H == 0:
-        return 0
-    return bptt_packed_length(H, H)
+def packed_length(int H) -> int:
+    """Length of the float32 scratch in which the recursions keep an (H, H) U packed."""
+    return bptt_packed_length(H, H) if H > 0 else 0
 
 
 cdef inline bint _pack(floating[::1] packed, const floating* U, int H,
@@ -390,6 +393,24 @@ cdef inline bint _pack(floating[::1] packed, const floating* U, int H,
             bptt_pack_f(U, H, H, transpose, &packed[0])
             return True
     return False
+
+
+cdef inline void _gemm_tn(bint own, int m, int n, int k, const floating* a,
+                          const floating* b, floating* c, bint accumulate) noexcept nogil:
+    """C[m, n] (+)= A^T B for contiguous A (k, m), B (k, n), C (m, n): the kernels'
+    own float32 product when own (see OWN_PRODUCTS), else (or when its scratch
+    cannot be had) BLAS."""
+    cdef float* a_pack = NULL
+    if floating is float:
+        if own:
+            if m > BPTT_TN_PACK_M:
+                a_pack = <float*>malloc(bptt_tn_pack_length(m) * sizeof(float))
+            if a_pack != NULL or m <= BPTT_TN_PACK_M:
+                bptt_matmul_tn_f(m, n, k, a, m, b, n, c, n, accumulate, a_pack)
+                free(a_pack)
+                return
+    gemm(True, False, m, n, k, <floating>1, a, m, b, n,
+         <floating>1 if accumulate else <floating>0, c, n)
 
 
 cdef inline void _recurrent_product(bint use_packed, floating[::1] packed, int m, int H,
@@ -637,11 +658,13 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
 
 def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
                     const floating[:, ::1] W, floating[:, ::1] dW, floating[::1] db_o,
-                    floating[:, ::1] E, const floating[::1] ones, double[::1] prof=None):
+                    floating[:, ::1] E, const floating[::1] ones, bint own,
+                    double[::1] prof=None):
     """Gradients of the output layer and the errors it sends to the hidden layer,
     over N = T*B stacked rows (S and dO of the same steps):
     dW = S^T dO and db_o = column sums of dO (eq. 18 summed over the steps);
-    E = dO W^T, through W (erratum 5). ones holds at least N ones."""
+    E = dO W^T, through W (erratum 5). ones holds at least N ones. own: dW by the
+    kernels' own float32 product (OWN_PRODUCTS, one BLAS thread), else BLAS."""
     cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1]
     cdef double* p = _prof_ptr(prof)
     cdef double clock
@@ -649,8 +672,7 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
         return
     with nogil:
         clock = _tick(p, -1, 0)
-        gemm(True, False, H, O, N, <floating>1, &S[0, 0], H, &dO[0, 0], O, <floating>0,
-             &dW[0, 0], O)
+        _gemm_tn(own, H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
         gemv(True, N, O, <floating>1, &dO[0, 0], O, &ones[0], <floating>0, &db_o[0])
         gemm(False, True, N, H, O, <floating>1, &dO[0, 0], O, &W[0, 0], O, <floating>0,
              &E[0, 0], H)
@@ -663,7 +685,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
-                    floating[::1] packed, double[::1] prof=None):
+                    floating[::1] packed, bint own, double[::1] prof=None):
     """Back-propagation through time over a window of T steps (DESIGN.md section 2).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
@@ -676,6 +698,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     then dU[t] is that step's gradient alone). Writes dV, dU, db_h. G1, G2
     (n_out, B, H) are scratch used only when truncating; ones holds >= T*B ones.
     packed: scratch of packed_length(H) to keep a tied U^T packed, or empty (BLAS).
+    own: dU and dV by the kernels' own float32 products (OWN_PRODUCTS), else BLAS.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
@@ -751,18 +774,15 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                 if t == 0 and not has_h0:
                     _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)        # s(0) = 0
                 else:
-                    gemm(True, False, H, H, B, <floating>1,
-                         (s + (t - 1) * step) if t > 0 else &h0[0, 0], H,
-                         dh + t * step, H, <floating>0, &dU[t, 0, 0], H)
+                    _gemm_tn(own, H, H, B, (s + (t - 1) * step) if t > 0 else &h0[0, 0],
+                             dh + t * step, &dU[t, 0, 0], False)
         else:
             if T > 1:
-                gemm(True, False, H, H, (T - 1) * B, <floating>1, s, H, dh + step, H,
-                     <floating>0, &dU[0, 0, 0], H)
+                _gemm_tn(own, H, H, (T - 1) * B, s, dh + step, &dU[0, 0, 0], False)
             else:
                 _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)
             if has_h0:
-                gemm(True, False, H, H, B, <floating>1, &h0[0, 0], H, dh, H,
-                     <floating>1, &dU[0, 0, 0], H)
+                _gemm_tn(own, H, H, B, &h0[0, 0], dh, &dU[0, 0, 0], True)
         gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
         # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
         if tokens.shape[0] > 0:
@@ -773,8 +793,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     dV[tokens[r], c] += dh[r * H + c]
             clock = _tick(p, ELEMENTWISE, clock)
         else:
-            gemm(True, False, I, H, T * B, <floating>1, &X[0, 0], I, dh, H,
-                 <floating>0, &dV[0, 0], H)
+            _gemm_tn(own, I, H, T * B, &X[0, 0], dh, &dV[0, 0], False)
             clock = _tick(p, GEMMS, clock)
 
 

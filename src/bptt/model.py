@@ -357,12 +357,18 @@ class ElmanRNN:
                                 ACTIVATION_CODES[self.hidden], S, self._packed_U(),
                                 self._workspace.prof)
 
+    def _own_products(self) -> bool:
+        """Whether the kernels run their own float32 products (bptt/_packed.h) instead
+        of BLAS: on CPUs with AVX-512, when BLAS runs on one thread (the own products
+        are single-threaded)."""
+        return (_kernels.OWN_PRODUCTS and self._workspace.one_thread
+                and self.dtype == np.float32)
+
     def _packed_U(self) -> np.ndarray:
-        """Scratch in which the recursions keep a tied U packed (bptt._packed.h), or
-        empty, which makes them call BLAS: for untied weights, float64, CPUs without
-        AVX-512, and multi-threaded BLAS (the packed products run on one thread)."""
-        use = self.untied_steps is None and self._workspace.one_thread
-        n = _kernels.packed_length(self.n_hidden, self.dtype) if use else 0
+        """Scratch in which the recursions keep a tied U packed, or empty, which makes
+        them call BLAS (untied weights, or no own products)."""
+        use = self.untied_steps is None and self._own_products()
+        n = _kernels.packed_length(self.n_hidden) if use else 0
         return self._workspace.get("packed_U", (n,), self.dtype)
 
     def _per_step(self, U: np.ndarray) -> np.ndarray:
@@ -415,7 +421,7 @@ class ElmanRNN:
             targets.rows, targets.classes, weights, dO, dO, ws.prof, row_loss)
         if grads is not None:
             _kernels.output_backward(rows, dO, self.W, grads["W"], grads["b_o"], E,
-                                     ws.ones(n, dtype), ws.prof)
+                                     ws.ones(n, dtype), self._own_products(), ws.prof)
         return float(loss)
 
     def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
@@ -449,4 +455,5 @@ class ElmanRNN:
             S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed_U(), ws.prof)
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed_U(),
+            self._own_products(), ws.prof)

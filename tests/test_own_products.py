@@ -1,0 +1,89 @@
+"""The kernels' own float32 products (src/bptt/_packed.h) against BLAS and the reference.
+
+On a CPU with AVX-512 and one BLAS thread the float32 kernels keep a tied U packed
+for the recursions and compute dW, dU and dV with their own A^T B product. These
+tests run each problem through that path and through BLAS (the path float64,
+multi-threaded BLAS and other CPUs take) and compare both with the float64 reference.
+The shapes reach every branch: a single row (batch 1), partial row tiles, widths that
+are not a multiple of 64, more than one block of 128 rows, A wider than 256 columns
+(copied into row tiles), T = 1, h0, truncation and untied weights.
+"""
+import numpy as np
+import pytest
+
+import bptt
+from bptt import _kernels, reference
+from conftest import make_case
+from test_reference import relative_error
+
+pytestmark = pytest.mark.skipif(not _kernels.OWN_PRODUCTS,
+                                reason="this CPU has no AVX-512: BLAS is the only path")
+
+SHAPES = [  # T, B, I, H, O
+    (9, 1, 3, 70, 5),          # batch 1: single-row tiles, n = 70 (a partial vector)
+    (6, 7, 5, 64, 3),          # 7 rows: a full tile of 6 and a tile of 1
+    (1, 4, 2, 20, 2),          # T = 1: no recurrent product
+    (40, 5, 4, 130, 66),       # K = T*B = 200 > 128: two row blocks; 3 panels
+    (5, 3, 300, 40, 4),        # dV with A = X, 300 > 256 columns: A copied into tiles
+    (4, 2, 3, 260, 3),         # dU with 260 columns, U of 5 panels
+]
+
+
+def gradients(net, X, D, *, own: bool, **kwargs):
+    """loss_and_grad on one BLAS thread, through the own products or through BLAS."""
+    with bptt.blas_threads(1):
+        if own:
+            result = net.loss_and_grad(X, D, **kwargs)
+            assert net._own_products()          # the path under test was taken
+            return result
+        net._own_products = lambda: False       # instance attribute: this model only
+        try:
+            return net.loss_and_grad(X, D, **kwargs)
+        finally:
+            del net._own_products
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}O{}".format(*s))
+@pytest.mark.parametrize("truncate", [None, 0, 2])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_own_products_match_blas_and_reference(shape, truncate, with_h0):
+    T, B, I, H, O = shape
+    case = make_case(T=T, B=B, I=I, H=H, O=O, h0=with_h0, dtype="float32", seed=H + T)
+    net = case.net
+    kwargs = dict(truncate=truncate, h0=case.h0)
+    own_loss, own = gradients(net, case.X, case.D, own=True, **kwargs)
+    blas_loss, blas = gradients(net, case.X, case.D, own=False, **kwargs)
+    params = {k: v.astype(np.float64) for k, v in net.parameters().items()}
+    h0 = None if case.h0 is None else case.h0.astype(np.float64)
+    ref_loss, ref = reference.loss_and_grad(params, case.X.astype(np.float64),
+                                            case.D.astype(np.float64), h0=h0,
+                                            truncate=truncate)
+    assert abs(own_loss - ref_loss) <= 1e-5 * abs(ref_loss)
+    for name in ref:
+        assert relative_error(own[name], ref[name]) < 1e-5, name
+        assert relative_error(own[name], blas[name]) < 1e-5, name
+
+
+def test_forward_states_match_blas():
+    case = make_case(T=30, B=1, I=4, H=200, O=3, h0=True, dtype="float32", seed=3)
+    net = case.net
+    with bptt.blas_threads(1):
+        _, S_own = net.forward(case.X, case.h0)
+        assert net._own_products()
+        net._own_products = lambda: False
+        _, S_blas = net.forward(case.X, case.h0)
+    assert relative_error(S_own, S_blas) < 1e-6
+
+
+def test_untied_weights_use_own_weight_gradients():
+    rng = np.random.default_rng(0)
+    T, B, I, H, O = 6, 3, 4, 70, 3
+    net = bptt.ElmanRNN(I, H, O, dtype="float32", seed=1, untied_steps=T, init="normal")
+    X = rng.standard_normal((T, B, I)).astype(np.float32)
+    D = rng.integers(0, O, (T, B))
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    own_loss, own = gradients(net, X, D, own=True, h0=h0)
+    blas_loss, blas = gradients(net, X, D, own=False, h0=h0)
+    assert own_loss == pytest.approx(blas_loss, rel=1e-6)
+    for name in own:
+        assert relative_error(own[name], blas[name]) < 1e-5, name
