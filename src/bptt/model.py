@@ -42,7 +42,9 @@ class Workspace:
         self._arrays: dict[str, np.ndarray] = {}
         self._views: dict[str, np.ndarray] = {}      # the last view served per name
         self.prof: np.ndarray | None = None
-        self.one_thread = False     # whether BLAS runs on one thread in this kernel section
+        # whether this kernel section may run the kernels' own single-threaded
+        # products: BLAS is on one thread, or the problem is small (bptt.threads)
+        self.serial = False
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
         view = self._views.get(name)
@@ -342,7 +344,8 @@ class ElmanRNN:
         """Hold the model's lock (its workspace is shared) and apply the BLAS
         thread policy for a batch of B sequences (bptt.threads)."""
         with self._lock:
-            restore, self._workspace.one_thread = _threads._enter(B, self.n_hidden)
+            restore, one_thread = _threads._enter(B, self.n_hidden)
+            self._workspace.serial = one_thread or _threads.single_threaded(B, self.n_hidden)
             try:
                 yield
             finally:
@@ -359,10 +362,9 @@ class ElmanRNN:
 
     def _own_products(self) -> bool:
         """Whether the kernels run their own float32 products (bptt/_packed.h) instead
-        of BLAS: on CPUs with AVX-512, when BLAS runs on one thread (the own products
-        are single-threaded)."""
-        return (_kernels.OWN_PRODUCTS and self._workspace.one_thread
-                and self.dtype == np.float32)
+        of BLAS: on CPUs with AVX-512, when BLAS runs on one thread or the problem is
+        small enough that a second thread gains nothing (the own products run on one)."""
+        return _kernels.OWN_PRODUCTS and self._workspace.serial and self.dtype == np.float32
 
     def _packed_U(self) -> np.ndarray:
         """Scratch in which the recursions keep a tied U packed, or empty, which makes
