@@ -197,6 +197,27 @@ cdef extern from *:
         return total;
     }
 
+    /* d *= f'(net) written through s = f(net): act 1 sigmoid s(1 - s), 2 tanh 1 - s^2,
+       3 relu [s > 0]; other act (linear) leaves d as it is */
+    BPTT_CLONES static void bptt_times_derivative_f(int act, const float* s, float* d,
+                                                    Py_ssize_t n)
+    {
+        Py_ssize_t i = 0;
+        if (act < 1 || act > 3) return;
+        for (; i + BPTT_L <= n; i += BPTT_L) {
+            bptt_vf v = bptt_load(s + i), g = bptt_load(d + i);
+            if (act == 2) g *= 1.0f - v * v;
+            else if (act == 1) g *= v * (1.0f - v);
+            else g = bptt_select(v > 0.0f, g, bptt_splat(0.0f));
+            bptt_store(d + i, g);
+        }
+        for (; i < n; i++) {
+            if (act == 2) d[i] *= 1.0f - s[i] * s[i];
+            else if (act == 1) d[i] *= s[i] * (1.0f - s[i]);
+            else if (!(s[i] > 0.0f)) d[i] = 0.0f;
+        }
+    }
+
     /* out = alpha * y (out may be y) */
     BPTT_CLONES static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
     {
@@ -237,6 +258,15 @@ cdef extern from *:
         Py_ssize_t k;
         for (k = 0; k < n; k++) out[k] = alpha * y[k];
     }
+    static void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            if (act == 2) d[i] *= 1.0f - s[i] * s[i];
+            else if (act == 1) d[i] *= s[i] * (1.0f - s[i]);
+            else if (act == 3 && !(s[i] > 0.0f)) d[i] = 0.0f;
+        }
+    }
     #endif
 
     static inline double bptt_now(void)
@@ -258,6 +288,7 @@ cdef extern from *:
     float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n) noexcept nogil
     double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n) noexcept nogil
     void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n) noexcept nogil
+    void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_t n) noexcept nogil
     double bptt_now() noexcept nogil
 
 
@@ -355,7 +386,9 @@ cdef void _times_hidden_derivative(int act, const floating* s, floating* d,
                                    Py_ssize_t n) noexcept nogil:
     """d *= f'(net_h), written through s = f(net_h) (erratum 4: f'(net), not f'(s))."""
     cdef Py_ssize_t i
-    if act == TANH:
+    if floating is float:
+        bptt_times_derivative_f(act, s, d, n)
+    elif act == TANH:
         for i in range(n):
             d[i] *= 1 - s[i] * s[i]
     elif act == SIGMOID:
