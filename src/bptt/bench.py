@@ -90,13 +90,15 @@ def step_flops(B: int, T: int, I: int, H: int, O: int, tokens: bool = False) -> 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int,
                    budget: float) -> float:
-    """Median wall time of fn() over up to `repeats` calls after `warmup` calls,
-    stopping early once `budget` seconds have been spent timing."""
+    """Median wall time of fn() after `warmup` calls, over `repeats` calls or more:
+    fast calls go on until budget / 20 seconds have been timed (so sub-millisecond
+    steps get hundreds of samples), slow ones stop once `budget` seconds have been
+    spent (after at least 3)."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
     spent = 0.0
-    while len(times) < repeats and (len(times) < 3 or spent < budget):
+    while (len(times) < repeats or spent < budget / 20) and (len(times) < 3 or spent < budget):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
