@@ -150,6 +150,24 @@ BPTT_AVX512 static void bptt_row_f(int kc, const float* a, const float* p, float
         _mm512_mask_storeu_ps(c + 16 * j, mask[j], _mm512_add_ps(even[j], odd[j]));
 }
 
+/* The tile for the min(rows, 6) rows left: a constant row count for bptt_tile_f
+   (a single row of A stored by rows goes to bptt_row_f). */
+BPTT_AVX512 static inline __attribute__((always_inline)) void
+bptt_tile_rows_f(int rows, const int a_transposed, int kc, const float* a, Py_ssize_t lda,
+                 const float* p, float* c, Py_ssize_t ldc, const __mmask16* mask, int load)
+{
+    switch (rows < BPTT_MR ? rows : BPTT_MR) {
+    case 6: bptt_tile_f(6, a_transposed, kc, a, lda, p, c, ldc, mask, load); break;
+    case 5: bptt_tile_f(5, a_transposed, kc, a, lda, p, c, ldc, mask, load); break;
+    case 4: bptt_tile_f(4, a_transposed, kc, a, lda, p, c, ldc, mask, load); break;
+    case 3: bptt_tile_f(3, a_transposed, kc, a, lda, p, c, ldc, mask, load); break;
+    case 2: bptt_tile_f(2, a_transposed, kc, a, lda, p, c, ldc, mask, load); break;
+    default:
+        if (a_transposed) bptt_tile_f(1, 1, kc, a, lda, p, c, ldc, mask, load);
+        else bptt_row_f(kc, a, p, c, mask, load);
+    }
+}
+
 /* C[m, n] = A[m, k] @ op(W) (accumulate 0) or C += A @ op(W) (accumulate 1), with
    op(W) packed by bptt_pack_f(w, k, n, ...) into buffer. A has row stride k, C n. */
 BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a,
@@ -170,14 +188,7 @@ BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a
             for (i0 = 0; i0 < m; i0 += BPTT_MR) {
                 const float* a_tile = a + (Py_ssize_t)i0 * k + k0;
                 float* c_tile = c + (Py_ssize_t)i0 * n + p * BPTT_NR;
-                switch (m - i0 < BPTT_MR ? m - i0 : BPTT_MR) {
-                case 6: bptt_tile_f(6, 0, kc, a_tile, k, block, c_tile, n, mask, load); break;
-                case 5: bptt_tile_f(5, 0, kc, a_tile, k, block, c_tile, n, mask, load); break;
-                case 4: bptt_tile_f(4, 0, kc, a_tile, k, block, c_tile, n, mask, load); break;
-                case 3: bptt_tile_f(3, 0, kc, a_tile, k, block, c_tile, n, mask, load); break;
-                case 2: bptt_tile_f(2, 0, kc, a_tile, k, block, c_tile, n, mask, load); break;
-                default: bptt_row_f(kc, a_tile, block, c_tile, mask, load); break;
-                }
+                bptt_tile_rows_f(m - i0, 0, kc, a_tile, k, block, c_tile, n, mask, load);
             }
         }
     }
@@ -226,14 +237,8 @@ BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, in
                                             : a + (Py_ssize_t)k0 * lda + i0;
                 const Py_ssize_t a_step = tiles ? BPTT_MR : lda;
                 float* c_tile = c + (Py_ssize_t)i0 * ldc + p * BPTT_NR;
-                switch (m - i0 < BPTT_MR ? m - i0 : BPTT_MR) {
-                case 6: bptt_tile_f(6, 1, kc, a_tile, a_step, block, c_tile, ldc, mask, load); break;
-                case 5: bptt_tile_f(5, 1, kc, a_tile, a_step, block, c_tile, ldc, mask, load); break;
-                case 4: bptt_tile_f(4, 1, kc, a_tile, a_step, block, c_tile, ldc, mask, load); break;
-                case 3: bptt_tile_f(3, 1, kc, a_tile, a_step, block, c_tile, ldc, mask, load); break;
-                case 2: bptt_tile_f(2, 1, kc, a_tile, a_step, block, c_tile, ldc, mask, load); break;
-                default: bptt_tile_f(1, 1, kc, a_tile, a_step, block, c_tile, ldc, mask, load); break;
-                }
+                bptt_tile_rows_f(m - i0, 1, kc, a_tile, a_step, block, c_tile, ldc, mask,
+                                 load);
             }
         }
     }
