@@ -26,7 +26,7 @@ cdef extern from "_packed.h":
     int bptt_packed_supported() noexcept nogil
     void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
                               float* c, int accumulate, int reverse) noexcept nogil
-    int BPTT_TN_PACK_M
+    int BPTT_TN_PACK_M, BPTT_NR
     Py_ssize_t bptt_tn_pack_length(Py_ssize_t m) noexcept nogil
     void bptt_matmul_tn_f(int m, int n, int k, const float* a, int lda, const float* b,
                           int ldb, float* c, int ldc, int accumulate,
@@ -407,8 +407,12 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
         a[i] = 0
 
 
-# ------------------------------------------------------- packed recurrent weights
-# True where the kernels may run their own float32 products (x86-64 with AVX-512)
+# ------------------------------------------------------------ own float32 products
+# On x86-64 CPUs with AVX-512 the float32 kernels may run their own products
+# (_packed.h) instead of BLAS. The caller says so by passing a non-empty scratch
+# `packed` of packed_length(H) floats (see bptt.model): the recursions keep U packed
+# in it, the input and output layers pack V, W or W^T into it when they fit, and
+# the weight gradients use the own A^T B product. An empty `packed` means BLAS only.
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
@@ -417,28 +421,43 @@ def packed_length(int H) -> int:
     return bptt_packed_length(H, H) if H > 0 else 0
 
 
-cdef inline bint _pack(floating[::1] packed, const floating* U, int H,
+cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
                        bint transpose) noexcept nogil:
-    """Pack op(U) (U^T if transpose) into packed when that path is on (float32 and a
-    packed buffer given); returns whether it is."""
+    """Pack op(W) (k x n; W^T if transpose) into packed when the own products are on
+    (float32, packed given) and it fits; returns whether it did."""
     if floating is float:
-        if packed.shape[0] > 0:
-            bptt_pack_f(U, H, H, transpose, &packed[0])
+        if k > 0 and n > 0 and 0 < bptt_packed_length(k, n) <= packed.shape[0]:
+            bptt_pack_f(w, k, n, transpose, &packed[0])
             return True
     return False
+
+
+cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floating* a,
+                         const floating* w, bint transpose, floating* c) noexcept nogil:
+    """C[m, n] = A[m, k] @ op(W) for contiguous A and C, op(W) = W (k x n) or, with
+    transpose, W^T (W is n x k): through a packed copy of op(W) (see _pack), else BLAS."""
+    if floating is float:
+        if m > 0 and _pack(packed, w, k, n, transpose):
+            bptt_packed_matmul_f(m, n, k, a, &packed[0], c, 0, 0)
+            return
+    gemm(False, transpose, m, n, k, <floating>1, a, k, w, k if transpose else n,
+         <floating>0, c, n)
 
 
 cdef inline void _gemm_tn(bint own, int m, int n, int k, const floating* a,
                           const floating* b, floating* c, bint accumulate) noexcept nogil:
     """C[m, n] (+)= A^T B for contiguous A (k, m), B (k, n), C (m, n): the kernels'
-    own float32 product when own (see OWN_PRODUCTS), else (or when its scratch
+    own float32 product when own (a non-empty packed), else (or when its scratch
     cannot be had) BLAS."""
     cdef float* a_pack = NULL
+    cdef bint copy_a
     if floating is float:
         if own:
-            if m > BPTT_TN_PACK_M:
+            # A copied into row tiles when wide and read by more than one panel of B
+            copy_a = m > BPTT_TN_PACK_M and n > BPTT_NR
+            if copy_a:
                 a_pack = <float*>malloc(bptt_tn_pack_length(m) * sizeof(float))
-            if a_pack != NULL or m <= BPTT_TN_PACK_M:
+            if a_pack != NULL or not copy_a:
                 bptt_matmul_tn_f(m, n, k, a, m, b, n, c, n, accumulate, a_pack)
                 free(a_pack)
                 return
@@ -588,7 +607,7 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     X holds T*B dense input rows, or is empty and tokens holds T*B ids whose
     one-hot rows select rows of V. has_h0 False means h0 = 0. U is (1, H, H), the
     tied recurrent weights, or (T, H, H), one per step (untied, report section 4).
-    packed: scratch of packed_length(H) to keep a tied U packed, or empty (BLAS).
+    packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
     prof: see PROFILE_PHASES (None: no timing).
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
@@ -612,12 +631,11 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                     s[r * H + c] = v_row[c]
             clock = _tick(p, ELEMENTWISE, clock)
         else:
-            gemm(False, False, T * B, H, I, <floating>1, &X[0, 0], I, &V[0, 0], H,
-                 <floating>0, s, H)
+            _matmul(packed, T * B, H, I, &X[0, 0], &V[0, 0], False, s)
             clock = _tick(p, GEMMS, clock)
         # the recursion: net_h(t) += s(t-1) @ U_t, then s(t) = f(net_h(t) + b_h)
         if not untied and T > 1:
-            use_packed = _pack(packed, &U[0, 0, 0], H, False)
+            use_packed = _pack(packed, &U[0, 0, 0], H, H, False)
         for t in range(T):
             if t > 0:
                 _recurrent_product(use_packed, packed, B, H, s + (t - 1) * step,
@@ -651,7 +669,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                       const floating[::1] b_o, int act, int loss,
                       const floating[:, ::1] D, const Py_ssize_t[::1] classes,
                       const floating[::1] weights, floating[:, ::1] Y,
-                      floating[:, ::1] dO, double[::1] prof=None,
+                      floating[:, ::1] dO, floating[::1] packed, double[::1] prof=None,
                       double[::1] row_loss=None):
     """Output layer, loss and output deltas of all rows in one pass.
 
@@ -661,6 +679,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     Y and dO may be the same array: it then ends up holding dO (when the outputs
     themselves are not needed, this saves a (T*B, O) buffer and a pass over it).
     row_loss, when given (length n_rows), receives each row's weighted loss.
+    packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
     """
     cdef int n_rows = S.shape[0], H = S.shape[1], O = W.shape[1]
     cdef Py_ssize_t r
@@ -674,8 +693,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     with nogil:
         clock = _tick(p, -1, 0)
         # net_o = S @ W for all rows at once (eq. 4); b_o is added row by row below
-        gemm(False, False, n_rows, O, H, <floating>1, &S[0, 0], H, &W[0, 0], O,
-             <floating>0, &Y[0, 0], O)
+        _matmul(packed, n_rows, O, H, &S[0, 0], &W[0, 0], False, &Y[0, 0])
         clock = _tick(p, GEMMS, clock)
         for r in range(n_rows):
             one_row = _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
@@ -691,13 +709,13 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
 
 def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
                     const floating[:, ::1] W, floating[:, ::1] dW, floating[::1] db_o,
-                    floating[:, ::1] E, const floating[::1] ones, bint own,
+                    floating[:, ::1] E, const floating[::1] ones, floating[::1] packed,
                     double[::1] prof=None):
     """Gradients of the output layer and the errors it sends to the hidden layer,
     over N = T*B stacked rows (S and dO of the same steps):
     dW = S^T dO and db_o = column sums of dO (eq. 18 summed over the steps);
-    E = dO W^T, through W (erratum 5). ones holds at least N ones. own: dW by the
-    kernels' own float32 product (OWN_PRODUCTS, one BLAS thread), else BLAS."""
+    E = dO W^T, through W (erratum 5). ones holds at least N ones. packed: scratch
+    for the own products (see OWN_PRODUCTS), or empty (BLAS only)."""
     cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1]
     cdef double* p = _prof_ptr(prof)
     cdef double clock
@@ -705,10 +723,9 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
         return
     with nogil:
         clock = _tick(p, -1, 0)
-        _gemm_tn(own, H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
+        _gemm_tn(packed.shape[0] > 0, H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
         gemv(True, N, O, <floating>1, &dO[0, 0], O, &ones[0], <floating>0, &db_o[0])
-        gemm(False, True, N, H, O, <floating>1, &dO[0, 0], O, &W[0, 0], O, <floating>0,
-             &E[0, 0], H)
+        _matmul(packed, N, H, O, &dO[0, 0], &W[0, 0], True, &E[0, 0])
         _tick(p, GEMMS, clock)
 
 
@@ -718,7 +735,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
-                    floating[::1] packed, bint own, double[::1] prof=None):
+                    floating[::1] packed, double[::1] prof=None):
     """Back-propagation through time over a window of T steps (DESIGN.md section 2).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
@@ -730,13 +747,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     erratum 7). U and dU are (1, H, H) tied or (T, H, H) untied (one per step;
     then dU[t] is that step's gradient alone). Writes dV, dU, db_h. G1, G2
     (n_out, B, H) are scratch used only when truncating; ones holds >= T*B ones.
-    packed: scratch of packed_length(H) to keep a tied U^T packed, or empty (BLAS).
-    own: dU and dV by the kernels' own float32 products (OWN_PRODUCTS), else BLAS.
+    packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
     cdef int t0 = T - n_out, t, z, lo, u
-    cdef bint untied = U.shape[0] > 1, use_packed = False
+    cdef bint untied = U.shape[0] > 1, use_packed = False, own = packed.shape[0] > 0
     cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
     cdef floating* dh
     cdef floating* g_prev
@@ -750,7 +766,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
         dh = &DH[0, 0, 0]
         _zero(dh, t0 * step)
         if not untied and T > 1 and truncate != 0:
-            use_packed = _pack(packed, &U[0, 0, 0], H, True)
+            use_packed = _pack(packed, &U[0, 0, 0], H, H, True)
         if truncate < 0 or truncate >= T - 1:
             # eq. 26 corrected (erratum 8), t = T-1 .. 0:
             # delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))

@@ -200,9 +200,9 @@ BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a
    and B, each 64-column panel of B's block is copied into an aligned L1 buffer and
    every row tile of C passes over it. A tile reads 6 adjacent values of each row
    of A's block; for wide A (m > BPTT_TN_PACK_M) those rows are so far apart that
-   they evict each other from L1, so the block is first copied into a_pack as
-   contiguous row tiles (a_pack: bptt_tn_pack_length(m) floats, or NULL when
-   m <= BPTT_TN_PACK_M). */
+   they evict each other from L1, so when B has more than one panel (n > 64) the
+   block is first copied into a_pack as contiguous row tiles (a_pack:
+   bptt_tn_pack_length(m) floats; NULL: A is read where it is). */
 BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, int lda,
                                          const float* b, int ldb, float* c, int ldc,
                                          int accumulate, float* a_pack)

@@ -357,7 +357,7 @@ class ElmanRNN:
         _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self._per_step(self.U),
                                 self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
-                                ACTIVATION_CODES[self.hidden], S, self._packed_U(),
+                                ACTIVATION_CODES[self.hidden], S, self._packed(),
                                 self._workspace.prof)
 
     def _own_products(self) -> bool:
@@ -366,12 +366,11 @@ class ElmanRNN:
         small enough that a second thread gains nothing (the own products run on one)."""
         return _kernels.OWN_PRODUCTS and self._workspace.serial and self.dtype == np.float32
 
-    def _packed_U(self) -> np.ndarray:
-        """Scratch in which the recursions keep a tied U packed, or empty, which makes
-        them call BLAS (untied weights, or no own products)."""
-        use = self.untied_steps is None and self._own_products()
-        n = _kernels.packed_length(self.n_hidden) if use else 0
-        return self._workspace.get("packed_U", (n,), self.dtype)
+    def _packed(self) -> np.ndarray:
+        """Scratch for the kernels' own products (room for U packed), or empty, which
+        makes them call BLAS only (see _own_products)."""
+        n = _kernels.packed_length(self.n_hidden) if self._own_products() else 0
+        return self._workspace.get("packed", (n,), self.dtype)
 
     def _per_step(self, U: np.ndarray) -> np.ndarray:
         """U (or its gradient) as the kernels take it: (1, H, H) tied, (T, H, H) untied."""
@@ -420,10 +419,11 @@ class ElmanRNN:
         dO = ws.get("dO", (n, self.n_out), dtype)
         loss = _kernels.output_loss_delta(
             rows, self.W, self.b_o, ACTIVATION_CODES[self.output], LOSS_CODES[self.loss],
-            targets.rows, targets.classes, weights, dO, dO, ws.prof, row_loss)
+            targets.rows, targets.classes, weights, dO, dO, self._packed(), ws.prof,
+            row_loss)
         if grads is not None:
             _kernels.output_backward(rows, dO, self.W, grads["W"], grads["b_o"], E,
-                                     ws.ones(n, dtype), self._own_products(), ws.prof)
+                                     ws.ones(n, dtype), self._packed(), ws.prof)
         return float(loss)
 
     def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
@@ -457,5 +457,4 @@ class ElmanRNN:
             S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed_U(),
-            self._own_products(), ws.prof)
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(), ws.prof)
