@@ -87,6 +87,18 @@ def test_main_writes_json_and_table(tmp_path, capsys, monkeypatch):
     assert re.search(r"\| float32 \| [0-9.]+ \|", line)
 
 
+def test_case_selects_rows_of_the_grid(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "GRID", TINY)
+    assert bench.main(["--case", "2", "--case", "1", "--repeats", "1", "--no-torch",
+                       "--no-reference"]) == 0
+    names = [ln.split(" | ")[0][2:] for ln in capsys.readouterr().out.splitlines()
+             if ln.startswith("| B=")]
+    assert names == [bench.case_name(TINY[1]), bench.case_name(TINY[0])]
+    for bad in (["--case", "0"], ["--case", str(len(TINY) + 1)], ["--quick", "--case", "1"]):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
+
+
 def test_plot_writes_png(rows, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "chart.png"

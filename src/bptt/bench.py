@@ -373,16 +373,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="also draw a PNG chart (needs matplotlib)")
     parser.add_argument("--profile", action="store_true",
                         help="split the kernels' step into phases (second table)")
+    parser.add_argument("--case", type=int, action="append", metavar="N",
+                        help=f"only case N of the grid (1-{len(GRID)}, in the table's "
+                             f"order); repeat for several")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
+    if args.case and (args.quick or any(not 1 <= n <= len(GRID) for n in args.case)):
+        parser.error(f"--case takes numbers from 1 to {len(GRID)}, without --quick")
+
     thread_note = set_threads(args.threads)
     dtypes = [np.dtype(d) for d in (["float32", "float64"] if args.dtype == "both"
                                     else [args.dtype])]
     grid = QUICK_GRID if args.quick else GRID
+    if args.case:
+        grid = [GRID[n - 1] for n in args.case]
     repeats = args.repeats or (5 if args.quick else 15)
     budget = 1.0 if args.quick else 10.0
     env = environment(args.threads, thread_note)
