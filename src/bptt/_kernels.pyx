@@ -12,14 +12,14 @@ Equation numbers are those of the report (spec/bptt-report.md), corrected as
 DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated).
 """
 from cython cimport floating
-import numpy as np
 from libc.stdlib cimport free, malloc
 from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf
 
 from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
 
 
-# Float32 recurrent products with U packed once per call (AVX-512 CPUs; see the header)
+# The kernels' own float32 products: U packed once per call for the recursions, small
+# layer products and A^T B for the weight gradients (AVX-512 CPUs; see the header)
 cdef extern from "_packed.h":
     Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n) noexcept nogil
     void bptt_pack_f(const float* w, int k, int n, int transpose, float* buffer) noexcept nogil
