@@ -1,19 +1,25 @@
-/* Float32 products with a weight matrix packed once and reused at every time step.
+/* The kernels' own float32 products, for x86-64 CPUs with AVX-512F.
 
-   The recursions multiply by the same H x H matrix T times (s(t-1) U forward,
-   delta_h(t+1) U^T backward). A BLAS ?gemm call re-packs that matrix on every call,
-   and for small batches the packing and call overhead cost as much as the product.
-   Here op(W) is packed once per kernel call into panels of 64 columns, each panel
-   contiguous along k and zero-padded to 64 columns:
+   1. C[m, n] (+)= A[m, k] @ op(W) with op(W) packed: the recursions multiply by
+      the same H x H matrix T times (s(t-1) U forward, eq. 2; delta_h(t+1) U^T
+      backward, eq. 26). A BLAS ?gemm call re-packs that matrix on every call, and
+      for small batches the packing and call overhead cost as much as the product.
+      Here op(W) is packed once per kernel call into panels of 64 columns, each
+      panel contiguous along k and zero-padded to 64 columns:
 
-       panel p, row k = op(W)[k, 64p .. 64p + 63]
+          panel p, row k = op(W)[k, 64p .. 64p + 63]
 
-   and C[m, n] (+)= A[m, k] @ op(W) runs as register tiles of up to 6 rows x 64
-   columns (24 AVX-512 accumulators) over blocks of BPTT_KC rows of the panel, so a
-   block (32 KiB) stays in L1 while every row tile of A passes over it.
+      and the product runs as register tiles of up to 6 rows x 64 columns (24
+      accumulators) over blocks of BPTT_KC rows of a panel, so a block (32 KiB)
+      stays in L1 while every row tile of A passes over it. The input and output
+      layers (X V, eq. 1; S W, eq. 4; dO W^T, the errors through W) use the same
+      product when their matrix fits the packed buffer.
+   2. C[m, n] (+)= A^T B for the weight gradients summed over all steps (dW, eq. 18;
+      dU, eq. 28; dV, eq. 27), with the same register tiles (bptt_matmul_tn_f).
 
-   Only x86-64 CPUs with AVX-512F take this path (bptt_packed_supported); elsewhere
-   the kernels call BLAS. All matrices are row-major with unit column stride. */
+   bptt_packed_supported tells whether the CPU can run them; bptt.model decides
+   when they are used (float32, and BLAS on one thread or a small model). All
+   matrices are row-major with unit column stride. */
 #ifndef BPTT_PACKED_H
 #define BPTT_PACKED_H
 
