@@ -426,7 +426,7 @@ cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
     """Pack op(W) (k x n; W^T if transpose) into packed when the own products are on
     (float32, packed given) and it fits; returns whether it did."""
     if floating is float:
-        if k > 0 and n > 0 and 0 < bptt_packed_length(k, n) <= packed.shape[0]:
+        if k > 0 and n > 0 and bptt_packed_length(k, n) <= packed.shape[0]:
             bptt_pack_f(w, k, n, transpose, &packed[0])
             return True
     return False
