@@ -6,7 +6,9 @@ tests run each problem through that path and through BLAS (the path float64,
 multi-threaded BLAS and other CPUs take) and compare both with the float64 reference.
 The shapes reach every branch: a single row (batch 1), partial row tiles, widths that
 are not a multiple of 64, more than one block of 128 rows, A wider than 256 columns
-(copied into row tiles), T = 1, h0, truncation and untied weights.
+(copied into row tiles), products whose C exceeds 1 MiB (blocks of up to 1024 or 512
+rows, groups of panels), widths left to BLAS (too much panel padding; A^T B of a wide
+A and one panel), T = 1, h0, truncation and untied weights.
 """
 import numpy as np
 import pytest
@@ -26,6 +28,10 @@ SHAPES = [  # T, B, I, H, O
     (40, 5, 4, 130, 66),       # K = T*B = 200 > 128: two row blocks; 3 panels
     (5, 3, 300, 40, 4),        # dV with A = X, 300 > 256 columns: A copied into tiles
     (4, 2, 3, 260, 3),         # dU with 260 columns, U of 5 panels
+    (11, 100, 40, 300, 1100),  # C > 1 MiB: X V, S W in groups; dO W^T in 2 blocks of
+                               # k; dW = A^T B in blocks of 512, 512 and 76 rows
+    (12, 50, 3, 300, 50),      # dW: A of 300 columns, one panel: BLAS; dU in 5 blocks
+    (3, 2, 5, 100, 10),        # widths 100 and 10 waste panels: layer products in BLAS
 ]
 
 
@@ -62,6 +68,16 @@ def test_own_products_match_blas_and_reference(shape, truncate, with_h0):
     for name in ref:
         assert relative_error(own[name], ref[name]) < 1e-5, name
         assert relative_error(own[name], blas[name]) < 1e-5, name
+
+
+def test_packed_length_has_room_for_every_packed_matrix():
+    # U alone when no layer product suits panels (width 100 pads to 128, 10 to 64)
+    assert _kernels.packed_length(3, 100, 10) == 100 * 128 + 16
+    # U, V (40 x 300), W (300 x 1100) and W^T (1100 x 300), widths padded to 64
+    assert _kernels.packed_length(40, 300, 1100) == max(300 * 320, 40 * 320, 300 * 1152,
+                                                        1100 * 320) + 16
+    assert _kernels.packed_length(5000, 256, 8) == 5000 * 256 + 16    # V is the largest
+    assert _kernels.packed_length(0, 0, 5) == 0
 
 
 def test_forward_states_match_blas():

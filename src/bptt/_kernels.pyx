@@ -18,7 +18,7 @@ from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, s
 from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
 
 
-# The kernels' own float32 products: U packed once per call for the recursions, small
+# The kernels' own float32 products: U packed once per call for the recursions, the
 # layer products and A^T B for the weight gradients (AVX-512 CPUs; see the header)
 cdef extern from "_packed.h":
     Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n) noexcept nogil
@@ -26,11 +26,11 @@ cdef extern from "_packed.h":
     int bptt_packed_supported() noexcept nogil
     void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
                               float* c, int accumulate, int reverse) noexcept nogil
-    int BPTT_TN_PACK_M, BPTT_NR
-    Py_ssize_t bptt_tn_pack_length(Py_ssize_t m) noexcept nogil
-    void bptt_matmul_tn_f(int m, int n, int k, const float* a, int lda, const float* b,
-                          int ldb, float* c, int ldc, int accumulate,
-                          float* a_pack) noexcept nogil
+    int BPTT_NR
+    Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
+    bint bptt_tn_suits(Py_ssize_t m, Py_ssize_t n) noexcept nogil
+    void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
+                          int accumulate, float* scratch) noexcept nogil
 
 
 # Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
@@ -410,15 +410,32 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
 # ------------------------------------------------------------ own float32 products
 # On x86-64 CPUs with AVX-512 the float32 kernels may run their own products
 # (_packed.h) instead of BLAS. The caller says so by passing a non-empty scratch
-# `packed` of packed_length(H) floats (see bptt.model): the recursions keep U packed
-# in it, the input and output layers pack V, W or W^T into it when they fit, and
-# the weight gradients use the own A^T B product. An empty `packed` means BLAS only.
+# `packed` of packed_length(I, H, O) floats (see bptt.model): the recursions keep U
+# packed in it, the input and output layers pack V, W or W^T into it when they fit
+# and their width wastes little of the 64-column panels, and the weight gradients
+# use the own A^T B product. An empty `packed` means BLAS only.
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
-def packed_length(int H) -> int:
-    """Length of the float32 scratch in which the recursions keep an (H, H) U packed."""
-    return bptt_packed_length(H, H) if H > 0 else 0
+cdef inline bint _panels_fit(int n) noexcept nogil:
+    """Whether a layer product of width n goes through 64-column panels: only when
+    the zero padding of the last panel costs at most 1/8 of the work, since beyond
+    that BLAS is faster (the recursions always do, as BLAS re-packs U every step)."""
+    return 8 * (<Py_ssize_t>(n + BPTT_NR - 1) // BPTT_NR) * BPTT_NR <= 9 * <Py_ssize_t>n
+
+
+def packed_length(int I, int H, int O) -> int:
+    """Length of the float32 scratch for the own products of a model with I inputs
+    (0 for token inputs, which need no input product), H hidden and O output units:
+    room for U packed, and for V, W or W^T packed where their products use panels."""
+    cdef Py_ssize_t n = bptt_packed_length(H, H) if H > 0 else 0
+    if H > 0 and I > 0 and _panels_fit(H):
+        n = max(n, bptt_packed_length(I, H))         # X V
+    if H > 0 and O > 0 and _panels_fit(O):
+        n = max(n, bptt_packed_length(H, O))         # S W
+    if H > 0 and O > 0 and _panels_fit(H):
+        n = max(n, bptt_packed_length(O, H))         # dO W^T
+    return n
 
 
 cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
@@ -435,9 +452,10 @@ cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
 cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floating* a,
                          const floating* w, bint transpose, floating* c) noexcept nogil:
     """C[m, n] = A[m, k] @ op(W) for contiguous A and C, op(W) = W (k x n) or, with
-    transpose, W^T (W is n x k): through a packed copy of op(W) (see _pack), else BLAS."""
+    transpose, W^T (W is n x k): through a packed copy of op(W) (see _pack) when
+    panels suit the width n, else BLAS."""
     if floating is float:
-        if m > 0 and _pack(packed, w, k, n, transpose):
+        if m > 0 and _panels_fit(n) and _pack(packed, w, k, n, transpose):
             bptt_packed_matmul_f(m, n, k, a, &packed[0], c, 0, 0)
             return
     gemm(False, transpose, m, n, k, <floating>1, a, k, w, k if transpose else n,
@@ -447,19 +465,15 @@ cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floati
 cdef inline void _gemm_tn(bint own, int m, int n, int k, const floating* a,
                           const floating* b, floating* c, bint accumulate) noexcept nogil:
     """C[m, n] (+)= A^T B for contiguous A (k, m), B (k, n), C (m, n): the kernels'
-    own float32 product when own (a non-empty packed), else (or when its scratch
-    cannot be had) BLAS."""
-    cdef float* a_pack = NULL
-    cdef bint copy_a
+    own float32 product when own (a non-empty packed) and the shape suits it, else
+    (or when its scratch cannot be had) BLAS."""
+    cdef float* scratch
     if floating is float:
-        if own:
-            # A copied into row tiles when wide and read by more than one panel of B
-            copy_a = m > BPTT_TN_PACK_M and n > BPTT_NR
-            if copy_a:
-                a_pack = <float*>malloc(bptt_tn_pack_length(m) * sizeof(float))
-            if a_pack != NULL or not copy_a:
-                bptt_matmul_tn_f(m, n, k, a, m, b, n, c, n, accumulate, a_pack)
-                free(a_pack)
+        if own and bptt_tn_suits(m, n):
+            scratch = <float*>malloc(bptt_tn_scratch_length(m, n, k) * sizeof(float))
+            if scratch != NULL:
+                bptt_matmul_tn_f(m, n, k, a, b, c, accumulate, scratch)
+                free(scratch)
                 return
     gemm(True, False, m, n, k, <floating>1, a, m, b, n,
          <floating>1 if accumulate else <floating>0, c, n)

@@ -10,12 +10,12 @@
           panel p, row k = op(W)[k, 64p .. 64p + 63]
 
       and the product runs as register tiles of up to 6 rows x 64 columns (24
-      accumulators) over blocks of BPTT_KC rows of a panel, so a block (32 KiB)
-      stays in L1 while every row tile of A passes over it. The input and output
-      layers (X V, eq. 1; S W, eq. 4; dO W^T, the errors through W) use the same
-      product when their matrix fits the packed buffer.
+      accumulators) over blocks of the panels (bptt_block_rows). The input and
+      output layers (X V, eq. 1; S W, eq. 4; dO W^T, the errors through W) use the
+      same product when their width wastes little of the panels.
    2. C[m, n] (+)= A^T B for the weight gradients summed over all steps (dW, eq. 18;
-      dU, eq. 28; dV, eq. 27), with the same register tiles (bptt_matmul_tn_f).
+      dU, eq. 28; dV, eq. 27): blocks of B are packed into the same panels and run
+      with the same register tiles (bptt_matmul_tn_f).
 
    bptt_packed_supported tells whether the CPU can run them; bptt.model decides
    when they are used (float32, and BLAS on one thread or a small model). All
@@ -29,8 +29,12 @@
 
 #define BPTT_NR 64      /* panel width: 4 vectors of 16 floats */
 #define BPTT_MR 6       /* rows per register tile */
-#define BPTT_KC 128     /* panel rows per L1 block */
-#define BPTT_TN_PACK_M 256   /* A^T B copies A's blocks into row tiles above this width */
+#define BPTT_KC 128     /* panel rows per block for a small C: 32 KiB, in L1 */
+#define BPTT_KB 1024    /* panel rows per block for a large C in A @ op(W) */
+#define BPTT_KB_TN 512  /* rows of A and B per block for a large C in A^T B */
+#define BPTT_GROUP_BYTES (512 * 1024)   /* panel blocks kept in L2 for a large C */
+#define BPTT_SMALL_C_BYTES (1024 * 1024) /* a C up to this size stays in L2 */
+#define BPTT_TN_COPY_M 256   /* A^T B copies blocks of A wider than this */
 
 /* floats a packed k x n matrix needs, including 16 for aligning it to 64 bytes */
 static inline Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n)
@@ -38,10 +42,45 @@ static inline Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n)
     return k * ((n + BPTT_NR - 1) / BPTT_NR) * BPTT_NR + 16;
 }
 
-/* floats of the scratch bptt_matmul_tn_f needs for an A with m > BPTT_TN_PACK_M columns */
-static inline Py_ssize_t bptt_tn_pack_length(Py_ssize_t m)
+/* The products take op(W) or B in blocks of rows and run every row tile of A over
+   each block's panels, so C is read and written once per block. A small C (up to
+   BPTT_SMALL_C_BYTES, it stays in L2) takes blocks of BPTT_KC rows one panel at a
+   time: the panel's block stays in L1 while all row tiles pass over it. A large C
+   would cost a pass over memory per block, so it takes blocks of up to BPTT_KB
+   (BPTT_KB_TN) rows, and groups of panels that stay in L2 while each row tile (in
+   L1) runs over the group. bptt_block_rows gives the block for C[m, n]. */
+static inline int bptt_c_is_large(Py_ssize_t m, Py_ssize_t n)
 {
-    return ((m + BPTT_MR - 1) / BPTT_MR) * BPTT_MR * BPTT_KC + 16;
+    return m * ((n + BPTT_NR - 1) / BPTT_NR) * BPTT_NR * 4 > BPTT_SMALL_C_BYTES;
+}
+
+static inline int bptt_block_rows(Py_ssize_t m, Py_ssize_t n, int large_block)
+{
+    return bptt_c_is_large(m, n) ? large_block : BPTT_KC;
+}
+
+/* A^T B reads row tiles of A^T: 6 adjacent columns of A. For a wide A those lie in
+   rows far apart (4 KiB apart for m = 1024, all in one L1 set) that evict each
+   other, so its blocks are copied into tiles first (bptt_tn_copies_a). That copy
+   pays only when several panels of B reuse each tile: for a wide A and a single
+   panel (n <= 64) BLAS is faster, and bptt_tn_suits says to call it instead. */
+static inline int bptt_tn_copies_a(Py_ssize_t m)
+{
+    return m > BPTT_TN_COPY_M;
+}
+
+static inline int bptt_tn_suits(Py_ssize_t m, Py_ssize_t n)
+{
+    return !bptt_tn_copies_a(m) || n > BPTT_NR;
+}
+
+/* floats of the scratch bptt_matmul_tn_f needs for C[m, n] = A^T B over k rows */
+static inline Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
+{
+    const Py_ssize_t block = bptt_block_rows(m, n, BPTT_KB_TN), kb = k < block ? k : block;
+    const Py_ssize_t tiles = bptt_tn_copies_a(m) ? ((m + BPTT_MR - 1) / BPTT_MR) * BPTT_MR * kb
+                                                    : 0;
+    return tiles + bptt_packed_length(kb, n) + 16;
 }
 
 static inline float* bptt_aligned(float* buffer)
@@ -174,79 +213,94 @@ bptt_tile_rows_f(int rows, const int a_transposed, int kc, const float* a, Py_ss
     }
 }
 
+/* One block of k of a product through panels: C[m, n] (+)= A[m, 0:kc] @ P[0:kc, n],
+   where panel p of P (64 columns, 64 floats per row, aligned) starts at
+   panels + p * panel_step, and the row tile of A that starts at row i0 at
+   a + i0 * a_step, with element (i, kk) at a[i * lda + kk], or with a_transposed
+   a[kk * lda + i]. grouped: groups of panels whose blocks fill at most
+   BPTT_GROUP_BYTES (a large C), else one panel at a time. reverse visits the
+   panels last to first. */
+BPTT_AVX512 static inline __attribute__((always_inline)) void
+bptt_block_f(const int a_transposed, int m, int n, int kc, const float* a, Py_ssize_t a_step,
+             Py_ssize_t lda, const float* panels, Py_ssize_t panel_step, float* c,
+             Py_ssize_t ldc, int load, int grouped, int reverse)
+{
+    const int n_panels = (n + BPTT_NR - 1) / BPTT_NR;
+    const int per_group = BPTT_GROUP_BYTES / (kc * BPTT_NR * (int)sizeof(float));
+    const int group = grouped && per_group > 0 ? per_group : 1;
+    __mmask16 mask[4];
+    int g0, g1, q, p, i0;
+    for (g0 = 0; g0 < n_panels; g0 += group) {
+        g1 = g0 + group < n_panels ? g0 + group : n_panels;
+        for (i0 = 0; i0 < m; i0 += BPTT_MR)
+            for (q = g0; q < g1; q++) {
+                p = reverse ? n_panels - 1 - q : q;
+                bptt_panel_masks(n, p, mask);
+                bptt_tile_rows_f(m - i0, a_transposed, kc, a + i0 * a_step, lda,
+                                 panels + p * panel_step, c + i0 * ldc + p * BPTT_NR, ldc,
+                                 mask, load);
+            }
+    }
+}
+
 /* C[m, n] = A[m, k] @ op(W) (accumulate 0) or C += A @ op(W) (accumulate 1), with
-   op(W) packed by bptt_pack_f(w, k, n, ...) into buffer. A has row stride k, C n. */
+   op(W) packed by bptt_pack_f(w, k, n, ...) into buffer. A has row stride k, C n.
+   reverse: panels last to first (snake order across time steps). */
 BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a,
                                              const float* buffer, float* c, int accumulate,
                                              int reverse)
 {
     const float* packed = bptt_aligned((float*)buffer);
-    const int n_panels = (n + BPTT_NR - 1) / BPTT_NR;
-    __mmask16 mask[4];
-    int q, p, k0, kc, i0;
-    for (q = 0; q < n_panels; q++) {
-        p = reverse ? n_panels - 1 - q : q;
-        bptt_panel_masks(n, p, mask);
-        for (k0 = 0; k0 < k; k0 += BPTT_KC) {
-            const float* block = packed + ((Py_ssize_t)p * k + k0) * BPTT_NR;
-            const int load = accumulate || k0 > 0;
-            kc = k - k0 < BPTT_KC ? k - k0 : BPTT_KC;
-            for (i0 = 0; i0 < m; i0 += BPTT_MR) {
-                const float* a_tile = a + (Py_ssize_t)i0 * k + k0;
-                float* c_tile = c + (Py_ssize_t)i0 * n + p * BPTT_NR;
-                bptt_tile_rows_f(m - i0, 0, kc, a_tile, k, block, c_tile, n, mask, load);
-            }
-        }
+    const int block = bptt_block_rows(m, n, BPTT_KB), grouped = bptt_c_is_large(m, n);
+    int k0, kc;
+    for (k0 = 0; k0 < k; k0 += block) {
+        kc = k - k0 < block ? k - k0 : block;
+        bptt_block_f(0, m, n, kc, a + k0, k, k, packed + (Py_ssize_t)k0 * BPTT_NR,
+                     (Py_ssize_t)k * BPTT_NR, c, n, accumulate || k0 > 0, grouped, reverse);
     }
 }
 
-/* C[m, n] = A^T B (accumulate 0) or C += A^T B (accumulate 1) for A (k x m, row
-   stride lda) and B (k x n, row stride ldb), C with row stride ldc: the weight
-   gradients, sums over all steps of s^T delta. For each block of BPTT_KC rows of A
-   and B, each 64-column panel of B's block is copied into an aligned L1 buffer and
-   every row tile of C passes over it. A tile reads 6 adjacent values of each row
-   of A's block; for wide A (m > BPTT_TN_PACK_M) those rows are so far apart that
-   they evict each other from L1, so when B has more than one panel (n > 64) the
-   block is first copied into a_pack as contiguous row tiles (a_pack:
-   bptt_tn_pack_length(m) floats; NULL: A is read where it is). */
-BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, int lda,
-                                         const float* b, int ldb, float* c, int ldc,
-                                         int accumulate, float* a_pack)
+/* C[m, n] = A^T B (accumulate 0) or C += A^T B (accumulate 1) for contiguous A (k x m)
+   and B (k x n), C with row stride n: the weight gradients, sums over all steps of
+   s^T delta. For each block of rows of A and B (bptt_block_rows), the block of B is copied
+   into panels and, when bptt_tn_copies_a, the block of A into row tiles of A^T (6
+   columns of A side by side, tile[kk * 6 + i]); then bptt_block_f.
+   scratch: bptt_tn_scratch_length(m, n, k) floats. */
+BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b,
+                                         float* c, int accumulate, float* scratch)
 {
-    float block[BPTT_KC * BPTT_NR] __attribute__((aligned(64)));
-    float* tiles = a_pack ? bptt_aligned(a_pack) : NULL;
-    __mmask16 mask[4];
-    int p, k0, kc, kk, i0, rows, width;
-    for (k0 = 0; k0 < k || k0 == 0; k0 += BPTT_KC) {
+    const int copy_a = bptt_tn_copies_a(m), block = bptt_block_rows(m, n, BPTT_KB_TN);
+    const int grouped = bptt_c_is_large(m, n);
+    float* tiles = bptt_aligned(scratch);
+    float* panel_buffer = copy_a ? tiles + (Py_ssize_t)((m + BPTT_MR - 1) / BPTT_MR) *
+                                           BPTT_MR * (k < block ? k : block)
+                                 : scratch;
+    const float* panels = bptt_aligned(panel_buffer);
+    int k0, k1, kc, kk, i0, i, rows;
+    if (k == 0 && !accumulate)          /* a sum over no rows */
+        memset(c, 0, (size_t)m * n * sizeof(float));
+    for (k0 = 0; k0 < k; k0 += block) {
         const int load = accumulate || k0 > 0;
-        kc = k - k0 < BPTT_KC ? k - k0 : BPTT_KC;
-        for (i0 = 0; tiles && i0 < m; i0 += BPTT_MR) {
-            float* tile = tiles + (Py_ssize_t)i0 * kc;
-            rows = m - i0 < BPTT_MR ? m - i0 : BPTT_MR;
-            for (kk = 0; kk < kc; kk++) {
-                const float* a_row = a + (Py_ssize_t)(k0 + kk) * lda + i0;
-                int r;
-                for (r = 0; r < BPTT_MR; r++)
-                    tile[kk * BPTT_MR + r] = r < rows ? a_row[r] : 0.0f;
-            }
+        kc = k - k0 < block ? k - k0 : block;
+        bptt_pack_f(b + (Py_ssize_t)k0 * n, kc, n, 0, panel_buffer);
+        if (!copy_a) {          /* row tile i0 of A^T: a[kk * m + i0 + i] */
+            bptt_block_f(1, m, n, kc, a + (Py_ssize_t)k0 * m, 1, m, panels,
+                         (Py_ssize_t)kc * BPTT_NR, c, n, load, grouped, 0);
+            continue;
         }
-        for (p = 0; p * BPTT_NR < n; p++) {
-            bptt_panel_masks(n, p, mask);
-            width = n - p * BPTT_NR < BPTT_NR ? n - p * BPTT_NR : BPTT_NR;
-            for (kk = 0; kk < kc; kk++) {
-                memcpy(block + kk * BPTT_NR, b + (Py_ssize_t)(k0 + kk) * ldb + p * BPTT_NR,
-                       (size_t)width * sizeof(float));
-                memset(block + kk * BPTT_NR + width, 0, (size_t)(BPTT_NR - width) * sizeof(float));
-            }
+        /* 8 rows of A at a time, whose cache lines all stay in L1 even when the
+           row stride is a multiple of 4 KiB (the lines then share one L1 set) */
+        for (k1 = 0; k1 < kc; k1 += 8)
             for (i0 = 0; i0 < m; i0 += BPTT_MR) {
-                const float* a_tile = tiles ? tiles + (Py_ssize_t)i0 * kc
-                                            : a + (Py_ssize_t)k0 * lda + i0;
-                const Py_ssize_t a_step = tiles ? BPTT_MR : lda;
-                float* c_tile = c + (Py_ssize_t)i0 * ldc + p * BPTT_NR;
-                bptt_tile_rows_f(m - i0, 1, kc, a_tile, a_step, block, c_tile, ldc, mask,
-                                 load);
+                float* tile = tiles + (Py_ssize_t)i0 * kc;
+                const float* a_rows = a + (Py_ssize_t)k0 * m + i0;
+                rows = m - i0 < BPTT_MR ? m - i0 : BPTT_MR;
+                for (kk = k1; kk < kc && kk < k1 + 8; kk++)
+                    for (i = 0; i < rows; i++)
+                        tile[kk * BPTT_MR + i] = a_rows[(Py_ssize_t)kk * m + i];
             }
-        }
+        bptt_block_f(1, m, n, kc, tiles, kc, BPTT_MR, panels, (Py_ssize_t)kc * BPTT_NR, c, n,
+                     load, grouped, 0);
     }
 }
 
@@ -258,11 +312,10 @@ static void bptt_packed_matmul_f(int m, int n, int k, const float* a, const floa
     (void)m; (void)n; (void)k; (void)a; (void)buffer; (void)c; (void)accumulate;
     (void)reverse;
 }
-static void bptt_matmul_tn_f(int m, int n, int k, const float* a, int lda, const float* b,
-                             int ldb, float* c, int ldc, int accumulate, float* a_pack)
+static void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
+                             int accumulate, float* scratch)
 {
-    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc;
-    (void)accumulate; (void)a_pack;
+    (void)m; (void)n; (void)k; (void)a; (void)b; (void)c; (void)accumulate; (void)scratch;
 }
 #endif
 

@@ -357,7 +357,7 @@ class ElmanRNN:
         _kernels.forward_hidden(inputs.rows, inputs.tokens, self.V, self._per_step(self.U),
                                 self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
-                                ACTIVATION_CODES[self.hidden], S, self._packed(),
+                                ACTIVATION_CODES[self.hidden], S, self._packed(inputs),
                                 self._workspace.prof)
 
     def _own_products(self) -> bool:
@@ -366,10 +366,13 @@ class ElmanRNN:
         small enough that a second thread gains nothing (the own products run on one)."""
         return _kernels.OWN_PRODUCTS and self._workspace.serial and self.dtype == np.float32
 
-    def _packed(self) -> np.ndarray:
-        """Scratch for the kernels' own products (room for U packed), or empty, which
-        makes them call BLAS only (see _own_products)."""
-        n = _kernels.packed_length(self.n_hidden) if self._own_products() else 0
+    def _packed(self, inputs: Inputs | None = None) -> np.ndarray:
+        """Scratch for the kernels' own products, or empty, which makes them call BLAS
+        only (see _own_products). It has room for U, W and W^T packed, and for V when
+        inputs (the forward pass) are dense rows rather than token ids."""
+        n_in = self.n_in if inputs is not None and inputs.tokens.size == 0 else 0
+        n = _kernels.packed_length(n_in, self.n_hidden, self.n_out) \
+            if self._own_products() else 0
         return self._workspace.get("packed", (n,), self.dtype)
 
     def _per_step(self, U: np.ndarray) -> np.ndarray:
