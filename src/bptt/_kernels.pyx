@@ -22,7 +22,8 @@ from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
 # layer products and A^T B for the weight gradients (AVX-512 CPUs; see the header)
 cdef extern from "_packed.h":
     Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n) noexcept nogil
-    void bptt_pack_f(const float* w, int k, int n, int transpose, float* buffer) noexcept nogil
+    void bptt_pack_f(const float* w, int k, int n, int ldw, int transpose,
+                     float* buffer) noexcept nogil
     int bptt_packed_supported() noexcept nogil
     void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
                               float* c, int accumulate, int reverse) noexcept nogil
@@ -444,7 +445,7 @@ cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
     (float32, packed given) and it fits; returns whether it did."""
     if floating is float:
         if k > 0 and n > 0 and bptt_packed_length(k, n) <= packed.shape[0]:
-            bptt_pack_f(w, k, n, transpose, &packed[0])
+            bptt_pack_f(w, k, n, k if transpose else n, transpose, &packed[0])
             return True
     return False
 

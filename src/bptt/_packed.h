@@ -35,6 +35,7 @@
 #define BPTT_GROUP_BYTES (512 * 1024)   /* panel blocks kept in L2 for a large C */
 #define BPTT_SMALL_C_BYTES (1024 * 1024) /* a C up to this size stays in L2 */
 #define BPTT_TN_COPY_M 256   /* A^T B copies blocks of A wider than this */
+#define BPTT_TN_COLUMNS 1024 /* columns of B per chunk in A^T B */
 
 /* floats a packed k x n matrix needs, including 16 for aligning it to 64 bytes */
 static inline Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n)
@@ -74,13 +75,23 @@ static inline int bptt_tn_suits(Py_ssize_t m, Py_ssize_t n)
     return !bptt_tn_copies_a(m) || n > BPTT_NR;
 }
 
+/* A^T B runs over chunks of at most BPTT_TN_COLUMNS columns of B and C, so that
+   its scratch stays bounded for a wide B (an output layer over a vocabulary). The
+   floats of A's tiles for one block of rows of a chunk (0 when A is read in place): */
+static inline Py_ssize_t bptt_tn_tile_floats(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
+{
+    const Py_ssize_t columns = n < BPTT_TN_COLUMNS ? n : BPTT_TN_COLUMNS;
+    const Py_ssize_t block = bptt_block_rows(m, columns, BPTT_KB_TN);
+    return bptt_tn_copies_a(m) ? ((m + BPTT_MR - 1) / BPTT_MR) * BPTT_MR * (k < block ? k : block)
+                               : 0;
+}
+
 /* floats of the scratch bptt_matmul_tn_f needs for C[m, n] = A^T B over k rows */
 static inline Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
 {
-    const Py_ssize_t block = bptt_block_rows(m, n, BPTT_KB_TN), kb = k < block ? k : block;
-    const Py_ssize_t tiles = bptt_tn_copies_a(m) ? ((m + BPTT_MR - 1) / BPTT_MR) * BPTT_MR * kb
-                                                    : 0;
-    return tiles + bptt_packed_length(kb, n) + 16;
+    const Py_ssize_t columns = n < BPTT_TN_COLUMNS ? n : BPTT_TN_COLUMNS;
+    const Py_ssize_t block = bptt_block_rows(m, columns, BPTT_KB_TN);
+    return bptt_tn_tile_floats(m, n, k) + bptt_packed_length(k < block ? k : block, columns) + 16;
 }
 
 static inline float* bptt_aligned(float* buffer)
@@ -89,8 +100,8 @@ static inline float* bptt_aligned(float* buffer)
 }
 
 /* packed = op(W) in panels (layout above). op(W) is k x n: W itself (W is k x n,
-   transpose 0) or W^T (W is n x k, transpose 1). */
-static void bptt_pack_f(const float* w, int k, int n, int transpose, float* buffer)
+   transpose 0) or W^T (W is n x k, transpose 1); ldw is W's row stride. */
+static void bptt_pack_f(const float* w, int k, int n, int ldw, int transpose, float* buffer)
 {
     float* packed = bptt_aligned(buffer);
     int p, kk, c, width;
@@ -102,13 +113,13 @@ static void bptt_pack_f(const float* w, int k, int n, int transpose, float* buff
                 panel[(Py_ssize_t)kk * BPTT_NR + c] = 0.0f;
         if (transpose)      /* column c of the panel is row p*64 + c of W: read W by rows */
             for (c = 0; c < width; c++) {
-                const float* w_row = w + (Py_ssize_t)(p * BPTT_NR + c) * k;
+                const float* w_row = w + (Py_ssize_t)(p * BPTT_NR + c) * ldw;
                 for (kk = 0; kk < k; kk++)
                     panel[(Py_ssize_t)kk * BPTT_NR + c] = w_row[kk];
             }
         else
             for (kk = 0; kk < k; kk++)
-                memcpy(panel + (Py_ssize_t)kk * BPTT_NR, w + (Py_ssize_t)kk * n + p * BPTT_NR,
+                memcpy(panel + (Py_ssize_t)kk * BPTT_NR, w + (Py_ssize_t)kk * ldw + p * BPTT_NR,
                        (size_t)width * sizeof(float));
     }
 }
@@ -262,45 +273,47 @@ BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a
 
 /* C[m, n] = A^T B (accumulate 0) or C += A^T B (accumulate 1) for contiguous A (k x m)
    and B (k x n), C with row stride n: the weight gradients, sums over all steps of
-   s^T delta. For each block of rows of A and B (bptt_block_rows), the block of B is copied
-   into panels and, when bptt_tn_copies_a, the block of A into row tiles of A^T (6
-   columns of A side by side, tile[kk * 6 + i]); then bptt_block_f.
-   scratch: bptt_tn_scratch_length(m, n, k) floats. */
+   s^T delta. For each chunk of columns and each block of rows of A and B
+   (bptt_block_rows), the block of B is copied into panels and, when
+   bptt_tn_copies_a, the block of A into row tiles of A^T (6 columns of A side by
+   side, tile[kk * 6 + i]); then bptt_block_f. scratch: bptt_tn_scratch_length floats. */
 BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b,
                                          float* c, int accumulate, float* scratch)
 {
-    const int copy_a = bptt_tn_copies_a(m), block = bptt_block_rows(m, n, BPTT_KB_TN);
-    const int grouped = bptt_c_is_large(m, n);
+    const int copy_a = bptt_tn_copies_a(m);
     float* tiles = bptt_aligned(scratch);
-    float* panel_buffer = copy_a ? tiles + (Py_ssize_t)((m + BPTT_MR - 1) / BPTT_MR) *
-                                           BPTT_MR * (k < block ? k : block)
-                                 : scratch;
+    float* panel_buffer = tiles + bptt_tn_tile_floats(m, n, k);
     const float* panels = bptt_aligned(panel_buffer);
-    int k0, k1, kc, kk, i0, i, rows;
+    int n0, nc, block, grouped, k0, k1, kc, kk, i0, i, rows;
     if (k == 0 && !accumulate)          /* a sum over no rows */
         memset(c, 0, (size_t)m * n * sizeof(float));
-    for (k0 = 0; k0 < k; k0 += block) {
-        const int load = accumulate || k0 > 0;
-        kc = k - k0 < block ? k - k0 : block;
-        bptt_pack_f(b + (Py_ssize_t)k0 * n, kc, n, 0, panel_buffer);
-        if (!copy_a) {          /* row tile i0 of A^T: a[kk * m + i0 + i] */
-            bptt_block_f(1, m, n, kc, a + (Py_ssize_t)k0 * m, 1, m, panels,
-                         (Py_ssize_t)kc * BPTT_NR, c, n, load, grouped, 0);
-            continue;
-        }
-        /* 8 rows of A at a time, whose cache lines all stay in L1 even when the
-           row stride is a multiple of 4 KiB (the lines then share one L1 set) */
-        for (k1 = 0; k1 < kc; k1 += 8)
-            for (i0 = 0; i0 < m; i0 += BPTT_MR) {
-                float* tile = tiles + (Py_ssize_t)i0 * kc;
-                const float* a_rows = a + (Py_ssize_t)k0 * m + i0;
-                rows = m - i0 < BPTT_MR ? m - i0 : BPTT_MR;
-                for (kk = k1; kk < kc && kk < k1 + 8; kk++)
-                    for (i = 0; i < rows; i++)
-                        tile[kk * BPTT_MR + i] = a_rows[(Py_ssize_t)kk * m + i];
+    for (n0 = 0; n0 < n; n0 += BPTT_TN_COLUMNS) {
+        nc = n - n0 < BPTT_TN_COLUMNS ? n - n0 : BPTT_TN_COLUMNS;
+        block = bptt_block_rows(m, nc, BPTT_KB_TN);
+        grouped = bptt_c_is_large(m, nc);
+        for (k0 = 0; k0 < k; k0 += block) {
+            const int load = accumulate || k0 > 0;
+            kc = k - k0 < block ? k - k0 : block;
+            bptt_pack_f(b + (Py_ssize_t)k0 * n + n0, kc, nc, n, 0, panel_buffer);
+            if (!copy_a) {          /* row tile i0 of A^T: a[kk * m + i0 + i] */
+                bptt_block_f(1, m, nc, kc, a + (Py_ssize_t)k0 * m, 1, m, panels,
+                             (Py_ssize_t)kc * BPTT_NR, c + n0, n, load, grouped, 0);
+                continue;
             }
-        bptt_block_f(1, m, n, kc, tiles, kc, BPTT_MR, panels, (Py_ssize_t)kc * BPTT_NR, c, n,
-                     load, grouped, 0);
+            /* 8 rows of A at a time, whose cache lines all stay in L1 even when the
+               row stride is a multiple of 4 KiB (the lines then share one L1 set) */
+            for (k1 = 0; k1 < kc; k1 += 8)
+                for (i0 = 0; i0 < m; i0 += BPTT_MR) {
+                    float* tile = tiles + (Py_ssize_t)i0 * kc;
+                    const float* a_rows = a + (Py_ssize_t)k0 * m + i0;
+                    rows = m - i0 < BPTT_MR ? m - i0 : BPTT_MR;
+                    for (kk = k1; kk < kc && kk < k1 + 8; kk++)
+                        for (i = 0; i < rows; i++)
+                            tile[kk * BPTT_MR + i] = a_rows[(Py_ssize_t)kk * m + i];
+                }
+            bptt_block_f(1, m, nc, kc, tiles, kc, BPTT_MR, panels, (Py_ssize_t)kc * BPTT_NR,
+                         c + n0, n, load, grouped, 0);
+        }
     }
 }
 
