@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import _kernels, reference
+from bptt import _checks, _kernels, reference
 from conftest import make_case
 from test_reference import relative_error
 
@@ -78,6 +78,19 @@ def test_packed_length_has_room_for_every_packed_matrix():
                                                         1100 * 320) + 16
     assert _kernels.packed_length(5000, 256, 8) == 5000 * 256 + 16    # V is the largest
     assert _kernels.packed_length(0, 0, 5) == 0
+
+
+def test_layer_matrices_are_packed_only_with_blas_on_one_thread():
+    # a small model (B*H < 16384) runs its own products at any BLAS thread count, but
+    # with more BLAS threads its input and output layers keep them when larger than U
+    net = bptt.ElmanRNN(30, 64, 500, dtype="float32", seed=0)
+    with bptt.blas_threads(1), net._kernel_section(8):
+        assert len(net._packed()) == _kernels.packed_length(0, 64, 500)
+        assert len(net._packed(_checks.check_inputs(np.zeros((2, 8, 30), np.float32), 30, net.dtype))) \
+            == _kernels.packed_length(30, 64, 500) > _kernels.packed_length(0, 64, 0)
+    with bptt.blas_threads(2), net._kernel_section(8):
+        assert net._own_products()
+        assert len(net._packed()) == _kernels.packed_length(0, 64, 0)
 
 
 def test_forward_states_match_blas():

@@ -43,7 +43,9 @@ class Workspace:
         self._views: dict[str, np.ndarray] = {}      # the last view served per name
         self.prof: np.ndarray | None = None
         # whether this kernel section may run the kernels' own single-threaded
-        # products: BLAS is on one thread, or the problem is small (bptt.threads)
+        # products: BLAS is on one thread (one_thread), or the problem is small
+        # (bptt.threads)
+        self.one_thread = False
         self.serial = False
 
     def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -345,6 +347,7 @@ class ElmanRNN:
         thread policy for a batch of B sequences (bptt.threads)."""
         with self._lock:
             restore, one_thread = _threads._enter(B, self.n_hidden)
+            self._workspace.one_thread = one_thread
             self._workspace.serial = one_thread or _threads.single_threaded(B, self.n_hidden)
             try:
                 yield
@@ -368,11 +371,17 @@ class ElmanRNN:
 
     def _packed(self, inputs: Inputs | None = None) -> np.ndarray:
         """Scratch for the kernels' own products, or empty, which makes them call BLAS
-        only (see _own_products). It has room for U, W and W^T packed, and for V when
-        inputs (the forward pass) are dense rows rather than token ids."""
-        n_in = self.n_in if inputs is not None and inputs.tokens.size == 0 else 0
-        n = _kernels.packed_length(n_in, self.n_hidden, self.n_out) \
-            if self._own_products() else 0
+        only (see _own_products). It has room for U packed. With BLAS on one thread it
+        also has room for W and W^T, and for V when inputs (the forward pass) are dense
+        rows rather than token ids: otherwise BLAS runs the layer products on more
+        threads whenever they are larger than U."""
+        if not self._own_products():
+            n = 0
+        elif self._workspace.one_thread:
+            n_in = self.n_in if inputs is not None and inputs.tokens.size == 0 else 0
+            n = _kernels.packed_length(n_in, self.n_hidden, self.n_out)
+        else:
+            n = _kernels.packed_length(0, self.n_hidden, 0)
         return self._workspace.get("packed", (n,), self.dtype)
 
     def _per_step(self, U: np.ndarray) -> np.ndarray:

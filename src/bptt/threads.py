@@ -21,10 +21,11 @@ cores), never above it. At batch 1 a second thread gains nothing (the recursion 
 up to 2.5 s under such contention. ``set_num_threads(n)`` replaces the policy by a
 fixed count; ``set_num_threads(None)`` restores it.
 
-On x86-64 CPUs with AVX-512 the float32 kernels replace the recurrent products and the
-weight-gradient products with their own single-threaded ones (``src/bptt/_packed.h``)
-whenever BLAS runs on one thread or the model is small (B*H < 16384, where they beat
-2-thread BLAS); otherwise every product goes to BLAS and its threads.
+On x86-64 CPUs with AVX-512 the float32 kernels run their own single-threaded products
+(``src/bptt/_packed.h``) instead of BLAS's whenever BLAS runs on one thread, or the
+model is small (B*H < 16384, where they beat 2-thread BLAS); in the second case the
+input and output layers' products stay with BLAS and its threads unless their matrix
+is no larger than U. Otherwise every product goes to BLAS and its threads.
 """
 from __future__ import annotations
 
