@@ -73,11 +73,20 @@ def test_own_products_match_blas_and_reference(shape, truncate, with_h0):
 def test_packed_length_has_room_for_every_packed_matrix():
     # U alone when no layer product suits panels (width 100 pads to 128, 10 to 64)
     assert _kernels.packed_length(3, 100, 10) == 100 * 128 + 16
-    # U, V (40 x 300), W (300 x 1100) and W^T (1100 x 300), widths padded to 64
-    assert _kernels.packed_length(40, 300, 1100) == max(300 * 320, 40 * 320, 300 * 1152,
-                                                        1100 * 320) + 16
-    assert _kernels.packed_length(5000, 256, 8) == 5000 * 256 + 16    # V is the largest
+    # U, V (40 x 300), and W (300 x 1100) and W^T (1100 x 300) by chunks of at most
+    # 1024 x 1024, widths padded to 64
+    assert _kernels.packed_length(40, 300, 1100) == max(300 * 320, 40 * 320, 300 * 1024,
+                                                        1024 * 320) + 16
+    assert _kernels.packed_length(5000, 256, 8) == 1024 * 256 + 16     # a chunk of V
+    # a vocabulary of outputs: the scratch stays at one chunk, not a copy of W
+    assert _kernels.packed_length(0, 256, 100000) == max(256 * 1024, 1024 * 256) + 16
+    assert _kernels.packed_length(0, 200, 100000) == 200 * 1024 + 16    # no W^T: 200 pads
     assert _kernels.packed_length(0, 0, 5) == 0
+
+
+def test_large_recursion_runs_in_blocks_of_k():
+    # a per-step C of 242 x 1030 (over 1 MiB) with k = H = 1030: two blocks of k
+    test_own_products_match_blas_and_reference((3, 242, 2, 1030, 2), None, False)
 
 
 def test_layer_matrices_are_packed_only_with_blas_on_one_thread():

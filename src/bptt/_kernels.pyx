@@ -25,9 +25,10 @@ cdef extern from "_packed.h":
     void bptt_pack_f(const float* w, int k, int n, int ldw, int transpose,
                      float* buffer) noexcept nogil
     int bptt_packed_supported() noexcept nogil
-    void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
-                              float* c, int accumulate, int reverse) noexcept nogil
-    int BPTT_NR
+    void bptt_packed_matmul_f(int m, int n, int k, const float* a, Py_ssize_t lda,
+                              const float* buffer, float* c, Py_ssize_t ldc, int accumulate,
+                              int reverse) noexcept nogil
+    int BPTT_NR, BPTT_LAYER_CHUNK
     Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
     bint bptt_tn_suits(Py_ssize_t m, Py_ssize_t n) noexcept nogil
     void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
@@ -412,9 +413,9 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
 # On x86-64 CPUs with AVX-512 the float32 kernels may run their own products
 # (_packed.h) instead of BLAS. The caller says so by passing a non-empty scratch
 # `packed` of packed_length(I, H, O) floats (see bptt.model): the recursions keep U
-# packed in it, the input and output layers pack V, W or W^T into it when they fit
-# and their width wastes little of the 64-column panels, and the weight gradients
-# use the own A^T B product. An empty `packed` means BLAS only.
+# packed in it; the input and output layers pack V, W or W^T into it, a chunk at a
+# time, when their width wastes little of the 64-column panels; and the weight
+# gradients use the own A^T B product. An empty `packed` means BLAS only.
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
@@ -422,20 +423,25 @@ cdef inline bint _panels_fit(int n) noexcept nogil:
     """Whether a layer product of width n goes through 64-column panels: only when
     the zero padding of the last panel costs at most 1/8 of the work, since beyond
     that BLAS is faster (the recursions always do, as BLAS re-packs U every step)."""
-    return 8 * (<Py_ssize_t>(n + BPTT_NR - 1) // BPTT_NR) * BPTT_NR <= 9 * <Py_ssize_t>n
+    return 8 * ((<Py_ssize_t>n + BPTT_NR - 1) // BPTT_NR) * BPTT_NR <= 9 * <Py_ssize_t>n
+
+
+cdef inline Py_ssize_t _chunk_length(int k, int n) noexcept nogil:
+    """Floats that one packed chunk of a k x n op(W) needs (see _matmul)."""
+    return bptt_packed_length(min(k, BPTT_LAYER_CHUNK), min(n, BPTT_LAYER_CHUNK))
 
 
 def packed_length(int I, int H, int O) -> int:
     """Length of the float32 scratch for the own products of a model with I inputs
     (0 for token inputs, which need no input product), H hidden and O output units:
-    room for U packed, and for V, W or W^T packed where their products use panels."""
+    room for U packed, and for a chunk of V, W or W^T where their products use panels."""
     cdef Py_ssize_t n = bptt_packed_length(H, H) if H > 0 else 0
     if H > 0 and I > 0 and _panels_fit(H):
-        n = max(n, bptt_packed_length(I, H))         # X V
+        n = max(n, _chunk_length(I, H))         # X V
     if H > 0 and O > 0 and _panels_fit(O):
-        n = max(n, bptt_packed_length(H, O))         # S W
+        n = max(n, _chunk_length(H, O))         # S W
     if H > 0 and O > 0 and _panels_fit(H):
-        n = max(n, bptt_packed_length(O, H))         # dO W^T
+        n = max(n, _chunk_length(O, H))         # dO W^T
     return n
 
 
@@ -453,11 +459,30 @@ cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
 cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floating* a,
                          const floating* w, bint transpose, floating* c) noexcept nogil:
     """C[m, n] = A[m, k] @ op(W) for contiguous A and C, op(W) = W (k x n) or, with
-    transpose, W^T (W is n x k): through a packed copy of op(W) (see _pack) when
-    panels suit the width n, else BLAS."""
+    transpose, W^T (W is n x k). When the own products are on and panels suit the
+    width n: op(W) is packed into `packed` by chunks of at most BPTT_LAYER_CHUNK rows
+    and columns (so the scratch stays bounded for wide layers) and each chunk adds
+    its part of C. Otherwise BLAS."""
+    cdef int n0, k0, nc, kc
+    cdef const float* w_chunk
     if floating is float:
-        if m > 0 and _panels_fit(n) and _pack(packed, w, k, n, transpose):
-            bptt_packed_matmul_f(m, n, k, a, &packed[0], c, 0, 0)
+        if m > 0 and k > 0 and n > 0 and _panels_fit(n) \
+                and _chunk_length(k, n) <= packed.shape[0]:
+            n0 = 0
+            while n0 < n:
+                nc = min(n - n0, BPTT_LAYER_CHUNK)
+                k0 = 0
+                while k0 < k:
+                    kc = min(k - k0, BPTT_LAYER_CHUNK)
+                    # op(W)[k0:k0+kc, n0:n0+nc]: W's rows k0.. (or, for W^T, n0..)
+                    w_chunk = w + (<Py_ssize_t>n0 * k + k0 if transpose
+                                   else <Py_ssize_t>k0 * n + n0)
+                    bptt_pack_f(w_chunk, kc, nc, k if transpose else n, transpose,
+                                &packed[0])
+                    bptt_packed_matmul_f(m, nc, kc, a + k0, k, &packed[0], c + n0, n,
+                                         k0 > 0, 0)
+                    k0 += kc
+                n0 += nc
             return
     gemm(False, transpose, m, n, k, <floating>1, a, k, w, k if transpose else n,
          <floating>0, c, n)
@@ -490,7 +515,7 @@ cdef inline void _recurrent_product(bint use_packed, floating[::1] packed, int m
     starts with the panels the previous one left in L1."""
     if floating is float:
         if use_packed:
-            bptt_packed_matmul_f(m, H, H, a, &packed[0], c, accumulate, reverse)
+            bptt_packed_matmul_f(m, H, H, a, H, &packed[0], c, H, accumulate, reverse)
             return
     matmul_rows(transpose, m, H, H, <floating>1, a, U, H,
                 <floating>1 if accumulate else <floating>0, c)

@@ -12,7 +12,8 @@
       and the product runs as register tiles of up to 6 rows x 64 columns (24
       accumulators) over blocks of the panels (bptt_block_rows). The input and
       output layers (X V, eq. 1; S W, eq. 4; dO W^T, the errors through W) use the
-      same product when their width wastes little of the panels.
+      same product when their width wastes little of the panels, packing op(W) in
+      chunks of at most BPTT_LAYER_CHUNK x BPTT_LAYER_CHUNK.
    2. C[m, n] (+)= A^T B for the weight gradients summed over all steps (dW, eq. 18;
       dU, eq. 28; dV, eq. 27): blocks of B are packed into the same panels and run
       with the same register tiles (bptt_matmul_tn_f).
@@ -36,6 +37,7 @@
 #define BPTT_SMALL_C_BYTES (1024 * 1024) /* a C up to this size stays in L2 */
 #define BPTT_TN_COPY_M 256   /* A^T B copies blocks of A wider than this */
 #define BPTT_TN_COLUMNS 1024 /* columns of B per chunk in A^T B */
+#define BPTT_LAYER_CHUNK 1024   /* rows and columns of op(W) packed at a time for a layer */
 
 /* floats a packed k x n matrix needs, including 16 for aligning it to 64 bytes */
 static inline Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n)
@@ -255,19 +257,19 @@ bptt_block_f(const int a_transposed, int m, int n, int kc, const float* a, Py_ss
 }
 
 /* C[m, n] = A[m, k] @ op(W) (accumulate 0) or C += A @ op(W) (accumulate 1), with
-   op(W) packed by bptt_pack_f(w, k, n, ...) into buffer. A has row stride k, C n.
-   reverse: panels last to first (snake order across time steps). */
+   op(W) packed by bptt_pack_f(w, k, n, ...) into buffer; A and C have row strides lda
+   and ldc. reverse: panels last to first (snake order across time steps). */
 BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a,
-                                             const float* buffer, float* c, int accumulate,
-                                             int reverse)
+                                             Py_ssize_t lda, const float* buffer, float* c,
+                                             Py_ssize_t ldc, int accumulate, int reverse)
 {
     const float* packed = bptt_aligned((float*)buffer);
     const int block = bptt_block_rows(m, n, BPTT_KB), grouped = bptt_c_is_large(m, n);
     int k0, kc;
     for (k0 = 0; k0 < k; k0 += block) {
         kc = k - k0 < block ? k - k0 : block;
-        bptt_block_f(0, m, n, kc, a + k0, k, k, packed + (Py_ssize_t)k0 * BPTT_NR,
-                     (Py_ssize_t)k * BPTT_NR, c, n, accumulate || k0 > 0, grouped, reverse);
+        bptt_block_f(0, m, n, kc, a + k0, lda, lda, packed + (Py_ssize_t)k0 * BPTT_NR,
+                     (Py_ssize_t)k * BPTT_NR, c, ldc, accumulate || k0 > 0, grouped, reverse);
     }
 }
 
@@ -319,11 +321,12 @@ BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, co
 
 #else  /* not GCC/Clang on x86-64: never taken (bptt_packed_supported is 0) */
 static int bptt_packed_supported(void) { return 0; }
-static void bptt_packed_matmul_f(int m, int n, int k, const float* a, const float* buffer,
-                                 float* c, int accumulate, int reverse)
+static void bptt_packed_matmul_f(int m, int n, int k, const float* a, Py_ssize_t lda,
+                                 const float* buffer, float* c, Py_ssize_t ldc, int accumulate,
+                                 int reverse)
 {
-    (void)m; (void)n; (void)k; (void)a; (void)buffer; (void)c; (void)accumulate;
-    (void)reverse;
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)buffer; (void)c; (void)ldc;
+    (void)accumulate; (void)reverse;
 }
 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
                              int accumulate, float* scratch)
