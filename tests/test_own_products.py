@@ -7,8 +7,9 @@ multi-threaded BLAS and other CPUs take) and compare both with the float64 refer
 The shapes reach every branch: a single row (batch 1), partial row tiles, widths that
 are not a multiple of 64, more than one block of 128 rows, A wider than 256 columns
 (copied into row tiles), products whose C exceeds 1 MiB (blocks of up to 1024 or 512
-rows, groups of panels), widths left to BLAS (too much panel padding; A^T B of a wide
-A and one panel), T = 1, h0, truncation and untied weights.
+rows, groups of panels), layer matrices packed by chunks, widths left to BLAS (too much
+panel padding; A^T B of a wide A and one panel, or of a B wider than 1024), T = 1, h0,
+truncation and untied weights.
 """
 import numpy as np
 import pytest
@@ -28,8 +29,9 @@ SHAPES = [  # T, B, I, H, O
     (40, 5, 4, 130, 66),       # K = T*B = 200 > 128: two row blocks; 3 panels
     (5, 3, 300, 40, 4),        # dV with A = X, 300 > 256 columns: A copied into tiles
     (4, 2, 3, 260, 3),         # dU with 260 columns, U of 5 panels
-    (11, 100, 40, 300, 1100),  # C > 1 MiB: X V, S W in groups; dO W^T in 2 blocks of
-                               # k; dW = A^T B in blocks of 512, 512 and 76 rows
+    (11, 100, 40, 300, 1100),  # C > 1 MiB: X V in groups; W packed by chunks of
+                               # 1024 columns (S W) and rows (dO W^T); dW in BLAS (n > 1024)
+    (11, 100, 40, 300, 1000),  # dW = A^T B with C > 1 MiB: blocks of 512, 512, 76 rows
     (12, 50, 3, 300, 50),      # dW: A of 300 columns, one panel: BLAS; dU in 5 blocks
     (3, 2, 5, 100, 10),        # widths 100 and 10 waste panels: layer products in BLAS
 ]

@@ -31,6 +31,7 @@ cdef extern from "_packed.h":
     int BPTT_NR, BPTT_LAYER_CHUNK
     Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
     bint bptt_tn_suits(Py_ssize_t m, Py_ssize_t n) noexcept nogil
+    bint bptt_panels_fit(Py_ssize_t n) noexcept nogil
     void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
                           int accumulate, float* scratch) noexcept nogil
 
@@ -419,13 +420,6 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
-cdef inline bint _panels_fit(int n) noexcept nogil:
-    """Whether a layer product of width n goes through 64-column panels: only when
-    the zero padding of the last panel costs at most 1/8 of the work, since beyond
-    that BLAS is faster (the recursions always do, as BLAS re-packs U every step)."""
-    return 8 * ((<Py_ssize_t>n + BPTT_NR - 1) // BPTT_NR) * BPTT_NR <= 9 * <Py_ssize_t>n
-
-
 cdef inline Py_ssize_t _chunk_length(int k, int n) noexcept nogil:
     """Floats that one packed chunk of a k x n op(W) needs (see _matmul)."""
     return bptt_packed_length(min(k, BPTT_LAYER_CHUNK), min(n, BPTT_LAYER_CHUNK))
@@ -436,11 +430,11 @@ def packed_length(int I, int H, int O) -> int:
     (0 for token inputs, which need no input product), H hidden and O output units:
     room for U packed, and for a chunk of V, W or W^T where their products use panels."""
     cdef Py_ssize_t n = bptt_packed_length(H, H) if H > 0 else 0
-    if H > 0 and I > 0 and _panels_fit(H):
+    if H > 0 and I > 0 and bptt_panels_fit(H):
         n = max(n, _chunk_length(I, H))         # X V
-    if H > 0 and O > 0 and _panels_fit(O):
+    if H > 0 and O > 0 and bptt_panels_fit(O):
         n = max(n, _chunk_length(H, O))         # S W
-    if H > 0 and O > 0 and _panels_fit(H):
+    if H > 0 and O > 0 and bptt_panels_fit(H):
         n = max(n, _chunk_length(O, H))         # dO W^T
     return n
 
@@ -466,7 +460,7 @@ cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floati
     cdef int n0, k0, nc, kc
     cdef const float* w_chunk
     if floating is float:
-        if m > 0 and k > 0 and n > 0 and _panels_fit(n) \
+        if m > 0 and k > 0 and n > 0 and bptt_panels_fit(n) \
                 and _chunk_length(k, n) <= packed.shape[0]:
             n0 = 0
             while n0 < n:

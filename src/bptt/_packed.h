@@ -36,7 +36,7 @@
 #define BPTT_GROUP_BYTES (512 * 1024)   /* panel blocks kept in L2 for a large C */
 #define BPTT_SMALL_C_BYTES (1024 * 1024) /* a C up to this size stays in L2 */
 #define BPTT_TN_COPY_M 256   /* A^T B copies blocks of A wider than this */
-#define BPTT_TN_COLUMNS 1024 /* columns of B per chunk in A^T B */
+#define BPTT_TN_MAX_N 1024   /* A^T B leaves wider B to BLAS */
 #define BPTT_LAYER_CHUNK 1024   /* rows and columns of op(W) packed at a time for a layer */
 
 /* floats a packed k x n matrix needs, including 16 for aligning it to 64 bytes */
@@ -62,11 +62,24 @@ static inline int bptt_block_rows(Py_ssize_t m, Py_ssize_t n, int large_block)
     return bptt_c_is_large(m, n) ? large_block : BPTT_KC;
 }
 
+/* Whether a layer or weight-gradient product of width n should go through 64-column
+   panels: the zero padding of the last panel must cost at most 1/8 of the work;
+   beyond that BLAS is faster (n = 200 pads to 256: the own products ran at 101-112
+   GFLOP/s against 120-145). The recursions use panels at any width, since a BLAS
+   call would re-pack U at every step. */
+static inline int bptt_panels_fit(Py_ssize_t n)
+{
+    return 8 * ((n + BPTT_NR - 1) / BPTT_NR) * BPTT_NR <= 9 * n;
+}
+
 /* A^T B reads row tiles of A^T: 6 adjacent columns of A. For a wide A those lie in
    rows far apart (4 KiB apart for m = 1024, all in one L1 set) that evict each
    other, so its blocks are copied into tiles first (bptt_tn_copies_a). That copy
-   pays only when several panels of B reuse each tile: for a wide A and a single
-   panel (n <= 64) BLAS is faster, and bptt_tn_suits says to call it instead. */
+   pays only when several panels of B reuse each tile. bptt_tn_suits says when the
+   own product is the faster one: not for a wide A with a single panel of B (n <= 64),
+   nor for a B wider than BPTT_TN_MAX_N (an output layer over a vocabulary: by
+   chunks of columns it ran at 113 GFLOP/s against BLAS's 133-136), nor for a width
+   that wastes the panels. */
 static inline int bptt_tn_copies_a(Py_ssize_t m)
 {
     return m > BPTT_TN_COPY_M;
@@ -74,16 +87,13 @@ static inline int bptt_tn_copies_a(Py_ssize_t m)
 
 static inline int bptt_tn_suits(Py_ssize_t m, Py_ssize_t n)
 {
-    return !bptt_tn_copies_a(m) || n > BPTT_NR;
+    return (!bptt_tn_copies_a(m) || n > BPTT_NR) && n <= BPTT_TN_MAX_N && bptt_panels_fit(n);
 }
 
-/* A^T B runs over chunks of at most BPTT_TN_COLUMNS columns of B and C, so that
-   its scratch stays bounded for a wide B (an output layer over a vocabulary). The
-   floats of A's tiles for one block of rows of a chunk (0 when A is read in place): */
+/* floats of A's tiles for one block of rows in bptt_matmul_tn_f (0: A read in place) */
 static inline Py_ssize_t bptt_tn_tile_floats(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
 {
-    const Py_ssize_t columns = n < BPTT_TN_COLUMNS ? n : BPTT_TN_COLUMNS;
-    const Py_ssize_t block = bptt_block_rows(m, columns, BPTT_KB_TN);
+    const Py_ssize_t block = bptt_block_rows(m, n, BPTT_KB_TN);
     return bptt_tn_copies_a(m) ? ((m + BPTT_MR - 1) / BPTT_MR) * BPTT_MR * (k < block ? k : block)
                                : 0;
 }
@@ -91,9 +101,8 @@ static inline Py_ssize_t bptt_tn_tile_floats(Py_ssize_t m, Py_ssize_t n, Py_ssiz
 /* floats of the scratch bptt_matmul_tn_f needs for C[m, n] = A^T B over k rows */
 static inline Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
 {
-    const Py_ssize_t columns = n < BPTT_TN_COLUMNS ? n : BPTT_TN_COLUMNS;
-    const Py_ssize_t block = bptt_block_rows(m, columns, BPTT_KB_TN);
-    return bptt_tn_tile_floats(m, n, k) + bptt_packed_length(k < block ? k : block, columns) + 16;
+    const Py_ssize_t block = bptt_block_rows(m, n, BPTT_KB_TN);
+    return bptt_tn_tile_floats(m, n, k) + bptt_packed_length(k < block ? k : block, n) + 16;
 }
 
 static inline float* bptt_aligned(float* buffer)
@@ -275,47 +284,43 @@ BPTT_AVX512 static void bptt_packed_matmul_f(int m, int n, int k, const float* a
 
 /* C[m, n] = A^T B (accumulate 0) or C += A^T B (accumulate 1) for contiguous A (k x m)
    and B (k x n), C with row stride n: the weight gradients, sums over all steps of
-   s^T delta. For each chunk of columns and each block of rows of A and B
-   (bptt_block_rows), the block of B is copied into panels and, when
-   bptt_tn_copies_a, the block of A into row tiles of A^T (6 columns of A side by
-   side, tile[kk * 6 + i]); then bptt_block_f. scratch: bptt_tn_scratch_length floats. */
+   s^T delta. For each block of rows of A and B (bptt_block_rows), the block of B is
+   copied into panels and, when bptt_tn_copies_a, the block of A into row tiles of A^T
+   (6 columns of A side by side, tile[kk * 6 + i]); then bptt_block_f.
+   scratch: bptt_tn_scratch_length(m, n, k) floats. */
 BPTT_AVX512 static void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b,
                                          float* c, int accumulate, float* scratch)
 {
-    const int copy_a = bptt_tn_copies_a(m);
+    const int copy_a = bptt_tn_copies_a(m), block = bptt_block_rows(m, n, BPTT_KB_TN);
+    const int grouped = bptt_c_is_large(m, n);
     float* tiles = bptt_aligned(scratch);
     float* panel_buffer = tiles + bptt_tn_tile_floats(m, n, k);
     const float* panels = bptt_aligned(panel_buffer);
-    int n0, nc, block, grouped, k0, k1, kc, kk, i0, i, rows;
+    int k0, k1, kc, kk, i0, i, rows;
     if (k == 0 && !accumulate)          /* a sum over no rows */
         memset(c, 0, (size_t)m * n * sizeof(float));
-    for (n0 = 0; n0 < n; n0 += BPTT_TN_COLUMNS) {
-        nc = n - n0 < BPTT_TN_COLUMNS ? n - n0 : BPTT_TN_COLUMNS;
-        block = bptt_block_rows(m, nc, BPTT_KB_TN);
-        grouped = bptt_c_is_large(m, nc);
-        for (k0 = 0; k0 < k; k0 += block) {
-            const int load = accumulate || k0 > 0;
-            kc = k - k0 < block ? k - k0 : block;
-            bptt_pack_f(b + (Py_ssize_t)k0 * n + n0, kc, nc, n, 0, panel_buffer);
-            if (!copy_a) {          /* row tile i0 of A^T: a[kk * m + i0 + i] */
-                bptt_block_f(1, m, nc, kc, a + (Py_ssize_t)k0 * m, 1, m, panels,
-                             (Py_ssize_t)kc * BPTT_NR, c + n0, n, load, grouped, 0);
-                continue;
-            }
-            /* 8 rows of A at a time, whose cache lines all stay in L1 even when the
-               row stride is a multiple of 4 KiB (the lines then share one L1 set) */
-            for (k1 = 0; k1 < kc; k1 += 8)
-                for (i0 = 0; i0 < m; i0 += BPTT_MR) {
-                    float* tile = tiles + (Py_ssize_t)i0 * kc;
-                    const float* a_rows = a + (Py_ssize_t)k0 * m + i0;
-                    rows = m - i0 < BPTT_MR ? m - i0 : BPTT_MR;
-                    for (kk = k1; kk < kc && kk < k1 + 8; kk++)
-                        for (i = 0; i < rows; i++)
-                            tile[kk * BPTT_MR + i] = a_rows[(Py_ssize_t)kk * m + i];
-                }
-            bptt_block_f(1, m, nc, kc, tiles, kc, BPTT_MR, panels, (Py_ssize_t)kc * BPTT_NR,
-                         c + n0, n, load, grouped, 0);
+    for (k0 = 0; k0 < k; k0 += block) {
+        const int load = accumulate || k0 > 0;
+        kc = k - k0 < block ? k - k0 : block;
+        bptt_pack_f(b + (Py_ssize_t)k0 * n, kc, n, n, 0, panel_buffer);
+        if (!copy_a) {          /* row tile i0 of A^T: a[kk * m + i0 + i] */
+            bptt_block_f(1, m, n, kc, a + (Py_ssize_t)k0 * m, 1, m, panels,
+                         (Py_ssize_t)kc * BPTT_NR, c, n, load, grouped, 0);
+            continue;
         }
+        /* 8 rows of A at a time, whose cache lines all stay in L1 even when the
+           row stride is a multiple of 4 KiB (the lines then share one L1 set) */
+        for (k1 = 0; k1 < kc; k1 += 8)
+            for (i0 = 0; i0 < m; i0 += BPTT_MR) {
+                float* tile = tiles + (Py_ssize_t)i0 * kc;
+                const float* a_rows = a + (Py_ssize_t)k0 * m + i0;
+                rows = m - i0 < BPTT_MR ? m - i0 : BPTT_MR;
+                for (kk = k1; kk < kc && kk < k1 + 8; kk++)
+                    for (i = 0; i < rows; i++)
+                        tile[kk * BPTT_MR + i] = a_rows[(Py_ssize_t)kk * m + i];
+            }
+        bptt_block_f(1, m, n, kc, tiles, kc, BPTT_MR, panels, (Py_ssize_t)kc * BPTT_NR, c, n,
+                     load, grouped, 0);
     }
 }
 
