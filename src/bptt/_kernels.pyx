@@ -413,10 +413,11 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
 # ------------------------------------------------------------ own float32 products
 # On x86-64 CPUs with AVX-512 the float32 kernels may run their own products
 # (_packed.h) instead of BLAS. The caller says so by passing a non-empty scratch
-# `packed` of packed_length(I, H, O) floats (see bptt.model): the recursions keep U
-# packed in it; the input and output layers pack V, W or W^T into it, a chunk at a
-# time, when their width wastes little of the 64-column panels; and the weight
-# gradients use the own A^T B product. An empty `packed` means BLAS only.
+# `packed` of up to packed_length(I, H, O) floats (see bptt.model): the recursions
+# keep U packed in it; the input and output layers pack V, W or W^T into it, a chunk
+# at a time, when their width wastes little of the 64-column panels; and the weight
+# gradients use the own A^T B product for matrices that `packed` could hold. An
+# empty `packed` means BLAS only.
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
@@ -482,14 +483,15 @@ cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floati
          <floating>0, c, n)
 
 
-cdef inline void _gemm_tn(bint own, int m, int n, int k, const floating* a,
+cdef inline void _gemm_tn(floating[::1] packed, int m, int n, int k, const floating* a,
                           const floating* b, floating* c, bint accumulate) noexcept nogil:
     """C[m, n] (+)= A^T B for contiguous A (k, m), B (k, n), C (m, n): the kernels'
-    own float32 product when own (a non-empty packed) and the shape suits it, else
-    (or when its scratch cannot be had) BLAS."""
+    own float32 product when the shape suits it and `packed` could hold an m x n
+    matrix packed (its length is what the caller lets the own products take on: see
+    bptt.model), else (or when its scratch cannot be had) BLAS."""
     cdef float* scratch
     if floating is float:
-        if own and bptt_tn_suits(m, n):
+        if bptt_tn_suits(m, n) and bptt_packed_length(m, n) <= packed.shape[0]:
             scratch = <float*>malloc(bptt_tn_scratch_length(m, n, k) * sizeof(float))
             if scratch != NULL:
                 bptt_matmul_tn_f(m, n, k, a, b, c, accumulate, scratch)
@@ -757,7 +759,7 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
         return
     with nogil:
         clock = _tick(p, -1, 0)
-        _gemm_tn(packed.shape[0] > 0, H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
+        _gemm_tn(packed, H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
         gemv(True, N, O, <floating>1, &dO[0, 0], O, &ones[0], <floating>0, &db_o[0])
         _matmul(packed, N, H, O, &dO[0, 0], &W[0, 0], True, &E[0, 0])
         _tick(p, GEMMS, clock)
@@ -786,7 +788,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
     cdef int t0 = T - n_out, t, z, lo, u
-    cdef bint untied = U.shape[0] > 1, use_packed = False, own = packed.shape[0] > 0
+    cdef bint untied = U.shape[0] > 1, use_packed = False
     cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
     cdef floating* dh
     cdef floating* g_prev
@@ -857,15 +859,15 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                 if t == 0 and not has_h0:
                     _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)        # s(0) = 0
                 else:
-                    _gemm_tn(own, H, H, B, (s + (t - 1) * step) if t > 0 else &h0[0, 0],
+                    _gemm_tn(packed, H, H, B, (s + (t - 1) * step) if t > 0 else &h0[0, 0],
                              dh + t * step, &dU[t, 0, 0], False)
         else:
             if T > 1:
-                _gemm_tn(own, H, H, (T - 1) * B, s, dh + step, &dU[0, 0, 0], False)
+                _gemm_tn(packed, H, H, (T - 1) * B, s, dh + step, &dU[0, 0, 0], False)
             else:
                 _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)
             if has_h0:
-                _gemm_tn(own, H, H, B, &h0[0, 0], dh, &dU[0, 0, 0], True)
+                _gemm_tn(packed, H, H, B, &h0[0, 0], dh, &dU[0, 0, 0], True)
         gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
         # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
         if tokens.shape[0] > 0:
@@ -876,7 +878,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     dV[tokens[r], c] += dh[r * H + c]
             clock = _tick(p, ELEMENTWISE, clock)
         else:
-            _gemm_tn(own, I, H, T * B, &X[0, 0], dh, &dV[0, 0], False)
+            _gemm_tn(packed, I, H, T * B, &X[0, 0], dh, &dV[0, 0], False)
             clock = _tick(p, GEMMS, clock)
 
 

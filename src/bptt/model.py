@@ -371,10 +371,11 @@ class ElmanRNN:
 
     def _packed(self, inputs: Inputs | None = None) -> np.ndarray:
         """Scratch for the kernels' own products, or empty, which makes them call BLAS
-        only (see _own_products). It has room for U packed. With BLAS on one thread it
-        also has room for W and W^T, and for V when inputs (the forward pass) are dense
-        rows rather than token ids: otherwise BLAS runs the layer products on more
-        threads whenever they are larger than U."""
+        only (see _own_products). Its length also bounds the matrices the own products
+        take on. It has room for U packed. With BLAS on one thread it also has room for
+        chunks of W and W^T, and of V when inputs are dense rows rather than token ids:
+        otherwise BLAS runs the layer products and weight gradients larger than U on
+        its threads."""
         if not self._own_products():
             n = 0
         elif self._workspace.one_thread:
@@ -469,4 +470,5 @@ class ElmanRNN:
             S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(), ws.prof)
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(inputs),
+            ws.prof)
