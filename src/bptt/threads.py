@@ -24,8 +24,9 @@ fixed count; ``set_num_threads(None)`` restores it.
 On x86-64 CPUs with AVX-512 the float32 kernels run their own single-threaded products
 (``src/bptt/_packed.h``) instead of BLAS's whenever BLAS runs on one thread, or the
 model is small (B*H < 16384, where they beat 2-thread BLAS); in the second case the
-input and output layers' products stay with BLAS and its threads unless their matrix
-is no larger than U. Otherwise every product goes to BLAS and its threads.
+input and output layers' products and weight gradients stay with BLAS and its threads
+unless their matrix is no larger than U. Otherwise every product goes to BLAS and its
+threads.
 """
 from __future__ import annotations
 
