@@ -248,8 +248,8 @@ bptt_block_f(const int a_transposed, int m, int n, int kc, const float* a, Py_ss
              Py_ssize_t ldc, int load, int grouped, int reverse)
 {
     const int n_panels = (n + BPTT_NR - 1) / BPTT_NR;
-    const int per_group = BPTT_GROUP_BYTES / (kc * BPTT_NR * (int)sizeof(float));
-    const int group = grouped && per_group > 0 ? per_group : 1;
+    const int per_group = grouped ? BPTT_GROUP_BYTES / (kc * BPTT_NR * (int)sizeof(float)) : 1;
+    const int group = per_group > 0 ? per_group : 1;
     __mmask16 mask[4];
     int g0, g1, q, p, i0;
     for (g0 = 0; g0 < n_panels; g0 += group) {
