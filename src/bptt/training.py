@@ -26,12 +26,14 @@ import numpy as np
 from . import io as _io
 from ._checks import check_choice, check_int, check_real
 from .data import Batch, SequenceData, stream_batch
+from .online import OnlineSettings, OnlineTrainer
 from .optimizers import (Optimizer, add_l2, clip_by_global_norm, clip_by_value,
                          make_optimizer, sum_of_squares)
 from .progress import Progress
 from .schedules import RNNLM, Schedule, make_schedule
 
 DIVERGENCE_POLICIES = ("raise", "skip")
+UPDATE_ORDERS = ("block", "rnnlm")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -184,6 +186,70 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
     return loss_sum, weight_sum, B, T * B
 
 
+def _online_epoch(trainer: OnlineTrainer, stream: Batch, opt, epoch,
+                  progress) -> tuple[float, float, int, int]:
+    """One pass over a single token stream in the online kernel (bptt.online). A
+    non-finite loss stops training with the weights of the epoch's start: the kernel
+    updates after every word, so the update that overflowed may precede the loss that
+    shows it."""
+    start = {k: v.copy() for k, v in trainer.net.parameters().items()}
+    loss_sum, words = 0.0, 0
+    for loss, done, given in trainer.chunks(stream.inputs.tokens, stream.targets.classes,
+                                            opt.lr):
+        loss_sum += loss
+        words += done
+        if done < given:
+            for name, param in trainer.net.parameters().items():
+                param[...] = start[name]
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch + 1}, step {words + 1}; training "
+                f"stopped with the weights of the start of epoch {epoch + 1}. Lower lr")
+        if progress:
+            progress.advance(done, loss_sum / max(words, 1))
+    return loss_sum, float(words), 1, words
+
+
+def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: _Settings,
+                     update_order: str, error_clip: float | None,
+                     reset_token: int | None) -> OnlineSettings | None:
+    """The online kernel's settings when it trains this fit, else None (the batched
+    path). update_order "rnnlm" needs it and says why it cannot run; "block" takes it
+    whenever the result equals the batched path's: one token stream, SGD, no clip,
+    clip_norm, l2, truncation or mask, divergence raising."""
+    reasons = []
+    if stream is None:
+        reasons.append("TBPTT on a stream (k1=, k2=)")
+    else:
+        if stream.B != 1:
+            reasons.append(f"one stream (X of shape (T, 1)), got B={stream.B}")
+        if stream.inputs.tokens.size == 0:
+            reasons.append("token id inputs")
+        if not np.all(stream.weights == 1):
+            reasons.append("no mask")
+    if net.output != "softmax" or net.loss != "cross_entropy":
+        reasons.append("a softmax output with cross-entropy")
+    if opt.name != "sgd":
+        reasons.append(f"optimizer 'sgd', got {opt.name!r}")
+    if settings.clip is not None or settings.clip_norm is not None:
+        reasons.append("no clip or clip_norm (use error_clip, RNNLM's gradient cutoff)")
+    if tau >= 0:
+        reasons.append("truncate=None (k2 sets the window)")
+    if settings.on_divergence != "raise":
+        reasons.append("on_divergence='raise'")
+    if update_order == "rnnlm":
+        if reasons:
+            raise ValueError("update_order='rnnlm' (RNNLM's online SGD) needs "
+                             + "; ".join(reasons))
+        return OnlineSettings("rnnlm", k1, k2, settings.l2, error_clip or 0.0,
+                              -1 if reset_token is None else reset_token)
+    if error_clip is not None:
+        raise ValueError("error_clip (RNNLM's gradient cutoff) applies with "
+                         "update_order='rnnlm'; use clip or clip_norm otherwise")
+    if reasons or settings.l2 or reset_token is not None:
+        return None
+    return OnlineSettings("block", k1, k2)
+
+
 def _valid_loss(net, valid: SequenceData | None) -> float | None:
     if valid is None:
         return None
@@ -213,7 +279,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         callbacks: Iterable[Callable] = (), verbose: bool = False,
         schedule: str | Schedule | None = None, patience: int | None = None,
         restore_best: bool = True, on_divergence: str = "raise",
-        checkpoint=None, resume: bool = False) -> History:
+        checkpoint=None, resume: bool = False, update_order: str = "block",
+        error_clip: float | None = None, reset_token: int | None = None) -> History:
     """Train net on (X, D) and return a History.
 
     X, D, mask: time-major arrays (T, B, ...) or lists of per-sequence arrays
@@ -240,6 +307,15 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     checkpoint: file written atomically after every epoch with the model and the
     whole training state; resume=True continues from it when it exists, ending
     bit-identical to an uninterrupted run.
+    update_order: "block" (every k1 steps all gradients of the block are applied) or
+    "rnnlm", RNNLM's online SGD on one token stream (bptt.online): the output layer is
+    updated after every word and V, U, b_h every k1 words; there l2 is RNNLM's -beta
+    (applied on every 10th word to the rows that word updates). One token stream with
+    SGD and no clip, clip_norm, truncate or mask runs in the online C kernel in either
+    order. error_clip: with "rnnlm", clip the errors dC/ds sent back to the hidden
+    layer to [-error_clip, error_clip] (RNNLM's -gradient-cutoff). reset_token: with
+    "rnnlm", the state restarts from zero after each step whose target is this token
+    (sentence-independent training, RNNLM's -independent with eos).
     """
     epochs = check_int("epochs", epochs, minimum=1)
     lr = check_real("lr", lr, low=0.0, low_open=True)
@@ -266,6 +342,16 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                                                             low_open=True),
         l2=check_real("l2", l2, low=0.0),
         on_divergence=check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES))
+    update_order = check_choice("update_order", update_order, UPDATE_ORDERS)
+    if error_clip is not None:
+        error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
+    if reset_token is not None:
+        reset_token = check_int("reset_token", reset_token, minimum=0)
+        if reset_token >= net.n_out:
+            raise ValueError(f"reset_token must be a target id < n_out = {net.n_out}, "
+                             f"got {reset_token}")
+        if update_order != "rnnlm":
+            raise ValueError("reset_token applies with update_order='rnnlm'")
     if patience is not None:
         patience = check_int("patience", patience, minimum=1)
     seed = None if seed is None else check_int("seed", seed, minimum=0)
@@ -278,6 +364,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     stream = stream_batch(X, D, mask, net) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
     valid_data = _valid_data(valid, net, tbptt)
+    online = _online_settings(net, stream, k1, k2, tau, opt, settings, update_order,
+                              error_clip, reset_token)
+    trainer = None if online is None else OnlineTrainer(net, online)
     if isinstance(sched, RNNLM) and valid_data is None:
         raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
                          "loss: give valid=(X, D), or another schedule")
@@ -296,7 +385,10 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         if progress:
             progress.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches())
         lr_used = opt.lr
-        if tbptt:
+        if trainer is not None:
+            loss_sum, weight_sum, sequences, steps = _online_epoch(
+                trainer, stream, opt, epoch, progress)
+        elif tbptt:
             loss_sum, weight_sum, sequences, steps = _tbptt(
                 net, stream, k1, k2, tau, opt, settings, history, epoch, progress)
         else:
