@@ -191,6 +191,6 @@ def test_reset_token_restarts_from_the_fresh_state():
     b = bptt.ElmanRNN(8, 6, 8, hidden="sigmoid", dtype="float64", seed=1)
     a.fit(joined[:-1, None], joined[1:, None], epochs=1, reset_token=eos, **options)
     for s in sentences:
-        b.fit(s[:-1, None], s[1:, None], epochs=1, **options)
+        b.fit(s[:-1, None], s[1:, None], epochs=1, reset_token=eos, **options)
     for name, value in a.parameters().items():
         np.testing.assert_allclose(value, b.parameters()[name], rtol=1e-12, err_msg=name)
