@@ -27,8 +27,8 @@ def _softmax(z):
 def rnnlm_learn(params, stream, starts, alpha, beta, bptt, block, cutoff):
     """A transcription of rnnlm 0.4b's trainNet/computeNet/learnNet (no direct
     connections, no compression layer) for one pass over `stream`, in bptt's layout
-    (W = syn1 transposed) and with bptt's biases, which RNNLM does not have, updated like
-    the weights they sit beside (no decay). As bptt does, the state before the stream
+    (W = syn1 transposed), with bptt's biases added to the nets (RNNLM has none; they
+    are not trained in its order). As bptt does, the state before the stream
     is zero and nothing is back-propagated past the stream's start (RNNLM reads a stale
     history there). Returns the summed -ln P of the predicted words."""
     V, U, b_h, W, b_o = (params[k] for k in ("V", "U", "b_h", "W", "b_o"))
@@ -63,19 +63,16 @@ def rnnlm_learn(params, stream, starts, alpha, beta, bptt, block, cutoff):
         decay = counter % 10 == 0
         e = clip(W[:, a:b] @ er_word)
         W[:, a:b] += alpha * np.outer(s, er_word) - (beta2 * W[:, a:b] if decay else 0)
-        b_o[a:b] += alpha * er_word
         e = clip(e + Wc @ er_class)
         Wc += alpha * np.outer(s, er_class) - (beta2 * Wc if decay else 0)
-        b_c += alpha * er_class
         hid_ac[0], hid_er[0] = s, e
         if counter % block == 0:
             ac, er, ac_prev = s, e.copy(), prev
-            grad_V, grad_U, grad_b = {}, np.zeros((H, H)), np.zeros(H)
+            grad_V, grad_U = {}, np.zeros((H, H))
             for step in range(bptt + block - 2):
                 er = er * ac * (1 - ac)
                 if history[step] != -1:
                     grad_V[history[step]] = grad_V.get(history[step], 0) + alpha * er
-                grad_b += alpha * er
                 er_prev = clip(U @ er)
                 grad_U += alpha * np.outer(ac_prev, er)
                 er = er_prev + hid_er[step + 1]
@@ -83,7 +80,6 @@ def rnnlm_learn(params, stream, starts, alpha, beta, bptt, block, cutoff):
                     ac, ac_prev = hid_ac[step + 1], hid_ac[step + 2]
             hid_er[:] = 0
             U += grad_U - (beta2 * U if decay else 0)
-            b_h += grad_b
             for step in range(bptt + block - 2):
                 w = history[step]
                 if w != -1:

@@ -12,12 +12,13 @@
 
    Two update orders, both plain SGD with learning rate lr on the gradient dC/dtheta:
    - ORDER_RNNLM, the RNNLM toolkit's (Mikolov): after every word the output layer (the
-     target class's columns of W and b_o, all of W_c and b_c) is updated, with the error
+     target class's columns of W, all of W_c) is updated, with the error
      dC/ds it sends to the hidden layer computed before that update and clipped to
      [-error_clip, error_clip]; every k1 words (and, with `eos` >= 0, at every target eos)
      the stored errors of the words since the last such step are back-propagated through
-     the last k2 states (error clipped after each step back) and U, b_h and the rows of V
-     of those states' inputs are updated. beta is RNNLM's weight decay: on every 10th word
+     the last k2 states (error clipped after each step back) and U and the rows of V of
+     those states' inputs are updated. RNNLM's network has no biases: b_h, b_o, b_c stay
+     as they are (zero in a fresh model). beta is RNNLM's weight decay: on every 10th word
      (counting from 1) each updated weight matrix row also loses lr * beta of itself, in V
      once per occurrence of a word in the window, as RNNLM does.
    - ORDER_BLOCK, bptt's TBPTT(k1, k2) (training.fit with k1, k2): every k1 words all

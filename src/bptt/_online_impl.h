@@ -161,11 +161,9 @@ BPTT_INLINE double BPTT_SUFFIX(ol_output)(NET *net, const R *s, Py_ssize_t d, R 
     BPTT_SUFFIX(ol_back_and_update)(H, size, net->W + a, O, z, s, lr, decay,
                                     block ? net->grad_W + a : NULL, e);
     BPTT_SUFFIX(ol_clip)(H, net->error_clip, e);
-    if (block) {
+    if (block) {                /* RNNLM has no biases: its order leaves them as they are */
         if (net->touched) net->touched[cls] = 1;
         BPTT_SUFFIX(ol_axpy)(size, 1, z, net->grad_b_o + a);
-    } else {
-        BPTT_SUFFIX(ol_axpy)(size, -lr, z, net->b_o + a);
     }
     if (C > 0) {
         /* -ln P(c | s); zc becomes P(. | s) - onehot(c); its error adds to e */
@@ -176,7 +174,7 @@ BPTT_INLINE double BPTT_SUFFIX(ol_output)(NET *net, const R *s, Py_ssize_t d, R 
                                         block ? net->grad_W_c : NULL, ec);
         for (k = 0; k < H; k++) e[k] += ec[k];
         BPTT_SUFFIX(ol_clip)(H, net->error_clip, e);
-        BPTT_SUFFIX(ol_axpy)(C, block ? 1 : -lr, zc, block ? net->grad_b_c : net->b_c);
+        if (block) BPTT_SUFFIX(ol_axpy)(C, 1, zc, net->grad_b_c);
     }
     return loss;
 }
@@ -214,9 +212,9 @@ static void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
                 BPTT_SUFFIX(ol_axpy)(H, 1, net->errors + ((t - 1) % ring) * H, next);
         }
     }
-    /* U -= lr (dU + beta U); b_h -= lr db_h */
+    /* U -= lr (dU + beta U); b_h -= lr db_h in the block order (RNNLM has no biases) */
     for (j = 0; j < H * H; j++) net->U[j] = (1 - decay) * net->U[j] - lr * gU[j];
-    BPTT_SUFFIX(ol_axpy)(H, -lr, gb_h, net->b_h);
+    if (net->order == BPTT_ORDER_BLOCK) BPTT_SUFFIX(ol_axpy)(H, -lr, gb_h, net->b_h);
     /* V[x] -= lr (sum of the deltas of the steps that read x); RNNLM decays the row at
        every occurrence of x in the window, the gradient going with the first */
     for (step = 0; step < L; step++) {

@@ -309,7 +309,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     bit-identical to an uninterrupted run.
     update_order: "block" (every k1 steps all gradients of the block are applied) or
     "rnnlm", RNNLM's online SGD on one token stream (bptt.online): the output layer is
-    updated after every word and V, U, b_h every k1 words; there l2 is RNNLM's -beta
+    updated after every word and V, U every k1 words, the biases not at all (RNNLM has
+    none); there l2 is RNNLM's -beta
     (applied on every 10th word to the rows that word updates). One token stream with
     SGD and no clip, clip_norm, truncate or mask runs in the online C kernel in either
     order. error_clip: with "rnnlm", clip the errors dC/ds sent back to the hidden
