@@ -63,11 +63,30 @@ typedef struct {
 } bptt_online_args;
 
 /* Scratch length of a call: word scores z (O), class scores (C), the class layer's
-   error (H), db_h (H), dU (H * H) and the k2 + 1 deltas of a window (H each). */
+   error (H), db_h (H), U^T (H * H), and for the window's k2 states their predecessors
+   by unit and their deltas (k2 H each). */
 static Py_ssize_t bptt_online_work(Py_ssize_t H, Py_ssize_t O, Py_ssize_t C, Py_ssize_t k2)
 {
-    return O + C + 2 * H + H * H + (k2 + 1) * H;
+    return O + C + 2 * H + H * H + 2 * k2 * H;
 }
+
+#if defined(BPTT_L)
+/* the sum of a vector's 16 lanes, halving the width at each step */
+BPTT_INLINE float bptt_sum(bptt_vf v)
+{
+    typedef float half __attribute__((vector_size(4 * BPTT_L / 2)));
+    typedef float quarter __attribute__((vector_size(4 * BPTT_L / 4)));
+    half h0, h1;
+    quarter q0, q1;
+    memcpy(&h0, &v, sizeof h0);
+    memcpy(&h1, (const char *)&v + sizeof h0, sizeof h1);
+    h0 += h1;
+    memcpy(&q0, &h0, sizeof q0);
+    memcpy(&q1, (const char *)&h0 + sizeof q0, sizeof q1);
+    q0 += q1;
+    return (q0[0] + q0[2]) + (q0[1] + q0[3]);
+}
+#endif
 
 /* Where the stream stands between chunks (all counts in words). */
 typedef struct {

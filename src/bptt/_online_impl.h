@@ -26,22 +26,39 @@ BPTT_INLINE void BPTT_SUFFIX(ol_axpy)(Py_ssize_t n, R a, const R *restrict x, R 
     for (i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-/* sum of x[0:n] y[0:n] */
+/* sum of x[0:n] y[0:n]: 16 lanes of partial sums added as a tree at the end (float32),
+   so that no chain of scalar additions follows the vector loop */
 BPTT_INLINE R BPTT_SUFFIX(ol_dot)(Py_ssize_t n, const R *restrict x, const R *restrict y)
 {
-    Py_ssize_t i;
+    Py_ssize_t i = 0;
     R total = 0;
+#if BPTT_IS_FLOAT && defined(BPTT_L)
+    if (n >= BPTT_L) {
+        bptt_vf acc = bptt_load(x) * bptt_load(y);
+        for (i = BPTT_L; i + BPTT_L <= n; i += BPTT_L) acc += bptt_load(x + i) * bptt_load(y + i);
+        total = bptt_sum(acc);
+    }
+    for (; i < n; i++) total += x[i] * y[i];
+#else
 #pragma omp simd reduction(+:total)
     for (i = 0; i < n; i++) total += x[i] * y[i];
+#endif
     return total;
 }
 
-/* y (n) += x (m) A, A (m, n) with row stride lda: the row vector times a matrix */
+/* y (n) += x (m) A, A (m, n) with row stride lda: the row vector times a matrix, four
+   rows of A at a time so that y is read and written once per four */
 BPTT_INLINE void BPTT_SUFFIX(ol_xA)(Py_ssize_t m, Py_ssize_t n, const R *x, const R *A,
-                                    Py_ssize_t lda, R *y)
+                                    Py_ssize_t lda, R *restrict y)
 {
-    Py_ssize_t r;
-    for (r = 0; r < m; r++) BPTT_SUFFIX(ol_axpy)(n, x[r], A + r * lda, y);
+    Py_ssize_t r, i;
+    for (r = 0; r + 4 <= m; r += 4) {
+        const R *restrict a0 = A + r * lda, *restrict a1 = a0 + lda;
+        const R *restrict a2 = a1 + lda, *restrict a3 = a2 + lda;
+        R x0 = x[r], x1 = x[r + 1], x2 = x[r + 2], x3 = x[r + 3];
+        for (i = 0; i < n; i++) y[i] += x0 * a0[i] + x1 * a1[i] + x2 * a2[i] + x3 * a3[i];
+    }
+    for (; r < m; r++) BPTT_SUFFIX(ol_axpy)(n, x[r], A + r * lda, y);
 }
 
 /* e (m) = A z (z of length n, A (m, n) with row stride lda) then, for ORDER_RNNLM,
@@ -125,10 +142,10 @@ BPTT_INLINE void BPTT_SUFFIX(ol_hidden)(const NET *net, Py_ssize_t x, const R *p
 /* delta *= f'(net), written through s = f(net) */
 BPTT_INLINE void BPTT_SUFFIX(ol_derivative)(int act, Py_ssize_t H, const R *s, R *delta)
 {
-    Py_ssize_t j;
 #if BPTT_IS_FLOAT
     bptt_times_derivative_f(act, s, delta, H);
 #else
+    Py_ssize_t j;
     for (j = 0; j < H; j++) {
         if (act == 2) delta[j] *= 1 - s[j] * s[j];
         else if (act == 1) delta[j] *= s[j] * (1 - s[j]);
@@ -183,14 +200,17 @@ BPTT_INLINE double BPTT_SUFFIX(ol_output)(NET *net, const R *s, Py_ssize_t d, R 
    errors of the last `pending` outputs injected, errors clipped after each step back),
    then U, b_h and the rows of V of the window's inputs updated by SGD (eqs. 27-28);
    decay: lr * beta this word (RNNLM's -beta, per occurrence of a word in V). */
-static void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
+BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
 {
     Py_ssize_t H = net->H, ring = net->k2 + 1, n = pos->step - 1, j, step, other;
     Py_ssize_t L = pos->since_reset < net->k2 ? pos->since_reset : net->k2;
-    R *gb_h = net->work + net->O + net->C + H, *gU = gb_h + H, *deltas = gU + H * H, *delta;
+    R *gb_h = net->work + net->O + net->C + H, *Ut = gb_h + H, *prevs = Ut + H * H;
+    R *deltas = prevs + H * L, *delta;
     R lr = net->lr;
     memset(gb_h, 0, H * sizeof(R));
-    memset(gU, 0, H * H * sizeof(R));
+    /* U^T, so that delta U^T is a row vector times a matrix like the forward product */
+    for (j = 0; j < H; j++)
+        for (other = 0; other < H; other++) Ut[other * H + j] = net->U[j * H + other];
     delta = deltas;
     memcpy(delta, net->errors + (n % ring) * H, H * sizeof(R));
     for (step = 0; step < L; step++) {
@@ -201,19 +221,27 @@ static void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
         /* delta_h(t) = (e(t) + delta_h(t+1) U^T) * f'(net_h(t)) */
         BPTT_SUFFIX(ol_derivative)(net->act, H, net->states + (t % ring) * H, delta);
         BPTT_SUFFIX(ol_axpy)(H, 1, delta, gb_h);
-        /* dU += s(t-1)^T delta_h(t) */
-        for (j = 0; j < H; j++) BPTT_SUFFIX(ol_axpy)(H, prev[j], delta, gU + j * H);
+        /* s(t-1) kept by unit for dU below */
+        for (j = 0; j < H; j++) prevs[j * L + step] = prev[j];
         if (step + 1 < L) {
             R *next = deltas + (step + 1) * H;
             /* the error sent to s(t-1): delta_h(t) U^T, clipped, plus its own output's */
-            for (j = 0; j < H; j++) next[j] = BPTT_SUFFIX(ol_dot)(H, net->U + j * H, delta);
+            memset(next, 0, H * sizeof(R));
+            BPTT_SUFFIX(ol_xA)(H, H, delta, Ut, H, next);
             BPTT_SUFFIX(ol_clip)(H, net->error_clip, next);
             if (step + 1 < pos->pending)
                 BPTT_SUFFIX(ol_axpy)(H, 1, net->errors + ((t - 1) % ring) * H, next);
         }
     }
-    /* U -= lr (dU + beta U); b_h -= lr db_h in the block order (RNNLM has no biases) */
-    for (j = 0; j < H * H; j++) net->U[j] = (1 - decay) * net->U[j] - lr * gU[j];
+    /* U = (1 - decay) U - lr dU with dU = sum_t s(t-1)^T delta_h(t) (eq. 28), row by row:
+       U[j] -= lr sum_t s_j(t-1) delta_h(t), the row held in cache over the window */
+    for (j = 0; j < H; j++) {
+        R *row = net->U + j * H;
+        if (decay != 0)
+            for (other = 0; other < H; other++) row[other] *= 1 - decay;
+        for (step = 0; step < L; step++)
+            BPTT_SUFFIX(ol_axpy)(H, -lr * prevs[j * L + step], deltas + step * H, row);
+    }
     if (net->order == BPTT_ORDER_BLOCK) BPTT_SUFFIX(ol_axpy)(H, -lr, gb_h, net->b_h);
     /* V[x] -= lr (sum of the deltas of the steps that read x); RNNLM decays the row at
        every occurrence of x in the window, the gradient going with the first */
@@ -234,7 +262,7 @@ static void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
 
 /* ORDER_BLOCK: apply the output layer's gradients of the block (touched classes only)
    and zero them */
-static void BPTT_SUFFIX(ol_apply_output)(NET *net)
+BPTT_INLINE void BPTT_SUFFIX(ol_apply_output)(NET *net)
 {
     Py_ssize_t H = net->H, O = net->O, C = net->C, c, j, n_groups = C > 0 ? C : 1;
     R lr = net->lr;
