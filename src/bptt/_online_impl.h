@@ -38,6 +38,19 @@ BPTT_INLINE R BPTT_SUFFIX(ol_dot)(Py_ssize_t n, const R *restrict x, const R *re
         for (i = BPTT_L; i + BPTT_L <= n; i += BPTT_L) acc += bptt_load(x + i) * bptt_load(y + i);
         total = bptt_sum(acc);
     }
+    if (i + 4 <= n) {           /* the tail: four lanes at a time, then one */
+        typedef float quad __attribute__((vector_size(16)));
+        quad part, a, b;
+        memcpy(&a, x + i, sizeof a);
+        memcpy(&b, y + i, sizeof b);
+        part = a * b;
+        for (i += 4; i + 4 <= n; i += 4) {
+            memcpy(&a, x + i, sizeof a);
+            memcpy(&b, y + i, sizeof b);
+            part += a * b;
+        }
+        total += (part[0] + part[2]) + (part[1] + part[3]);
+    }
     for (; i < n; i++) total += x[i] * y[i];
 #else
 #pragma omp simd reduction(+:total)
@@ -208,9 +221,14 @@ BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
     R *deltas = prevs + H * L, *delta;
     R lr = net->lr;
     memset(gb_h, 0, H * sizeof(R));
-    /* U^T, so that delta U^T is a row vector times a matrix like the forward product */
-    for (j = 0; j < H; j++)
-        for (other = 0; other < H; other++) Ut[other * H + j] = net->U[j * H + other];
+    /* U^T, so that delta U^T is a row vector times a matrix like the forward product;
+       copied by 8 x 8 tiles, each read and written a cache line at a time */
+    for (j = 0; j < H; j += 8)
+        for (other = 0; other < H; other += 8) {
+            Py_ssize_t a, b, a_end = j + 8 < H ? j + 8 : H, b_end = other + 8 < H ? other + 8 : H;
+            for (a = j; a < a_end; a++)
+                for (b = other; b < b_end; b++) Ut[b * H + a] = net->U[a * H + b];
+        }
     delta = deltas;
     memcpy(delta, net->errors + (n % ring) * H, H * sizeof(R));
     for (step = 0; step < L; step++) {
