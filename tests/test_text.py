@@ -1,7 +1,7 @@
 """bptt.text: vocabularies, encoding, frequency classes and LM streams.
 
-Small corpora are checked by hand; the real corpora (/work/shared/data, see its
-README) are used when present and skipped otherwise.
+Small corpora are checked by hand; the real corpora (../shared/data, beside the
+repository: see docs/development.md) are used when present and skipped otherwise.
 """
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pytest
 
 from bptt.text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB = DATA / "ptb"
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 

@@ -1,7 +1,7 @@
 """Argument checks shared by the public API.
 
-Everything that reaches a kernel passes through here first (DESIGN.md
-sections 5 and 7): ranks, shapes, dtypes, index ranges, finiteness and
+Everything that reaches a kernel passes through here first (docs/architecture.md:
+kernel contract, reliability rules): ranks, shapes, dtypes, index ranges, finiteness and
 contiguity. Each failure is a ValueError or TypeError that names the argument
 and says what was expected. Nothing here modifies the caller's arrays.
 """

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Hot loops of bptt: the forward recursion, the output layer with its loss and
-deltas, and back-propagation through time (DESIGN.md sections 1-2).
+deltas, and back-propagation through time (docs/math.md).
 
 Conventions: row-major, time-major arrays; a (T, B, n) array is also read as
 (T*B, n) rows. Every buffer is passed in by the caller (bptt.model), which has
@@ -8,8 +8,8 @@ already validated shapes, dtypes, contiguity and index ranges: nothing here
 checks its inputs, allocates or touches Python objects inside the loops, and
 the GIL is released around all numerical work.
 
-Equation numbers are those of the report (spec/bptt-report.md), corrected as
-DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated).
+Equation numbers are the report's (Jiang Guo, BackPropagation Through Time, 2013),
+corrected as docs/math.md says. delta always means dC/dnet (the report's delta negated).
 """
 from cython cimport floating
 from libc.stdlib cimport free, malloc
@@ -463,7 +463,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     """Output layer, loss and output deltas of all rows in one pass.
 
     Y = g(S @ W + b_o); dO = dC/dnet_o per row times the row weight (mask);
-    returns C = sum of the weighted row losses (DESIGN.md section 1).
+    returns C = sum of the weighted row losses (docs/math.md, Losses).
     Targets: dense rows D, or (D empty) class ids. weights empty means all 1.
     Y and dO may be the same array: it then ends up holding dO (when the outputs
     themselves are not needed, this saves a (T*B, O) buffer and a pass over it).
@@ -525,7 +525,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
                     floating[::1] packed, double[::1] prof=None):
-    """Back-propagation through time over a window of T steps (DESIGN.md section 2).
+    """Back-propagation through time over a window of T steps (docs/math.md, Full BPTT).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
     On entry DH[T - n_out:] holds the errors the outputs of the window's last

@@ -6,7 +6,7 @@ is timed in this one process run: the Cython kernels (as the training loop calls
 them: inputs validated once, gradients into preallocated arrays, the update in
 place), the plain NumPy reference (bptt.reference) and, when torch is installed,
 PyTorch's CPU nn.RNN. Times are medians over repeats after warm-up. GFLOP/s and
-the share of the GEMM limit follow DESIGN.md section 6: a step's FLOPs are
+the share of the GEMM limit follow docs/math.md (FLOP model): a step's FLOPs are
 3 * T * 2B(IH + HH + HO), and the limit is those FLOPs at the ?gemm peak measured
 in this same run at the same thread count. Every ratio printed is a ratio of the
 times printed next to it.
@@ -84,7 +84,7 @@ class Row:
 
 
 def step_flops(B: int, T: int, I: int, H: int, O: int, tokens: bool = False) -> float:
-    """DESIGN.md section 6: 3 * T * 2B(IH + HH + HO) (token inputs: no IH GEMM)."""
+    """docs/math.md, FLOP model: 3 * T * 2B(IH + HH + HO) (token inputs: no IH GEMM)."""
     return 3.0 * T * 2 * B * ((0 if tokens else I * H) + H * H + H * O)
 
 

@@ -1,6 +1,6 @@
 """Training data as minibatches ready for the kernels.
 
-Two forms come in (DESIGN.md section 1): time-major arrays (T, B, ...) holding B
+Two forms come in (docs/math.md, Notation): time-major arrays (T, B, ...) holding B
 sequences or streams, and Python lists of per-sequence arrays of different
 lengths, which are padded (mask 0 on the padding) and bucketed by length so a
 minibatch wastes little work on padding. Everything is validated once, here.

@@ -8,7 +8,7 @@ Data are sample-major, as scikit-learn has them:
   a sequence of n_features steps with one input each (what makes tabular data, and
   scikit-learn's generic checks, meaningful for a sequence model).
 
-They are transposed to bptt's time-major layout (DESIGN.md section 1) internally.
+They are transposed to bptt's time-major layout (docs/math.md) internally.
 Any numeric input is accepted and converted to the estimator's ``dtype`` (the core
 ElmanRNN stays strict about dtypes). One target per sequence is read from the output
 of the last step (a mask zeroes the loss elsewhere); per-step targets train every step.

@@ -23,7 +23,7 @@ Conventions, as in RNNLM:
 - RNNLM prints log-probabilities in base 10: :func:`sentence_log_probs` does too.
   Perplexities are base-independent; losses in bptt.History are nats per token.
 
-No printing here (STYLE.md): progress goes through ``verbose`` / ``callbacks`` of
+No printing here (docs/development.md): progress goes through ``verbose`` / ``callbacks`` of
 :func:`bptt.training.fit`; the command line (``python -m bptt lm``) prints.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ElmanRNN: the model, its parameters, and the calls into the kernels.
 
 The public methods validate (bptt._checks), take buffers from a per-model
-workspace and call bptt._kernels; no math happens here (DESIGN.md section 5).
+workspace and call bptt._kernels; no math happens here (docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -208,7 +208,7 @@ class ElmanRNN:
 
     def loss_and_grad(self, X, D, h0=None, mask=None,
                       truncate: int | None = None) -> tuple[float, dict[str, np.ndarray]]:
-        """Loss C (DESIGN.md section 1) and its gradient dC/dtheta for every parameter.
+        """Loss C (docs/math.md, Losses) and its gradient dC/dtheta for every parameter.
 
         D: float targets (T, B, n_out), or integer class ids (T, B) for softmax.
         mask: (T, B) weights of each step's contribution (None: all 1).

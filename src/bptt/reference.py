@@ -1,9 +1,9 @@
 """The math of bptt in plain NumPy, one time step at a time.
 
-This is the test oracle and the benchmark baseline. It follows DESIGN.md
-section 2 (the report's equations with its errata corrected) as literally as
+This is the test oracle and the benchmark baseline. It follows docs/math.md
+(the report's equations with its errata corrected) as literally as
 possible and shares no code with the Cython kernels, so that it can be
-trusted by reading. Shapes are those of DESIGN.md section 1: X (T, B, I)
+trusted by reading. Shapes are those of docs/math.md: X (T, B, I)
 floats or (T, B) token ids, D (T, B, O) floats or (T, B) class ids, mask
 (T, B), h0 (B, H); params is a dict with "V", "U", "W", "b_h", "b_o".
 """
@@ -168,7 +168,7 @@ def output_delta(output: str, loss: str, Y: np.ndarray, D: np.ndarray) -> np.nda
 def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None,
                   truncate: int | None = None, hidden: str = "tanh",
                   output: str = "softmax", loss: str = "cross_entropy", classes=None):
-    """Loss C and its gradient for every parameter (DESIGN.md section 2).
+    """Loss C and its gradient for every parameter (docs/math.md, Full BPTT).
 
     truncate None: full BPTT by the backward recursion of delta_h. truncate = tau:
     each output's error is carried back through at most tau recurrent steps.

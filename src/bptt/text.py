@@ -13,7 +13,7 @@ This order is what makes :func:`frequency_classes` give contiguous id ranges.
 
 A language-model stream is then cut into B parallel streams with :func:`batchify`
 and shifted by one step into inputs and next-token targets with :func:`lm_pairs`,
-time-major (T, B) like the rest of the library (DESIGN.md section 1).
+time-major (T, B) like the rest of the library (docs/math.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""fit(): train an ElmanRNN (DESIGN.md section 2).
+"""fit(): train an ElmanRNN (docs/math.md, TBPTT).
 
 Two regimes:
 - epochwise BPTT (k1 = k2 = None): each minibatch of whole sequences is run
