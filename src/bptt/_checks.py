@@ -127,12 +127,41 @@ def _check_float(name: str, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_ids(name: str, arr: np.ndarray, n: int) -> np.ndarray:
-    """Integer ids in [0, n) as a contiguous intp array."""
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
+def _check_id_range(name: str, arr: np.ndarray, n: int | None) -> None:
+    """Every id of arr in [0, n) (n None: >= 0)."""
+    if not arr.size:
+        return
+    if n is None:
+        if arr.min() < 0:
+            raise ValueError(f"{name} must hold ids >= 0, got {arr.min()}")
+    elif arr.min() < 0 or arr.max() >= n:
         raise ValueError(f"{name} holds ids outside [0, {n}): "
                          f"min {arr.min()}, max {arr.max()}")
+
+
+def _check_ids(name: str, arr: np.ndarray, n: int) -> np.ndarray:
+    """Integer ids in [0, n) as a contiguous intp array."""
+    _check_id_range(name, arr, n)
     return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
+                    min_length: int = 0) -> np.ndarray:
+    """Token ids as an int64 array: integers (an empty list is accepted), ndim
+    dimensions, each in [0, size) (size None: >= 0), at least min_length of them."""
+    if value is None:
+        raise TypeError(f"{name} must be an array of token ids, got None")
+    arr = np.asarray(value)
+    if arr.size == 0 and arr.dtype.kind == "f":        # [] reads as float64
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.size < min_length:
+        raise ValueError(f"{name} must hold at least {min_length} tokens, got {arr.size}")
+    _check_id_range(name, arr, size)
+    return arr.astype(np.int64, copy=False)
 
 
 def _check_rank(name: str, arr: np.ndarray, shape: tuple, meaning: str) -> None:

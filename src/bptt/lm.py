@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import io as _io
-from ._checks import check_int, check_real
+from ._checks import check_int, check_real, check_token_ids
 from .model import ElmanRNN
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 from .threads import blas_threads
@@ -70,22 +70,6 @@ def _check_lm(net, vocab: Vocabulary | None = None) -> ElmanRNN:
         raise ValueError(f"vocab has {len(vocab)} tokens but net has n_in = n_out = "
                          f"{net.n_in}; they must match")
     return net
-
-
-def _check_ids(name: str, ids, size: int, minimum: int) -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.size == 0 and arr.dtype.kind == "f":
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D stream of token ids, got shape {arr.shape}")
-    if arr.size < minimum:
-        raise ValueError(f"{name} must hold at least {minimum} tokens, got {arr.size}")
-    if arr.size and (arr.min() < 0 or arr.max() >= size):
-        raise ValueError(f"{name} holds ids outside [0, {size}): min {arr.min()}, "
-                         f"max {arr.max()}")
-    return arr.astype(np.int64, copy=False)
 
 
 def _with_start(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
@@ -171,14 +155,14 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     net = _check_lm(net, vocab)
     V = len(vocab)
     batch = check_int("batch", batch, minimum=1)
-    stream = _with_start(vocab, _check_ids("train_ids", train_ids, V, 2))
+    stream = _with_start(vocab, check_token_ids("train_ids", train_ids, 1, V, 2))
     if stream.size // batch < 2:
         raise ValueError(f"train_ids is too short for batch={batch}: each stream needs "
                          f"at least 2 tokens, got {stream.size} tokens")
     X, D = lm_pairs(batchify(stream, batch))
     valid = None
     if valid_ids is not None:
-        valid_stream = _with_start(vocab, _check_ids("valid_ids", valid_ids, V, 1))
+        valid_stream = _with_start(vocab, check_token_ids("valid_ids", valid_ids, 1, V, 1))
         if valid_stream.size < 2:
             raise ValueError("valid_ids must hold at least 2 tokens (the first is "
                              "context only)")
@@ -204,7 +188,7 @@ def stream_nll(net: ElmanRNN, ids, batch: int = 1) -> tuple[float, int]:
     stream, read as in :func:`perplexity`."""
     net = _check_lm(net)
     batch = check_int("batch", batch, minimum=1)
-    arr = _check_ids("ids", ids, net.n_in, 2)
+    arr = check_token_ids("ids", ids, 1, net.n_in, 2)
     if arr.size // batch < 2:
         raise ValueError(f"ids is too short for batch={batch}: each stream needs at "
                          f"least 2 tokens, got {arr.size} tokens")
