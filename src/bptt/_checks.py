@@ -172,17 +172,25 @@ def _check_rank(name: str, arr: np.ndarray, shape: tuple, meaning: str) -> None:
         raise ValueError(f"{name} must have shape {expected} ({meaning}), got {arr.shape}")
 
 
+_NO_RESETS = np.empty(0, np.uint8)
+_NO_RESETS.flags.writeable = False
+
+
 class Inputs(NamedTuple):
-    """Validated inputs: T*B dense rows (I columns) or T*B token ids; the other is empty."""
+    """Validated inputs: T*B dense rows (I columns) or T*B token ids; the other is
+    empty. resets: empty, or T*B flags (uint8), nonzero where a sequence's state is
+    reset to zero before that step (see check_resets)."""
     T: int
     B: int
     rows: np.ndarray
     tokens: np.ndarray
+    resets: np.ndarray = _NO_RESETS
 
     def steps(self, start: int, stop: int) -> "Inputs":
         """Steps [start, stop): contiguous row slices, no copy (empty stays empty)."""
         rows = slice(start * self.B, stop * self.B)
-        return Inputs(stop - start, self.B, self.rows[rows], self.tokens[rows])
+        return Inputs(stop - start, self.B, self.rows[rows], self.tokens[rows],
+                      self.resets[rows] if self.resets.size else self.resets)
 
 
 def check_inputs(X, n_in: int, dtype: np.dtype) -> Inputs:
@@ -251,6 +259,18 @@ def check_mask(mask, T: int, B: int, dtype: np.dtype) -> np.ndarray:
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("mask must hold finite weights >= 0")
     return weights
+
+
+def check_resets(resets, T: int, B: int) -> np.ndarray:
+    """resets: None (no resets) or (T, B) bools, True where sequence b's state is
+    reset to zero before step t's input; as T*B uint8 flags (empty for None)."""
+    if resets is None:
+        return _NO_RESETS
+    arr = np.asarray(resets)
+    if arr.dtype != np.bool_:
+        raise TypeError(f"resets must be a bool array (T, B), got dtype {arr.dtype}")
+    _check_rank("resets", arr, (T, B), "one flag per step and sequence, like X")
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
 def check_h0(h0, B: int, H: int, dtype: np.dtype) -> np.ndarray | None:
