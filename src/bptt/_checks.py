@@ -159,7 +159,8 @@ def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if arr.size < min_length:
-        raise ValueError(f"{name} must hold at least {min_length} tokens, got {arr.size}")
+        raise ValueError(f"{name} must hold at least {min_length} "
+                         f"token{'s' if min_length > 1 else ''}, got {arr.size}")
     _check_id_range(name, arr, size)
     return arr.astype(np.int64, copy=False)
 
