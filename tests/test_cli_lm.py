@@ -183,7 +183,7 @@ def test_eval_entropy_is_consistent(word_model, files):
     assert math.isfinite(figure(out, "test log probability"))
 
 
-# ------------------------------------------------------------------ unknown tokens, fresh state
+# ------------------------------------------------------------------ unk, fresh state
 
 def test_unseen_characters_map_to_unk_and_are_counted(files, tmp_path, capsys):
     """The issue's case: a validation text with a character the training text lacks."""

@@ -277,7 +277,8 @@ def test_load_lm_refuses_a_file_without_vocabulary(trained, tmp_path):
 
 # ------------------------------------------------------------------ the fresh state
 
-SENTENCES = "the cat meows\n\nthe big dog barks and the cow runs\nthe bird sings"  # no final \n
+# a blank line, no final newline
+SENTENCES = "the cat meows\n\nthe big dog barks and the cow runs\nthe bird sings"
 
 
 def test_fresh_state_scoring_is_eos_then_the_stream_from_a_zero_state(corpus):
