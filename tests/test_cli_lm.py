@@ -203,13 +203,25 @@ def test_unseen_characters_map_to_unk_and_are_counted(files, tmp_path, capsys):
     assert "2 characters not in the vocabulary" in capsys.readouterr().err
 
 
-def test_eval_refuses_a_text_of_unknown_tokens(word_model, tmp_path, capsys):
+def test_a_text_of_unknown_tokens_is_refused(word_model, files, tmp_path, capsys):
     foreign = tmp_path / "foreign.txt"
     foreign.write_text("zebra gnu\n\nokapi\n")
     with pytest.raises(SystemExit) as exc:
         cli.main(["lm", "eval", "--model", str(word_model[0]), "--test", str(foreign)])
     assert exc.value.code == 2
-    assert "every token is unknown to the vocabulary" in capsys.readouterr().err
+    assert f"--test {foreign}: every token is unknown to the vocabulary" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["lm", "train", "--train", str(files["train"]), "--valid", str(foreign),
+                  "--model", str(tmp_path / "m.npz")])
+    assert exc.value.code == 2 and not (tmp_path / "m.npz").exists()
+    assert f"--valid {foreign}: every token is unknown" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(SystemExit):
+        cli.main(["lm", "train", "--train", str(files["train"]), "--valid", str(empty),
+                  "--model", str(tmp_path / "m.npz")])
+    assert f"--valid {empty} holds no tokens" in capsys.readouterr().err
 
 
 def test_independent_training_is_stored_and_used_by_eval(files, tmp_path):

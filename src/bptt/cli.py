@@ -117,12 +117,18 @@ def _token_name(vocab: Vocabulary) -> str:
     return "words" if vocab.level == "word" else "characters"
 
 
-def _encode(vocab: Vocabulary, path: str, option: str, file=None) -> np.ndarray:
-    """The ids of a file, with a line saying how many tokens were mapped to unk."""
+def _encode(vocab: Vocabulary, path: str, option: str, file=None,
+            scored: bool = False) -> np.ndarray:
+    """The ids of a file, with a line saying how many tokens were mapped to unk;
+    scored: refuse a text that shares no token with the vocabulary."""
     ids, n_unknown = vocab.encode_file(path, count_unknown=True)
     if n_unknown:
         print(f"{option} {path}: {n_unknown} {_token_name(vocab)} not in the vocabulary "
               f"mapped to {vocab.unk!r}", file=file or sys.stdout)
+    if scored:
+        if ids.size == 0:
+            raise ValueError(f"{option} {path} holds no tokens")
+        lm._check_known(f"{option} {path}", ids, vocab)
     return ids
 
 
@@ -165,7 +171,8 @@ def lm_train(args: argparse.Namespace) -> int:
     vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
                                  max_size=args.max_vocab)
     train_ids = _encode(vocab, args.train, "--train")
-    valid_ids = None if args.valid is None else _encode(vocab, args.valid, "--valid")
+    valid_ids = None if args.valid is None else _encode(vocab, args.valid, "--valid",
+                                                        scored=True)
     classes = args.classes
     if classes is None:                        # RNNLM's default: 100 classes for words
         classes = min(100, len(vocab)) if args.level == "word" else 0
@@ -220,9 +227,7 @@ def _load_lm(args: argparse.Namespace, *inputs: tuple[str, str]):
 
 def lm_eval(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args, (args.test, "--test"))
-    ids = _encode(vocab, args.test, "--test")
-    if ids.size == 0:
-        raise ValueError(f"--test {args.test} holds no tokens")
+    ids = _encode(vocab, args.test, "--test", scored=True)
     # as RNNLM: from the fresh state (after an end of sentence), every token predicted
     nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
                            independent=options["independent"])
