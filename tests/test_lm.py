@@ -418,3 +418,31 @@ def test_the_independent_flag_is_stored_and_older_files_read_as_carried(trained,
     assert lm.load_lm(tmp_path / "old.npz", with_options=True)[2] == {"independent": False}
     with pytest.raises(TypeError, match="independent"):
         lm.save_lm(path, net, vocab, independent=1)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_independent_tbptt_follows_a_transcription_block_by_block(corpus, independent):
+    """TBPTT(k1 = k2 = 4) over 2 streams with SGD, transcribed with the public API:
+    each block's gradient from the state carried into it (ignored where the block
+    starts at a reset), the update, the state at the block's end carried on."""
+    vocab, train, _ = corpus
+    ids = train[:200]            # 100 steps per stream: whole blocks (k2 = k1 then holds)
+    net = lm.build(vocab, 6, n_classes=4, dtype="float64", seed=11)
+    copy = lm.build(vocab, 6, n_classes=4, dtype="float64", seed=11)
+    lm.train(net, vocab, ids, None, k1=4, k2=4, lr=0.5, batch=2, epochs=1,
+             schedule=None, independent=independent)
+    streams = np.concatenate([np.full((1, 2), vocab.eos_id), bptt.text.batchify(ids, 2)])
+    X, D = streams[:-1], streams[1:]
+    resets = X == vocab.eos_id if independent else None
+    h = None
+    for start in range(0, X.shape[0], 4):
+        block = slice(start, start + 4)
+        R = None if resets is None else resets[block]
+        _, grads = copy.loss_and_grad(X[block], D[block], h0=h, resets=R)
+        h = copy.forward(X[block], h, resets=R)[1][-1]
+        for name, param in copy.parameters().items():
+            param -= 0.5 * grads[name] / 2
+    for name, param in net.parameters().items():
+        np.testing.assert_allclose(param, copy.parameters()[name], rtol=1e-12, atol=1e-14,
+                                   err_msg=name)
+    assert independent == bool(resets is not None and resets[1:].any())
