@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from bptt.text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 
@@ -545,3 +547,22 @@ def test_tinyshakespeare():
     assert ids.shape == (1115394,)
     np.testing.assert_array_equal(np.bincount(ids, minlength=66), v.counts)
     assert v.decode(ids) == SHAKESPEARE.read_text(encoding="utf-8")
+
+
+@settings(max_examples=150, deadline=None)
+@given(train=st.text(alphabet="ab c\nd<unk>", min_size=1, max_size=40),
+       other=st.text(alphabet="abxy z\n\u00e9<unk>", max_size=40),
+       level=st.sampled_from(["word", "char"]), min_count=st.integers(1, 3),
+       max_size=st.one_of(st.none(), st.integers(2, 6)))
+def test_any_text_encodes_within_the_vocabulary(train, other, level, min_count, max_size):
+    """Whatever the vocabulary options, every text encodes to ids in range, and the
+    count of unknown tokens is the number of tokens that are not entries."""
+    assume(train.split() or level == "char")
+    v = Vocabulary.from_text(train, level=level, min_count=min_count, max_size=max_size)
+    ids, n_unknown = v.encode(other, count_unknown=True)
+    assert ids.dtype == np.int64 and (ids.size == 0 or 0 <= ids.min() <= ids.max() < len(v))
+    pieces = other.split() if level == "word" else list(other)
+    assert n_unknown == sum(p not in v for p in pieces)
+    assert v.unk_id is not None and (n_unknown == 0 or (ids == v.unk_id).any())
+    # the unk entry does not break the frequency order classes rely on
+    assert np.all(np.diff(v.counts) <= 0)
