@@ -146,3 +146,17 @@ def test_resets_are_checked():
         case.net.forward(case.X, resets=np.zeros((5, 2)))
     with pytest.raises(ValueError, match=r"resets must have shape \(5, 2\)"):
         case.net.forward(case.X, resets=np.zeros((5, 3), bool))
+
+
+def test_fit_reset_token_is_checked():
+    case = make_case(tokens=True, classes=True, T=6, B=2)
+    fit = dict(epochs=1, lr=0.1, k1=3)
+    with pytest.raises(ValueError, match="reset_token must be a token id below n_in=3"):
+        case.net.fit(case.X, case.D, reset_token=3, **fit)
+    with pytest.raises(TypeError, match="reset_token must be an integer"):
+        case.net.fit(case.X, case.D, reset_token=1.0, **fit)
+    with pytest.raises(ValueError, match="applies to TBPTT"):
+        case.net.fit(case.X, case.D, epochs=1, lr=0.1, reset_token=0)
+    dense = make_case(classes=True, T=6, B=2)
+    with pytest.raises(ValueError, match="reset_token needs token inputs"):
+        dense.net.fit(dense.X, dense.D, reset_token=0, **fit)
