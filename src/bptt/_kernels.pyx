@@ -384,23 +384,64 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
     return w * loss_sum
 
 
+# ---------------------------------------------------------------- state resets
+# resets (T*B bytes, or empty): resets[t*B + b] != 0 means that sequence b's state is
+# reset to zero before step t, so no recurrent term enters step t (forward) and no
+# error crosses from step t back to step t - 1 (backward). The recurrent products run
+# over all B rows of a step as usual; the rows of a reset are kept out of them by
+# saving the rows they would change and putting them back.
+
+cdef inline Py_ssize_t _swap_reset_rows(const unsigned char* reset, int B, Py_ssize_t H,
+                                        floating* rows, floating* saved,
+                                        bint restore) noexcept nogil:
+    """Copy the rows b of rows (B, H) with reset[b] into saved (B, H), or back when
+    restore; the number of such rows."""
+    cdef Py_ssize_t b, c, n = 0
+    for b in range(B):
+        if reset[b]:
+            n += 1
+            if restore:
+                for c in range(H):
+                    rows[b * H + c] = saved[b * H + c]
+            else:
+                for c in range(H):
+                    saved[b * H + c] = rows[b * H + c]
+    return n
+
+
+cdef inline void _drop_reset_terms(const unsigned char* reset, int B, int H,
+                                   const floating* prev, const floating* dh,
+                                   floating* dU) noexcept nogil:
+    """dU -= prev[b]^T dh[b] for the rows b with reset[b]: the outer products that a
+    GEMM over all rows added for states that were reset (their previous state is 0)."""
+    cdef Py_ssize_t b
+    for b in range(B):
+        if reset[b]:
+            ger(H, H, <floating>-1, prev + b * H, dh + b * H, dU, H)
+
+
 # ---------------------------------------------------------------- entry points
 
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                    const floating[:, ::1] V, const floating[:, :, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
                    int act, floating[:, :, ::1] S, floating[::1] packed,
-                   double[::1] prof=None):
+                   double[::1] prof=None, const unsigned char[::1] resets=None,
+                   floating[:, ::1] saved=None):
     """S[t] = f(X[t] @ V + S[t-1] @ U_t + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
     X holds T*B dense input rows, or is empty and tokens holds T*B ids whose
     one-hot rows select rows of V. has_h0 False means h0 = 0. U is (1, H, H), the
     tied recurrent weights, or (T, H, H), one per step (untied, report section 4).
     packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
-    prof: see PROFILE_PHASES (None: no timing).
+    prof: see PROFILE_PHASES (None: no timing). resets: None / empty, or T*B flags
+    (see "state resets" above): S[t-1] (h0 at t = 0) is taken as 0 for the flagged
+    rows; saved: (B, H) scratch, needed with resets.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
     cdef bint untied = U.shape[0] > 1, use_packed = False
+    cdef bint with_resets = resets is not None and resets.shape[0] > 0
+    cdef Py_ssize_t n_reset = 0
     cdef Py_ssize_t r, c, t, n_rows = <Py_ssize_t>T * B, step = <Py_ssize_t>B * H
     cdef floating* s
     cdef const floating* v_row
@@ -426,6 +467,9 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
         if not untied and T > 1:
             use_packed = _pack(packed, &U[0, 0, 0], H, H, False)
         for t in range(T):
+            if with_resets and (t > 0 or has_h0):
+                n_reset = _swap_reset_rows(&resets[t * B], B, H, s + t * step,
+                                           &saved[0, 0], False)
             if t > 0:
                 _recurrent_product(use_packed, packed, B, H, s + (t - 1) * step,
                                    &U[t if untied else 0, 0, 0], False, s + t * step, True,
@@ -433,6 +477,9 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
             elif has_h0:
                 _recurrent_product(use_packed, packed, B, H, &h0[0, 0], &U[0, 0, 0],
                                    False, s, True)
+            if n_reset:
+                _swap_reset_rows(&resets[t * B], B, H, s + t * step, &saved[0, 0], True)
+                n_reset = 0
             if p != NULL:
                 clock = _tick(p, FWD_REC, clock)
             _activate_hidden(act, s + t * step, &b_h[0], B, H)
@@ -524,7 +571,8 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
-                    floating[::1] packed, double[::1] prof=None):
+                    floating[::1] packed, double[::1] prof=None,
+                    const unsigned char[::1] resets=None, floating[:, ::1] saved=None):
     """Back-propagation through time over a window of T steps (docs/math.md, Full BPTT).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
@@ -537,9 +585,14 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     then dU[t] is that step's gradient alone). Writes dV, dU, db_h. G1, G2
     (n_out, B, H) are scratch used only when truncating; ones holds >= T*B ones.
     packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
+    resets: None / empty, or the window's T*B flags as forward_hidden took them: no
+    error crosses a reset and its step's previous state counts as 0 in dU; saved:
+    (B, H) scratch, needed with resets.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
+    cdef bint with_resets = resets is not None and resets.shape[0] > 0
+    cdef Py_ssize_t n_reset = 0, b
     cdef int t0 = T - n_out, t, z, lo, u
     cdef bint untied = U.shape[0] > 1, use_packed = False
     cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
@@ -561,9 +614,16 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
             # delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))
             for t in range(T - 1, -1, -1):
                 if t < T - 1:
+                    if with_resets:
+                        n_reset = _swap_reset_rows(&resets[(t + 1) * B], B, H,
+                                                   dh + t * step, &saved[0, 0], False)
                     _recurrent_product(use_packed, packed, B, H, dh + (t + 1) * step,
                                        &U[t + 1 if untied else 0, 0, 0], True,
                                        dh + t * step, True, t % 2 == 1)
+                    if n_reset:
+                        _swap_reset_rows(&resets[(t + 1) * B], B, H, dh + t * step,
+                                         &saved[0, 0], True)
+                        n_reset = 0
                 if p != NULL:
                     clock = _tick(p, BWD_REC, clock)
                 _times_hidden_derivative(act, s + t * step, dh + t * step, step)
@@ -598,6 +658,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                                        g_next + (lo - t0) * step, False)
                 _times_hidden_derivative(act, s + (lo - z) * step,
                                          g_next + (lo - t0) * step, (T - lo) * step)
+                if with_resets:
+                    # output u's error stops at a reset of step u - z + 1
+                    for u in range(lo, T):
+                        for b in range(B):
+                            if resets[(u - z + 1) * B + b]:
+                                _zero(g_next + (u - t0) * step + b * H, H)
                 for i in range((T - lo) * step):
                     dh[(lo - z) * step + i] += g_next[(lo - t0) * step + i]
                 swap = g_prev
@@ -621,6 +687,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                 _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)
             if has_h0:
                 _gemm_tn(packed, H, H, B, &h0[0, 0], dh, &dU[0, 0, 0], True)
+        if with_resets:
+            for t in range(T):
+                if t > 0 or has_h0:
+                    _drop_reset_terms(&resets[t * B], B, H,
+                                      (s + (t - 1) * step) if t > 0 else &h0[0, 0],
+                                      dh + t * step, &dU[t if untied else 0, 0, 0])
         gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
         # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
         if tokens.shape[0] > 0:

@@ -53,7 +53,7 @@ typedef struct {
     int order;                                   /* BPTT_ORDER_RNNLM or BPTT_ORDER_BLOCK */
     Py_ssize_t k1, k2;                           /* BPTT every k1 words through k2 states */
     double lr, beta, error_clip;                 /* error_clip 0: no clipping */
-    Py_ssize_t eos;                              /* >= 0: the state resets after target eos */
+    Py_ssize_t eos;                              /* >= 0: the state resets before input eos */
     const void *h0;                              /* (H,) the state a stream starts from */
     void *states, *errors;                       /* (k2 + 1, H) rings: states, errors dC/ds */
     Py_ssize_t *inputs;                          /* (k2 + 1,) ring: their input tokens */

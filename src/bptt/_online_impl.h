@@ -331,6 +331,13 @@ BPTT_CLONES static Py_ssize_t BPTT_SUFFIX(bptt_online_train)(
         const R *prev = pos->since_reset > 0 ? net->states + ((n - 1) % ring) * H : net->h0;
         double word_loss;
         if (net->order == BPTT_ORDER_BLOCK) decay = 0;
+        if (net->eos >= 0 && inputs[i] == net->eos && pos->since_reset > 0) {
+            /* sentence-independent: the state restarts before an eos input; errors
+               still pending go back through their own sentence first */
+            if (pos->pending > 0) BPTT_SUFFIX(ol_bptt)(net, pos, decay);
+            pos->since_reset = 0;
+            prev = net->h0;
+        }
         BPTT_SUFFIX(ol_hidden)(net, inputs[i], prev, s);
         net->inputs[n % ring] = inputs[i];
         word_loss = BPTT_SUFFIX(ol_output)(net, s, d, decay, net->errors + (n % ring) * H,
@@ -344,7 +351,6 @@ BPTT_CLONES static Py_ssize_t BPTT_SUFFIX(bptt_online_train)(
             BPTT_SUFFIX(ol_bptt)(net, pos, decay);
             if (net->order == BPTT_ORDER_BLOCK) BPTT_SUFFIX(ol_apply_output)(net);
         }
-        if (net->eos >= 0 && d == net->eos) pos->since_reset = 0;
     }
     if (last && pos->pending > 0 && net->order == BPTT_ORDER_BLOCK) {
         BPTT_SUFFIX(ol_bptt)(net, pos, 0);

@@ -17,8 +17,8 @@ from . import io as _io
 from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_class_bounds, check_dtype, check_h0,
-                      check_inputs, check_int, check_mask, check_output_loss, check_size,
-                      check_targets, check_truncate)
+                      check_inputs, check_int, check_mask, check_output_loss,
+                      check_resets, check_size, check_targets, check_truncate)
 from .init import SCHEMES, initial_parameters
 
 if TYPE_CHECKING:
@@ -180,13 +180,15 @@ class ElmanRNN:
 
     # ------------------------------------------------------------ public calls
 
-    def forward(self, X, h0=None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, X, h0=None, resets=None) -> tuple[np.ndarray, np.ndarray]:
         """Outputs Y (T, B, n_out) and states S (T, B, n_hidden) = s(1..T).
 
         X: floats (T, B, n_in) or integer token ids (T, B); h0: initial state
         (B, n_hidden), zeros when None. S[-1] continues the sequences as h0.
+        resets: None, or (T, B) bools: True where sequence b's state is reset to zero
+        before step t (step t then reads no previous state, as at step 0 without h0).
         """
-        inputs = self._check_inputs(X)
+        inputs = self._check_inputs(X, resets)
         h0 = check_h0(h0, inputs.B, self.n_hidden, self.dtype)
         T, B = inputs.T, inputs.B
         S = np.empty((T, B, self.n_hidden), self.dtype)
@@ -206,16 +208,17 @@ class ElmanRNN:
                     Y.reshape(T * B, -1))
         return Y, S
 
-    def loss_and_grad(self, X, D, h0=None, mask=None,
-                      truncate: int | None = None) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_grad(self, X, D, h0=None, mask=None, truncate: int | None = None,
+                      resets=None) -> tuple[float, dict[str, np.ndarray]]:
         """Loss C (docs/math.md, Losses) and its gradient dC/dtheta for every parameter.
 
         D: float targets (T, B, n_out), or integer class ids (T, B) for softmax.
         mask: (T, B) weights of each step's contribution (None: all 1).
         truncate: None for full BPTT, or tau >= 0: each output's error is carried
         back through at most tau recurrent steps (tau = 0 is the report's plain BP).
+        resets: as in forward; no error is carried back across a reset.
         """
-        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0)
+        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0, resets)
         T, B = inputs.T, inputs.B
         tau = check_truncate(truncate)
         if T * B == 0:
@@ -226,9 +229,9 @@ class ElmanRNN:
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
 
-    def predict(self, X, h0=None) -> np.ndarray:
-        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0)[0]."""
-        return self.forward(X, h0)[0]
+    def predict(self, X, h0=None, resets=None) -> np.ndarray:
+        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0, resets)[0]."""
+        return self.forward(X, h0, resets)[0]
 
     def step(self, x, h=None) -> tuple[np.ndarray, np.ndarray]:
         """One time step for streaming and generation.
@@ -240,13 +243,13 @@ class ElmanRNN:
         Y, S = self.forward(x[np.newaxis], h)
         return Y[0], S[0]
 
-    def evaluate(self, X, D, h0=None, mask=None) -> float:
+    def evaluate(self, X, D, h0=None, mask=None, resets=None) -> float:
         """The loss C (as loss_and_grad computes it) without gradients.
 
         Long sequences are processed in chunks of steps carrying the state, so
-        memory stays bounded whatever T is.
+        memory stays bounded whatever T is. resets: as in forward.
         """
-        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0)
+        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0, resets)
         T, B = inputs.T, inputs.B
         if T * B == 0:
             return 0.0
@@ -257,12 +260,13 @@ class ElmanRNN:
         """Write the model to an .npz file atomically (bptt.load reads it back)."""
         _io.save_arrays(path, self._to_arrays())
 
-    def log_prob(self, X, D, h0=None) -> np.ndarray:
+    def log_prob(self, X, D, h0=None, resets=None) -> np.ndarray:
         """ln P(D[t, b] | inputs up to t): (T, B) float64 log-probabilities of class
-        targets under a softmax output (full or class-factorised)."""
+        targets under a softmax output (full or class-factorised). resets: as in
+        forward."""
         if self.output != "softmax" or self.loss != "cross_entropy":
             raise ValueError("log_prob needs output='softmax' with loss='cross_entropy'")
-        inputs = self._check_inputs(X)
+        inputs = self._check_inputs(X, resets)
         T, B = inputs.T, inputs.B
         targets = self._check_targets(D, T, B)
         if targets.classes.size != T * B:
@@ -274,10 +278,10 @@ class ElmanRNN:
                 self._evaluate(inputs, targets, np.empty(0, self.dtype), h0, row_loss)
         return -row_loss.reshape(T, B)
 
-    def _check_data(self, X, D, mask, h0) -> tuple[Inputs, Targets, np.ndarray,
-                                                    np.ndarray | None]:
+    def _check_data(self, X, D, mask, h0, resets=None) -> tuple[
+            Inputs, Targets, np.ndarray, np.ndarray | None]:
         """Inputs, targets, mask weights and initial state, validated together."""
-        inputs = self._check_inputs(X)
+        inputs = self._check_inputs(X, resets)
         T, B = inputs.T, inputs.B
         return (inputs, self._check_targets(D, T, B), check_mask(mask, T, B, self.dtype),
                 check_h0(h0, B, self.n_hidden, self.dtype))
@@ -290,12 +294,15 @@ class ElmanRNN:
                             "softmax")
         return targets
 
-    def _check_inputs(self, X) -> Inputs:
-        """check_inputs, plus the fixed length of a model with untied weights."""
+    def _check_inputs(self, X, resets=None) -> Inputs:
+        """check_inputs (and resets), plus the fixed length of a model with untied
+        weights."""
         inputs = check_inputs(X, self.n_in, self.dtype)
         if self.untied_steps is not None and inputs.T not in (0, self.untied_steps):
             raise ValueError(f"X has {inputs.T} steps, but this model has untied recurrent "
                              f"weights for exactly {self.untied_steps} steps")
+        if resets is not None:
+            inputs = inputs._replace(resets=check_resets(resets, inputs.T, inputs.B))
         return inputs
 
     # ------------------------------------------------------------ persistence
@@ -361,7 +368,14 @@ class ElmanRNN:
                                 self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
                                 ACTIVATION_CODES[self.hidden], S, self._packed(inputs),
-                                self._workspace.prof)
+                                self._workspace.prof, *self._resets(inputs))
+
+    def _resets(self, inputs: Inputs) -> tuple:
+        """The kernels' trailing (resets, saved) arguments: none without resets."""
+        if not inputs.resets.size:
+            return ()
+        return inputs.resets, self._workspace.get("reset_rows", (inputs.B, self.n_hidden),
+                                                  self.dtype)
 
     def _own_products(self) -> bool:
         """Whether the kernels run their own float32 products (bptt/_packed.h) instead
@@ -471,4 +485,4 @@ class ElmanRNN:
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
             ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(inputs),
-            ws.prof)
+            ws.prof, *self._resets(inputs))

@@ -38,8 +38,9 @@ CHUNK_WORDS = 1 << 15
 @dataclass
 class OnlineSettings:
     """What the online kernel needs besides the model: the update order, TBPTT(k1, k2),
-    SGD's learning rate, RNNLM's beta and error clip (0: none), and the token whose
-    arrival as a target resets the state (-1: never; sentence-independent training)."""
+    RNNLM's beta and error clip (0: none), and the token before which, as an input,
+    the state restarts from zero (-1: never; sentence-independent training, where a
+    target equal to it also triggers the back-propagation, as RNNLM's -independent)."""
     order: str
     k1: int
     k2: int

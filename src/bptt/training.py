@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -250,11 +250,23 @@ def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: _Set
     return OnlineSettings("block", k1, k2)
 
 
-def _valid_loss(net, valid: SequenceData | None) -> float | None:
+def _reset_at(batch: Batch, token: int | None) -> Batch:
+    """batch with its state reset before every input equal to token (None: as is)."""
+    if token is None:
+        return batch
+    if batch.inputs.tokens.size == 0:
+        raise ValueError("reset_token needs token inputs (integer ids X), got dense X")
+    resets = (batch.inputs.tokens == token).view(np.uint8)
+    return replace(batch, inputs=batch.inputs._replace(resets=resets))
+
+
+def _valid_loss(net, valid: SequenceData | None,
+                reset_token: int | None = None) -> float | None:
     if valid is None:
         return None
     total = 0.0
     for batch in valid.batches_in_order():
+        batch = _reset_at(batch, reset_token)
         with net._kernel_section(batch.B):
             total += net._evaluate(batch.inputs, batch.targets, batch.weights, None)
     return total / max(valid.total_weight, 1e-300)
@@ -314,9 +326,11 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     (applied on every 10th word to the rows that word updates). One token stream with
     SGD and no clip, clip_norm, truncate or mask runs in the online C kernel in either
     order. error_clip: with "rnnlm", clip the errors dC/ds sent back to the hidden
-    layer to [-error_clip, error_clip] (RNNLM's -gradient-cutoff). reset_token: with
-    "rnnlm", the state restarts from zero after each step whose target is this token
-    (sentence-independent training, RNNLM's -independent with eos).
+    layer to [-error_clip, error_clip] (RNNLM's -gradient-cutoff).
+    reset_token: with token inputs and k1/k2, the state of a stream is reset to zero
+    before every input equal to this id, in training and in validation, so no
+    error is back-propagated across it (RNNLM's -independent with the
+    end-of-sentence token; see ElmanRNN.forward's resets). None: no resets.
     """
     epochs = check_int("epochs", epochs, minimum=1)
     lr = check_real("lr", lr, low=0.0, low_open=True)
@@ -346,23 +360,24 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     update_order = check_choice("update_order", update_order, UPDATE_ORDERS)
     if error_clip is not None:
         error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
-    if reset_token is not None:
-        reset_token = check_int("reset_token", reset_token, minimum=0)
-        if reset_token >= net.n_out:
-            raise ValueError(f"reset_token must be a target id < n_out = {net.n_out}, "
-                             f"got {reset_token}")
-        if update_order != "rnnlm":
-            raise ValueError("reset_token applies with update_order='rnnlm'")
     if patience is not None:
         patience = check_int("patience", patience, minimum=1)
     seed = None if seed is None else check_int("seed", seed, minimum=0)
     callbacks = tuple(callbacks)
     if not all(callable(c) for c in callbacks):
         raise TypeError("callbacks must be functions f(net, history)")
+    if reset_token is not None:
+        reset_token = check_int("reset_token", reset_token, minimum=0)
+        if reset_token >= net.n_in:
+            raise ValueError(f"reset_token must be a token id below n_in={net.n_in}, "
+                             f"got {reset_token}")
+        if not tbptt:
+            raise ValueError("reset_token applies to TBPTT over streams (k1/k2); "
+                             "epochwise training starts every sequence from its h0")
     opt = _optimizer(optimizer, lr)
     sched = _schedule(schedule)
 
-    stream = stream_batch(X, D, mask, net) if tbptt else None
+    stream = _reset_at(stream_batch(X, D, mask, net), reset_token) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
     valid_data = _valid_data(valid, net, tbptt)
     online = _online_settings(net, stream, k1, k2, tau, opt, settings, update_order,
@@ -397,7 +412,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                 net, data, rng if shuffle else None, tau, opt, settings, history, epoch,
                 progress)
         seconds = time.perf_counter() - start
-        valid_loss = _valid_loss(net, valid_data)
+        valid_loss = _valid_loss(net, valid_data, reset_token)
         history.epoch.append(epoch + 1)
         # NaN for an epoch whose every update was skipped as non-finite
         history.train_loss.append(loss_sum / weight_sum if weight_sum else math.nan)
