@@ -253,8 +253,17 @@ def lm_eval(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args, (args.test, "--test"))
     ids = _encode(vocab, args.test, "--test", scored=True)
     # as RNNLM: from the fresh state (after an end of sentence), every token predicted
-    nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
-                           independent=options["independent"])
+    if args.dynamic is None:
+        nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
+                               independent=options["independent"])
+    else:
+        if args.batch != 1:
+            raise ValueError("--dynamic reads one stream: leave --batch at 1")
+        k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
+        nll, n = lm.dynamic_nll(net, vocab, ids, args.dynamic, k1=k1, k2=k2,
+                                independent=options["independent"])
+        print(f"dynamic evaluation: online SGD at lr {args.dynamic:g}, TBPTT k1={k1} "
+              f"k2={k2} (the model file is unchanged)")
     print(f"test log probability: {-nll / math.log(10):f}")
     print(f"PPL net: {math.exp(nll / n):f}")
     print(f"{_token_name(vocab)}: {n}")
@@ -374,6 +383,13 @@ def _add_lm_commands(commands) -> None:
     e.add_argument("--test", required=True, metavar="FILE")
     e.add_argument("--batch", type=int, default=1,
                    help="parallel streams (default 1: exact, in order as RNNLM)")
+    e.add_argument("--dynamic", type=float, metavar="LR",
+                   help="RNNLM's -dynamic: keep training on the test text with online SGD "
+                        "at this learning rate while scoring it (each word scored before "
+                        "its update)")
+    e.add_argument("--bptt", type=int, default=4, help="with --dynamic, as in lm train")
+    e.add_argument("--bptt-block", type=int, default=10,
+                   help="with --dynamic, as in lm train")
     e.set_defaults(run=lm_eval)
 
     g = lm_commands.add_parser("generate", parents=[threads], help="sample text")

@@ -44,10 +44,12 @@ import numpy as np
 from . import io as _io
 from ._checks import check_int, check_real, check_token_ids
 from .model import ElmanRNN
+from .online import OnlineSettings, OnlineTrainer
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 from .threads import blas_threads
 
-__all__ = ["build", "train", "default_update_order", "rnnlm_window", "perplexity", "generate",
+__all__ = ["build", "train", "default_update_order", "rnnlm_window", "perplexity",
+           "dynamic_nll", "generate",
            "sentence_log_probs", "save_lm", "load_lm"]
 
 VOCAB_PREFIX = "vocab/"
@@ -288,6 +290,41 @@ def perplexity(net: ElmanRNN, ids, batch: int = 1, *, vocab: Vocabulary | None =
     """
     nll, n = stream_nll(net, ids, batch, vocab=vocab, independent=independent)
     return math.exp(nll / n)
+
+
+def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 10,
+                k2: int = 13, beta: float = 1e-7, error_clip: float | None = 15.0,
+                independent: bool = False) -> tuple[float, int]:
+    """Dynamic evaluation, RNNLM's ``-dynamic``: (total negative log-likelihood in
+    nats, tokens predicted) of a stream read from the fresh state while a copy of the
+    model keeps training on it with online SGD in RNNLM's update order (bptt.online):
+    learning rate lr, TBPTT(k1, k2), RNNLM's beta and gradient cutoff, each token
+    scored before the update it causes. net itself is left unchanged."""
+    vocab = _check_vocab(vocab)
+    net = _check_lm(net, vocab)
+    lr = check_real("lr", lr, low=0.0, low_open=True)
+    k1 = check_int("k1", k1, minimum=1)
+    k2 = check_int("k2", k2, minimum=k1)
+    beta = check_real("beta", beta, low=0.0)
+    if error_clip is not None:
+        error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
+    restart = _restart_token(vocab, independent)
+    arr = check_token_ids("ids", ids, 1, net.n_in, 1)
+    _check_known("ids", arr, vocab)
+    X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
+    learner = ElmanRNN._from_arrays(net._to_arrays(), "the model")
+    trainer = OnlineTrainer(learner, OnlineSettings(
+        "rnnlm", k1, k2, beta, error_clip or 0.0, -1 if restart is None else restart))
+    total, scored = 0.0, 0
+    for loss, done, given in trainer.chunks(np.ascontiguousarray(X.reshape(-1), np.intp),
+                                            np.ascontiguousarray(D.reshape(-1), np.intp),
+                                            lr):
+        total += loss
+        scored += done
+        if done < given:
+            raise FloatingPointError(f"dynamic evaluation diverged at token {scored + 1}: "
+                                     f"non-finite loss; lower the learning rate {lr:g}")
+    return total, scored
 
 
 def _sentence_ids(vocab: Vocabulary, line, i: int) -> np.ndarray:
