@@ -60,7 +60,13 @@ typedef struct {
     void *work;                                  /* scratch of bptt_online_work() */
     void *grad_W, *grad_b_o, *grad_W_c, *grad_b_c;   /* ORDER_BLOCK: output gradients */
     unsigned char *touched;                      /* ORDER_BLOCK: (max(C, 1),) classes */
+    double *prof;                                /* NULL, or seconds per phase added */
 } bptt_online_args;
+
+/* --profile's phases of the online kernel, the indices into bptt_online_args.prof */
+#define BPTT_ONLINE_HIDDEN 0      /* eqs. 1-2: the state of each word */
+#define BPTT_ONLINE_OUTPUT 1      /* the softmax, its loss, errors and updates */
+#define BPTT_ONLINE_BPTT 2        /* back-propagation through time and its updates */
 
 /* Scratch length of a call: word scores z (O), class scores (C), the class layer's
    error (H), db_h (H), U^T (H * H), and for the window's k2 states their predecessors

@@ -36,6 +36,7 @@ cdef extern from "_online.h":
         void *grad_W_c
         void *grad_b_c
         unsigned char *touched
+        double *prof
     Py_ssize_t bptt_online_work(Py_ssize_t H, Py_ssize_t O, Py_ssize_t C,
                                 Py_ssize_t k2) noexcept nogil
     Py_ssize_t bptt_online_train_f(const bptt_online_args* args, bptt_online_pos* pos,
@@ -47,6 +48,8 @@ cdef extern from "_online.h":
 
 ORDER_RNNLM = BPTT_ORDER_RNNLM
 ORDER_BLOCK = BPTT_ORDER_BLOCK
+# the phases of `prof` (python -m bptt.bench --profile), in the kernel's order
+PROFILE_PHASES = ("hidden layer", "output layer", "back-propagation")
 
 
 def work_length(Py_ssize_t H, Py_ssize_t O, Py_ssize_t C, Py_ssize_t k2) -> int:
@@ -69,14 +72,15 @@ def train_chunk(floating[::1] V, floating[::1] U, floating[::1] b_h, floating[::
                 floating[::1] grad_W, floating[::1] grad_b_o, floating[::1] grad_W_c,
                 floating[::1] grad_b_c, unsigned char[::1] touched,
                 Py_ssize_t[::1] position, const Py_ssize_t[::1] inputs,
-                const Py_ssize_t[::1] targets, bint last):
+                const Py_ssize_t[::1] targets, bint last, double[::1] prof=None):
     """Train on inputs[i] -> targets[i] of one stream, continuing at `position` (step,
     since_reset, pending; updated in place). Every array is passed flat (C order):
     V (vocab*H), U (H*H), b_h (H), W (H*O), b_o (O), W_c (H*C), b_c (C) (C = 0: full
     softmax; W_c, b_c, starts, word_class empty), starts (C+1), word_class (O), h0 (H),
     states, errors ((k2+1)*H), ring_inputs (k2+1), work (work_length), and for
     ORDER_BLOCK grad_W (H*O), grad_b_o (O), grad_W_c (H*C), grad_b_c (C), touched
-    (max(C, 1)), all zero between blocks (empty for ORDER_RNNLM).
+    (max(C, 1)), all zero between blocks (empty for ORDER_RNNLM). prof: None, or
+    (len(PROFILE_PHASES),) seconds to which each phase's time is added.
     Returns (summed -ln P of the words done, words done): fewer words than given when a
     loss was not finite (the weights are then those before that word)."""
     cdef bptt_online_pos pos
@@ -95,6 +99,7 @@ def train_chunk(floating[::1] V, floating[::1] U, floating[::1] b_h, floating[::
     args.grad_W, args.grad_b_o = _data(grad_W), _data(grad_b_o)
     args.grad_W_c, args.grad_b_c = _data(grad_W_c), _data(grad_b_c)
     args.touched = &touched[0] if touched.shape[0] > 0 else NULL
+    args.prof = &prof[0] if prof is not None else NULL
     if n > 0:
         with nogil:
             if floating is float:

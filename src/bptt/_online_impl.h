@@ -17,6 +17,7 @@ typedef struct {
     Py_ssize_t *inputs;
     R *work, *grad_W, *grad_b_o, *grad_W_c, *grad_b_c;
     unsigned char *touched;
+    double *prof;
 } NET;
 
 /* y[0:n] += a * x[0:n] */
@@ -321,10 +322,13 @@ BPTT_CLONES static Py_ssize_t BPTT_SUFFIX(bptt_online_train)(
         (R)args->lr, (R)args->beta, (R)args->error_clip, args->eos, (const R *)args->h0,
         (R *)args->states, (R *)args->errors, args->inputs, (R *)args->work,
         (R *)args->grad_W, (R *)args->grad_b_o, (R *)args->grad_W_c, (R *)args->grad_b_c,
-        args->touched};
+        args->touched, args->prof};
     NET *net = &typed;
     Py_ssize_t H = net->H, ring = net->k2 + 1, i;
     R *z = net->work, *zc = z + net->O, *ec = zc + net->C;
+    double *prof = net->prof, clock = prof ? bptt_now() : 0, now;
+#define BPTT_TICK(phase) \
+    if (prof) { now = bptt_now(); prof[phase] += now - clock; clock = now; }
     for (i = 0; i < n_words; i++) {
         Py_ssize_t n = pos->step, d = targets[i];
         /* RNNLM counts words from 1 and decays on every 10th */
@@ -342,8 +346,10 @@ BPTT_CLONES static Py_ssize_t BPTT_SUFFIX(bptt_online_train)(
         }
         BPTT_SUFFIX(ol_hidden)(net, inputs[i], prev, s);
         net->inputs[n % ring] = inputs[i];
+        BPTT_TICK(BPTT_ONLINE_HIDDEN)
         word_loss = BPTT_SUFFIX(ol_output)(net, s, d, decay, net->errors + (n % ring) * H,
                                            z, zc, ec);
+        BPTT_TICK(BPTT_ONLINE_OUTPUT)
         if (!isfinite(word_loss)) return i;
         *loss += word_loss;
         pos->step++;
@@ -352,12 +358,15 @@ BPTT_CLONES static Py_ssize_t BPTT_SUFFIX(bptt_online_train)(
         if (pos->step % net->k1 == 0 || (net->eos >= 0 && d == net->eos)) {
             BPTT_SUFFIX(ol_bptt)(net, pos, decay);
             if (net->order == BPTT_ORDER_BLOCK) BPTT_SUFFIX(ol_apply_output)(net);
+            BPTT_TICK(BPTT_ONLINE_BPTT)
         }
     }
     if (last && pos->pending > 0 && net->order == BPTT_ORDER_BLOCK) {
         BPTT_SUFFIX(ol_bptt)(net, pos, 0);
         BPTT_SUFFIX(ol_apply_output)(net);
+        BPTT_TICK(BPTT_ONLINE_BPTT)
     }
+#undef BPTT_TICK
     return n_words;
 }
 

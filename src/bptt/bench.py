@@ -30,10 +30,13 @@ import numpy as np
 import scipy
 from scipy.linalg import blas as scipy_blas
 
-from . import __version__, _kernels, reference
+from . import __version__, _kernels, _online, reference, training
 from . import threads as _threads
 from .data import stream_batch
 from .model import ElmanRNN
+from .online import OnlineSettings, OnlineTrainer
+from .optimizers import make_optimizer
+from .text import class_bounds, frequency_classes
 
 # (B, T, I, H, O) of the issue's grid; tokens: vocabulary-sized one-hot inputs as ids
 GRID = [
@@ -46,6 +49,12 @@ GRID = [
 ]
 QUICK_GRID = GRID[:2]
 LEARNING_RATE = 1e-3
+# the online token case: one stream (B = 1) over a V-word vocabulary with H hidden units
+# and RNNLM's C frequency classes, TBPTT(k1, k2), SGD; words/s of the online C kernel in
+# both update orders, and of the batched path at B = 1 (Python per block) beside them
+ONLINE_GRID = [dict(V=10000, H=100, C=100), dict(V=10000, H=200, C=100)]
+ONLINE_K1, ONLINE_K2 = 10, 14
+ONLINE_LR = 0.1
 
 
 @dataclass
@@ -274,6 +283,111 @@ def run(grid: list[dict], dtypes: list[np.dtype], threads: int, repeats: int,
     return rows
 
 
+@dataclass
+class OnlineRow:
+    """One line of the online table: words/s of the online kernel in one update
+    order, of the batched path at B = 1, and the kernel's phases (ms per 1000 words)."""
+    case: str
+    order: str
+    words_per_second: float
+    batched_words_per_second: float | None
+    profile_ms: dict[str, float] | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def online_stream(V: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n token ids drawn from a Zipf law over V words (P(rank r) ~ 1 / (r + 1)), ids in
+    descending frequency as bptt's vocabularies number them."""
+    p = 1.0 / np.arange(1, V + 1)
+    return rng.choice(V, n, p=p / p.sum())
+
+
+def online_net(case: dict, counts: np.ndarray) -> ElmanRNN:
+    """RNNLM's model: sigmoid hidden layer, class softmax over frequency classes."""
+    bounds = class_bounds(frequency_classes(counts, case["C"], "sqrt"))
+    return ElmanRNN(case["V"], case["H"], case["V"], hidden="sigmoid", dtype="float32",
+                    init="rnnlm", seed=0, classes=bounds)
+
+
+def online_pass(net: ElmanRNN, stream: np.ndarray, order: str,
+                prof: np.ndarray | None = None) -> Callable[[], None]:
+    """One training pass of the online kernel over the stream (inputs stream[:-1],
+    targets stream[1:])."""
+    trainer = OnlineTrainer(net, OnlineSettings(order, ONLINE_K1, ONLINE_K2))
+    trainer.prof = prof
+    inputs, targets = stream[:-1], stream[1:]
+
+    def one_pass() -> None:
+        for _ in trainer.chunks(inputs, targets, ONLINE_LR):
+            pass
+    return one_pass
+
+
+def batched_pass(net: ElmanRNN, stream: np.ndarray) -> Callable[[], None]:
+    """One pass of the batched training path (training._tbptt: kernels per block,
+    Python between blocks) over the stream as one stream, for comparison."""
+    batch = stream_batch(stream[:-1, None], stream[1:, None], None, net)
+    opt = make_optimizer("sgd", ONLINE_LR)
+    settings = training._Settings(None, None, 0.0, "raise")
+
+    def one_pass() -> None:
+        training._tbptt(net, batch, ONLINE_K1, ONLINE_K2, -1, opt, settings,
+                        training.History(), 0, None)
+    return one_pass
+
+
+def run_online(grid: list[dict], words: int, repeats: int, budget: float,
+               log: Callable[[str], None] = print, profile: bool = False) -> list[OnlineRow]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for case in grid:
+        stream = online_stream(case["V"], words + 1, rng)
+        counts = np.bincount(stream, minlength=case["V"])
+        name = f"B=1 V={case['V']} H={case['H']} C={case['C']} k1={ONLINE_K1} k2={ONLINE_K2}"
+        short = stream[:max(2, words // 10)]       # the batched path is far slower
+        batched = short.size / median_seconds(batched_pass(online_net(case, counts), short),
+                                              max(1, repeats // 3), 1, budget)
+        for order in ("rnnlm", "block"):
+            net = online_net(case, counts)
+            rate = words / median_seconds(online_pass(net, stream, order), repeats, 1, budget)
+            phases = None
+            if profile:
+                prof = np.zeros(len(_online.PROFILE_PHASES))
+                online_pass(online_net(case, counts), stream, order, prof)()
+                phases = {n: 1e6 * sec / words
+                          for n, sec in zip(_online.PROFILE_PHASES, prof)}
+            rows.append(OnlineRow(name, order, rate, batched, phases))
+            log(format_online_row(rows[-1]))
+    return rows
+
+
+ONLINE_HEADER = ("| online case | update order | bptt words/s | batched path words/s "
+                 "| × batched |\n|---|---|---|---|---|")
+
+
+def format_online_row(row: OnlineRow) -> str:
+    batched = row.batched_words_per_second
+    return (f"| {row.case} | {row.order} | {row.words_per_second:,.0f} "
+            f"| {_fmt(batched, ',.0f')} "
+            f"| {_fmt(None if batched is None else row.words_per_second / batched, '.1f')} |")
+
+
+def format_online_profile(rows: list[OnlineRow]) -> str:
+    """The online --profile table: ms per 1000 words in each phase of the kernel."""
+    names = list(_online.PROFILE_PHASES)
+    lines = ["| online case | update order | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for row in rows:
+        if row.profile_ms is None:
+            continue
+        total = sum(row.profile_ms.values())
+        cells = [f"{row.profile_ms[n]:.3f} ({row.profile_ms[n] / total:.0%})" for n in names]
+        lines.append(f"| {row.case} | {row.order} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 HEADER = ("| case | dtype | bptt ms | GFLOP/s | share of GEMM limit | NumPy ref ms "
           "| × ref | torch ms | × torch |\n|---|---|---|---|---|---|---|---|---|")
 
@@ -373,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also draw a PNG chart (needs matplotlib)")
     parser.add_argument("--profile", action="store_true",
                         help="split the kernels' step into phases (second table)")
+    parser.add_argument("--online", choices=["yes", "no", "only"], default="yes",
+                        help="the online (batch 1) token-LM table after the step table "
+                             "(default yes; only: that table alone)")
     parser.add_argument("--case", type=int, action="append", metavar="N",
                         help=f"only case N of the grid (1-{len(GRID)}, in the table's "
                              f"order); repeat for several")
@@ -397,14 +514,25 @@ def main(argv: list[str] | None = None) -> int:
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     if not args.no_torch and env["torch"] is None:
         print("torch not installed: the PyTorch column is skipped (pip install torch)")
-    print(HEADER)
-    rows = run(grid, dtypes, args.threads, repeats, budget, not args.no_reference,
-               not args.no_torch, log=lambda line: print(line, flush=True)
-               if line.startswith("|") else print(f"# {line}", flush=True),
-               profile=args.profile)
-    if args.profile:
-        print("\nms per step by phase (share of the step):")
-        print(format_profile(rows))
+    log = (lambda line: print(line, flush=True) if line.startswith("|")
+           else print(f"# {line}", flush=True))
+    rows: list[Row] = []
+    if args.online != "only":
+        print(HEADER)
+        rows = run(grid, dtypes, args.threads, repeats, budget, not args.no_reference,
+                   not args.no_torch, log=log, profile=args.profile)
+        if args.profile:
+            print("\nms per step by phase (share of the step):")
+            print(format_profile(rows))
+    online_rows: list[OnlineRow] = []
+    if args.online != "no" and not args.case:
+        print("\n" + ONLINE_HEADER)
+        online_rows = run_online(ONLINE_GRID[:1] if args.quick else ONLINE_GRID,
+                                 20_000 if args.quick else 200_000, repeats, budget, log,
+                                 args.profile)
+        if args.profile:
+            print("\nonline kernel, ms per 1000 words by phase (share):")
+            print(format_online_profile(online_rows))
     if args.plot:
         if plot(rows, args.plot):
             print(f"# chart written to {args.plot}")
@@ -413,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from .io import write_json_atomic
         write_json_atomic(args.json, {"environment": env,
-                                      "rows": [r.as_dict() for r in rows]})
+                                      "rows": [r.as_dict() for r in rows],
+                                      "online_rows": [r.as_dict() for r in online_rows]})
     return 0
 
 

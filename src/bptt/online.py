@@ -67,6 +67,8 @@ class OnlineTrainer:
         self.ring_inputs = np.zeros(ring, np.intp)
         self.work = np.zeros(_online.work_length(H, O, self.C, settings.k2), dtype)
         self.position = np.zeros(3, np.intp)
+        # seconds per phase of _online.PROFILE_PHASES when set (python -m bptt.bench)
+        self.prof: np.ndarray | None = None
         block = settings.order == "block"
         # the block order's output-layer gradients, zero between blocks
         self.grads = [np.zeros(n if block else 0, dtype)
@@ -101,7 +103,7 @@ class OnlineTrainer:
                 ORDERS[s.order], s.k1, s.k2, lr, s.beta, s.error_clip, s.reset_token,
                 self.h0, self.states, self.errors, self.ring_inputs, self.work,
                 *self.grads, self.touched, self.position, inputs[start:stop],
-                targets[start:stop], stop == n)
+                targets[start:stop], stop == n, self.prof)
             yield loss, done, stop - start
             if done < stop - start:
                 return
