@@ -86,6 +86,27 @@ BPTT_INLINE void BPTT_SUFFIX(ol_back_and_update)(Py_ssize_t m, Py_ssize_t n, R *
                                                  R lr, R decay, R *G, R *e)
 {
     Py_ssize_t r, k;
+#if BPTT_IS_FLOAT && defined(BPTT_L)
+    if (G == NULL) {            /* one pass over each row: read for e, then updated */
+        const R keep = 1 - decay;
+        for (r = 0; r < m; r++) {
+            R *row = A + r * lda, a = -lr * s[r], total = 0;
+            bptt_vf acc = bptt_splat(0.0f);
+            for (k = 0; k + BPTT_L <= n; k += BPTT_L) {
+                bptt_vf v = bptt_load(row + k), zk = bptt_load(z + k);
+                acc += v * zk;
+                bptt_store(row + k, decay != 0 ? keep * v + a * zk : v + a * zk);
+            }
+            if (k > 0) total = bptt_sum(acc);
+            for (; k < n; k++) {
+                total += row[k] * z[k];
+                row[k] = keep * row[k] + a * z[k];
+            }
+            e[r] = total;
+        }
+        return;
+    }
+#endif
     for (r = 0; r < m; r++) {
         R *row = A + r * lda;
         e[r] = BPTT_SUFFIX(ol_dot)(n, row, z);
