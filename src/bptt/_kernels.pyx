@@ -1117,10 +1117,14 @@ cdef void _update_piece(int op, floating* theta, floating* g, floating* s1, floa
     """The update `op` on n contiguous entries. The operations are those of the
     dense optimizers (bptt.optimizers), in the same order, so the results agree."""
     cdef Py_ssize_t i
+    # plain loops, not BLAS: the pieces are often short (a class's columns in one
+    # row of W), where a call's overhead would dominate
     if op == SGD:
-        axpy(<int>n, -c[0], g, theta)
+        for i in range(n):
+            theta[i] -= c[0] * g[i]
     elif op == ADD_L2:
-        axpy(<int>n, c[0], theta, g)
+        for i in range(n):
+            g[i] += c[0] * theta[i]
     elif op == ADAGRAD:
         for i in range(n):
             s1[i] += g[i] * g[i]
