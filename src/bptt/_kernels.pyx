@@ -1084,13 +1084,18 @@ cdef void _adam_piece(floating* theta, const floating* g, floating* m, floating*
     lr / (1 - beta1^t) and inv_sqrt_c2 = 1 / sqrt(1 - beta2^t) (bias corrections)."""
     cdef Py_ssize_t i
     cdef floating gi, mi, vi
+    # the coefficients in locals: c might alias the arrays written, as far as the
+    # compiler knows, which would stop it from vectorizing
+    cdef floating beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2]
+    cdef floating one_minus_beta2 = c[3], step_size = c[4], inv_sqrt_c2 = c[5]
+    cdef floating eps = c[6]
     for i in range(n):
         gi = g[i]
-        mi = c[0] * m[i] + c[1] * gi
-        vi = c[2] * v[i] + c[3] * (gi * gi)
+        mi = beta1 * m[i] + one_minus_beta1 * gi
+        vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        theta[i] -= c[4] * (mi / (_sqrt(vi) * c[5] + c[6]))
+        theta[i] -= step_size * (mi / (_sqrt(vi) * inv_sqrt_c2 + eps))
 
 
 # ---------------------------------------------------------------- sparse updates
@@ -1114,32 +1119,46 @@ cpdef enum Update:
 
 cdef void _update_piece(int op, floating* theta, floating* g, floating* s1, floating* s2,
                         Py_ssize_t n, const floating* c) noexcept nogil:
-    """The update `op` on n contiguous entries. The operations are those of the
+    """The update `op` on n contiguous entries, c its 8 coefficients. The operations are those of the
     dense optimizers (bptt.optimizers), in the same order, so the results agree."""
     cdef Py_ssize_t i
-    # plain loops, not BLAS: the pieces are often short (a class's columns in one
-    # row of W), where a call's overhead would dominate
+    # coefficients in locals (c might alias the arrays written, as far as the
+    # compiler knows, which would stop it from vectorizing). SGD and L2 run BLAS's
+    # axpy on long pieces, plain loops on short ones (a small class's columns in
+    # one row of W), where a call's overhead would dominate.
+    cdef floating c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], si
     if op == SGD:
-        for i in range(n):
-            theta[i] -= c[0] * g[i]
+        if n >= 32:
+            axpy(<int>n, -c0, g, theta)
+        else:
+            for i in range(n):
+                theta[i] -= c0 * g[i]
     elif op == ADD_L2:
-        for i in range(n):
-            g[i] += c[0] * theta[i]
+        if n >= 32:
+            axpy(<int>n, c0, theta, g)
+        else:
+            for i in range(n):
+                g[i] += c0 * theta[i]
     elif op == ADAGRAD:
         for i in range(n):
-            s1[i] += g[i] * g[i]
-            theta[i] -= (g[i] / (_sqrt(s1[i]) + c[1])) * c[0]
-    elif op == MOMENTUM or op == NESTEROV:
+            si = s1[i] + g[i] * g[i]
+            s1[i] = si
+            theta[i] -= (g[i] / (_sqrt(si) + c1)) * c0
+    elif op == MOMENTUM:
         for i in range(n):
-            s1[i] = s1[i] * c[1] + g[i]
-            if op == MOMENTUM:
-                theta[i] -= s1[i] * c[0]
-            else:
-                theta[i] -= (s1[i] * c[1] + g[i]) * c[0]
+            si = s1[i] * c1 + g[i]
+            s1[i] = si
+            theta[i] -= si * c0
+    elif op == NESTEROV:
+        for i in range(n):
+            si = s1[i] * c1 + g[i]
+            s1[i] = si
+            theta[i] -= (si * c1 + g[i]) * c0
     elif op == RMSPROP:
         for i in range(n):
-            s1[i] = s1[i] * c[1] + (g[i] * g[i]) * c[2]
-            theta[i] -= (g[i] / (_sqrt(s1[i]) + c[3])) * c[0]
+            si = s1[i] * c1 + (g[i] * g[i]) * c2
+            s1[i] = si
+            theta[i] -= (g[i] / (_sqrt(si) + c3)) * c0
     elif op == ADAM:
         _adam_piece(theta, g, s1, s2, n, c)
     elif op == COPY:
@@ -1153,33 +1172,45 @@ def sparse_update(int op, floating[:, ::1] theta, floating[:, ::1] g,
     """Apply `op` (Update) to the entries of theta (R, K) that the sparse gradient
     g holds: rows ids (g (n, K)) or, with columns, columns ids (g (R, n)). s1, s2:
     the optimizer state arrays the op uses, shaped like theta (else empty); c: its
-    coefficients, in the order the Update comments give. Costs O(g.size)."""
+    coefficients, in the order the Update comments give (missing ones are 0).
+    Costs O(g.size)."""
     cdef Py_ssize_t R = theta.shape[0], K = theta.shape[1], n = ids.shape[0]
-    cdef Py_ssize_t h, j, j1, at
+    cdef Py_ssize_t h, j, r, at, n_runs = 0
+    cdef Py_ssize_t* runs                     # the first j of each run, then n
+    cdef floating coef[8]
+    for j in range(8):
+        coef[j] = c[j] if j < c.shape[0] else 0
     cdef floating* t0 = &theta[0, 0] if theta.shape[0] > 0 else NULL
     cdef floating* g0 = &g[0, 0] if g.shape[0] > 0 and g.shape[1] > 0 else NULL
     cdef floating* a1 = &s1[0, 0] if s1.shape[0] > 0 else NULL
     cdef floating* a2 = &s2[0, 0] if s2.shape[0] > 0 else NULL
     if n == 0 or R == 0 or K == 0:
         return
+    runs = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+    if runs == NULL:
+        raise MemoryError()
     with nogil:
+        # runs of consecutive ids: ids[runs[r]:runs[r + 1]]
+        for j in range(n):
+            if j == 0 or ids[j] != ids[j - 1] + 1:
+                runs[n_runs] = j
+                n_runs += 1
+        runs[n_runs] = n
         for h in range(R if columns else 1):
-            j = 0
-            while j < n:
-                j1 = j + 1                        # ids[j:j1]: consecutive ids
-                while j1 < n and ids[j1] == ids[j1 - 1] + 1:
-                    j1 += 1
-                if columns:      # theta[h, ids[j]:ids[j] + len] <- g[h, j:j1]
+            for r in range(n_runs):
+                j = runs[r]
+                if columns:      # theta[h, ids[j]:ids[j] + len] <- g[h, j:j + len]
                     at = h * K + ids[j]
                     _update_piece(op, t0 + at, g0 + h * n + j,
                                   a1 + at if a1 != NULL else NULL,
-                                  a2 + at if a2 != NULL else NULL, j1 - j, &c[0])
-                else:            # theta[ids[j]:ids[j] + len, :] <- g[j:j1, :]
+                                  a2 + at if a2 != NULL else NULL, runs[r + 1] - j, coef)
+                else:            # theta[ids[j]:ids[j] + len, :] <- g[j:j + len, :]
                     at = ids[j] * K
                     _update_piece(op, t0 + at, g0 + j * K,
                                   a1 + at if a1 != NULL else NULL,
-                                  a2 + at if a2 != NULL else NULL, (j1 - j) * K, &c[0])
-                j = j1
+                                  a2 + at if a2 != NULL else NULL,
+                                  (runs[r + 1] - j) * K, coef)
+    free(runs)
 
 
 def scale_slices(floating[:, ::1] theta, const Py_ssize_t[::1] ids, bint columns,

@@ -400,48 +400,53 @@ class Adam(Optimizer):
 
 
 # -- lazy variants: sparse updates of the moments ------------------------------------
-
-_LAZY = """
-
-    The lazy variant for sparse gradients (as TensorFlow's LazyAdam and PyTorch's
-    SparseAdam are for Adam): given a SparseGrad, it updates the touched entries
-    and their state only, with the formula above; the others, weights and state,
-    stay as they are. It differs from the dense step, which on an untouched entry
-    (g = 0) still {untouched}. With a dense gradient it is the dense optimizer.
-    """
+# Given a SparseGrad (bptt.sparse), these update the touched entries and their state
+# only, as TensorFlow's LazyAdam and PyTorch's SparseAdam do for Adam. The dense
+# optimizers update every entry at every step, since their state moves even where
+# g = 0; so the lazy ones compute something else, by design. With a dense gradient
+# each is its dense optimizer.
 
 
 class LazyMomentum(Momentum):
+    """Momentum, lazily for a SparseGrad: on the touched entries v = μv + g and
+    θ -= lr·v; elsewhere nothing, where dense Momentum would still decay v = μv and
+    move θ -= lr·v (the momentum of past gradients keeps moving a row that is no
+    longer touched)."""
+
     name = "lazy_momentum"
     sparse = "lazy"
-    __doc__ = Momentum.__doc__ + _LAZY.format(
-        untouched="decays v = μv and moves θ -= lr·v")
 
 
 class LazyNesterov(Nesterov):
+    """Nesterov momentum, lazily for a SparseGrad: on the touched entries v = μv + g
+    and θ -= lr·(g + μv); elsewhere nothing, where dense Nesterov would still decay
+    v = μv and move θ -= lr·μv."""
+
     name = "lazy_nesterov"
     sparse = "lazy"
-    __doc__ = Nesterov.__doc__ + _LAZY.format(
-        untouched="decays v = μv and moves θ -= lr·μv")
 
 
 class LazyRMSProp(RMSProp):
+    """RMSProp, lazily for a SparseGrad: on the touched entries r = ρr + (1-ρ)g² and
+    θ -= lr·g/(√r + eps); elsewhere nothing, where dense RMSProp would still decay
+    r = ρr (θ does not move there either way). So a row's r decays once per update
+    that touches it, not once per update: after a long absence its step is smaller
+    than dense RMSProp's."""
+
     name = "lazy_rmsprop"
     sparse = "lazy"
-    __doc__ = RMSProp.__doc__ + _LAZY.format(
-        untouched="decays r = ρr (so its next step there is larger)")
 
 
 class LazyAdam(Adam):
+    """Adam, lazily for a SparseGrad: on the touched entries m = β1·m + (1-β1)g,
+    v = β2·v + (1-β2)g² and θ -= lr·m̂/(√v̂ + eps) with m̂ = m/(1-β1^t),
+    v̂ = v/(1-β2^t); elsewhere nothing. Dense Adam would still decay m and v there
+    and move θ by the decaying momentum. t counts every step, touched or not (as
+    TensorFlow's LazyAdam does); eps is added to √v̂ as in Adam here (TensorFlow's
+    LazyAdam adds it to √v, the paper's "epsilon hat")."""
+
     name = "lazy_adam"
     sparse = "lazy"
-    __doc__ = Adam.__doc__ + _LAZY.format(
-        untouched="decays m = β1·m and v = β2·v and moves θ by the decayed momentum "
-                  "m̂/(√v̂ + eps)") + """
-    t counts every step, touched or not, and the bias corrections use it (as
-    LazyAdam and SparseAdam do); eps is added to √v̂ as in the dense Adam above
-    (LazyAdam and SparseAdam add it to √v, the paper's "epsilon hat").
-    """
 
 
 _CLASSES: dict[str, type[Optimizer]] = {
