@@ -371,6 +371,34 @@ def test_sparse_fit_equals_dense_fit(optimizer, options, dtype):
     np.testing.assert_allclose(h_s.train_loss, h_d.train_loss, rtol=1e-5)
 
 
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_sparse_fit_equals_dense_fit_for_random_vocabularies(data):
+    vocab = data.draw(st.integers(2, 30), label="vocab")
+    cuts = data.draw(st.lists(st.integers(1, vocab - 1), max_size=5, unique=True),
+                     label="cuts")
+    bounds = data.draw(st.sampled_from([None, tuple([0] + sorted(cuts) + [vocab])]),
+                       label="bounds")
+    T, B = data.draw(st.integers(2, 25), label="T"), data.draw(st.integers(1, 3), label="B")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    optimizer = data.draw(st.sampled_from(["sgd", "adagrad"]), label="optimizer")
+    options = dict(l2=data.draw(st.sampled_from([0.0, 0.01, 0.2]), label="l2"),
+                   clip=data.draw(st.sampled_from([None, 0.05]), label="clip"),
+                   clip_norm=data.draw(st.sampled_from([None, 0.3]), label="clip_norm"))
+    k1 = data.draw(st.integers(1, 4), label="k1")
+    rng = np.random.default_rng(seed)
+    # a random subset of the vocabulary in use (the touched sets)
+    used = rng.choice(vocab, size=rng.integers(1, vocab + 1), replace=False)
+    X, D = rng.choice(used, (T, B)), rng.choice(used, (T, B))
+    nets = []
+    for sparse in (True, False):
+        net = language_model(vocab, 4, bounds, seed=seed % 7)
+        net.fit(X, D, epochs=2, lr=0.3, optimizer=optimizer, k1=k1, k2=k1 + 2,
+                sparse=sparse, **options)
+        nets.append(net)
+    assert_same_model(*nets)
+
+
 @pytest.mark.parametrize("bounds", [None, (0, 23)])
 def test_sparse_fit_with_full_softmax_or_one_class(bounds):
     (sparse, _), (dense, _) = fit_both(dict(optimizer="sgd", lr=0.3, l2=0.01),
