@@ -188,6 +188,16 @@ def test_sparse_grad_checks_its_arguments():
         SparseGrad([1, 2], values.astype(int), (5, 3))
     g = SparseGrad(np.array([], int), np.zeros((0, 3)), (5, 3))
     assert not g.to_dense().any() and "0 of 5" in repr(g)
+    g = SparseGrad([1, 2], values, (5, 3))
+    for bad in (np.zeros((5, 4)), np.zeros((5, 3), np.float32), np.zeros((3, 5)).T):
+        with pytest.raises(ValueError, match="out must|C-contiguous"):
+            g.to_dense(bad)
+    frozen = np.zeros((5, 3))
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        g.apply(Update.SGD, frozen, coefficients=(0.1,))
+    with pytest.raises(ValueError, match="s1 must"):
+        g.apply(Update.ADAGRAD, np.zeros((5, 3)), np.zeros(3), coefficients=(0.1,))
 
 
 def random_sparse(rng, shape, axis, dtype=np.float64):

@@ -1119,8 +1119,9 @@ cpdef enum Update:
 
 cdef void _update_piece(int op, floating* theta, floating* g, floating* s1, floating* s2,
                         Py_ssize_t n, const floating* c) noexcept nogil:
-    """The update `op` on n contiguous entries, c its 8 coefficients. The operations are those of the
-    dense optimizers (bptt.optimizers), in the same order, so the results agree."""
+    """The update `op` on n contiguous entries, c its 8 coefficients. The operations
+    are those of the dense optimizers (bptt.optimizers), in the same order, so the
+    results agree."""
     cdef Py_ssize_t i
     # coefficients in locals (c might alias the arrays written, as far as the
     # compiler knows, which would stop it from vectorizing). SGD and L2 run BLAS's
@@ -1178,14 +1179,14 @@ def sparse_update(int op, floating[:, ::1] theta, floating[:, ::1] g,
     cdef Py_ssize_t h, j, r, at, n_runs = 0
     cdef Py_ssize_t* runs                     # the first j of each run, then n
     cdef floating coef[8]
-    for j in range(8):
-        coef[j] = c[j] if j < c.shape[0] else 0
     cdef floating* t0 = &theta[0, 0] if theta.shape[0] > 0 else NULL
     cdef floating* g0 = &g[0, 0] if g.shape[0] > 0 and g.shape[1] > 0 else NULL
     cdef floating* a1 = &s1[0, 0] if s1.shape[0] > 0 else NULL
     cdef floating* a2 = &s2[0, 0] if s2.shape[0] > 0 else NULL
     if n == 0 or R == 0 or K == 0:
         return
+    for j in range(8):
+        coef[j] = c[j] if j < c.shape[0] else 0
     runs = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
     if runs == NULL:
         raise MemoryError()

@@ -23,7 +23,7 @@ import numpy as np
 from . import _kernels
 from ._checks import FLOAT_DTYPES
 
-__all__ = ["SparseGrad", "LazyDecay"]
+__all__ = ["SparseGrad"]
 
 
 class SparseGrad:
@@ -85,14 +85,19 @@ class SparseGrad:
         if out is None:
             out = np.zeros(self.shape, self.dtype)
         else:
+            self._check_like("out", out)
             out.fill(0)
         self.apply(_kernels.Update.COPY, out)
         return out
 
     def apply(self, op: int, theta: np.ndarray, s1: np.ndarray | None = None,
               s2: np.ndarray | None = None, coefficients=()) -> None:
-        """_kernels.sparse_update `op` on the touched entries of theta (shaped like the
-        gradient) and of the state arrays s1, s2 (shaped like theta)."""
+        """_kernels.sparse_update `op` (a _kernels.Update) on the touched entries of
+        theta and of the optimizer state arrays s1, s2 (all C-contiguous, writable,
+        of the gradient's shape and dtype), with the op's coefficients."""
+        for name, arr in (("theta", theta), ("s1", s1), ("s2", s2)):
+            if arr is not None:
+                self._check_like(name, arr)
         columns = len(self.shape) == 1 or self.axis == 1
         theta2, values2 = _as_2d(theta), _as_2d(self.values)
         empty = _EMPTY[theta.dtype]
@@ -100,6 +105,16 @@ class SparseGrad:
                                empty if s1 is None else _as_2d(s1),
                                empty if s2 is None else _as_2d(s2),
                                np.array(coefficients, theta.dtype).reshape(-1))
+
+
+    def _check_like(self, name: str, arr) -> None:
+        if not isinstance(arr, np.ndarray) or arr.shape != self.shape \
+                or arr.dtype != self.dtype:
+            raise ValueError(f"{name} must be a {self.dtype} array of shape {self.shape}, "
+                             f"got {getattr(arr, 'dtype', type(arr).__name__)} "
+                             f"{getattr(arr, 'shape', '')}")
+        if not arr.flags.c_contiguous or not arr.flags.writeable:
+            raise ValueError(f"{name} must be C-contiguous and writable")
 
 
 _EMPTY = {dtype: np.empty((0, 0), dtype) for dtype in FLOAT_DTYPES}
@@ -117,7 +132,8 @@ def values_of(g) -> np.ndarray:
 
 class LazyDecay:
     """SGD's L2 decay theta *= (1 - lr l2) per update, deferred for the slices of
-    the sparse parameters that updates do not touch.
+    the sparse parameters that updates do not touch (fit's helper: the ids it is
+    given are trusted).
 
     Exactness: an SGD update with L2 is theta -= lr (g + l2 theta); where g = 0 it
     multiplies theta by c = 1 - lr l2. A slice that missed k updates is multiplied
