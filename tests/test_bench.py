@@ -59,6 +59,20 @@ def test_profile_phases(rows):
     assert len(table.splitlines()) == 2 + len(rows)
 
 
+def test_profile_counts_the_entries_the_update_visits(rows):
+    """Token inputs: the update visits the touched rows of V only (T*B = 4 tokens
+    of 7 here), every entry of the other parameters."""
+    for r in rows:
+        if "tokens" in r.case:
+            H, O = 3, 7
+            dense_rest = H * H + H * O + H + O
+            assert dense_rest + H <= r.update_entries <= dense_rest + 4 * H
+            assert r.param_entries == 7 * H + dense_rest
+        else:
+            assert r.update_entries == r.param_entries
+        assert "update entries" in bench.format_profile(rows)
+
+
 def test_profiling_leaves_results_unchanged():
     net = bptt.ElmanRNN(4, 5, 6, dtype="float64", seed=1)
     rng = np.random.default_rng(0)

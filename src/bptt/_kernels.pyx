@@ -12,7 +12,7 @@ Equation numbers are the report's (Jiang Guo, BackPropagation Through Time, 2013
 corrected as docs/math.md says. delta always means dC/dnet (the report's delta negated).
 """
 from cython cimport floating
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
 from libc.math cimport exp, expf, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf
 
 from ._blas cimport axpy, gemm, gemv, ger, matmul_rows
@@ -161,6 +161,27 @@ cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
         a[i] = 0
+
+
+cdef int _compare_ids(const void* a, const void* b) noexcept nogil:
+    cdef Py_ssize_t x = (<const Py_ssize_t*>a)[0], y = (<const Py_ssize_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef Py_ssize_t _distinct_sorted(const Py_ssize_t* ids, Py_ssize_t n_ids, Py_ssize_t* slot,
+                                 Py_ssize_t* out) noexcept nogil:
+    """The distinct values of ids[:n_ids], sorted, into out; returns their number n
+    and sets slot[out[j]] = j. slot holds -1 on entry at every value of ids."""
+    cdef Py_ssize_t r, j, n = 0
+    for r in range(n_ids):
+        if slot[ids[r]] < 0:
+            slot[ids[r]] = 0                  # seen
+            out[n] = ids[r]
+            n += 1
+    qsort(out, n, sizeof(Py_ssize_t), _compare_ids)
+    for j in range(n):
+        slot[out[j]] = j
+    return n
 
 
 # ------------------------------------------------------------ own float32 products
@@ -568,7 +589,8 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
 def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
                     const floating[:, ::1] X, const Py_ssize_t[::1] tokens, int n_out,
                     const floating[:, :, ::1] U, int act, int truncate,
-                    floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
+                    floating[:, ::1] dV, Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
+                    floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
                     floating[::1] packed, double[::1] prof=None,
@@ -588,6 +610,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     resets: None / empty, or the window's T*B flags as forward_hidden took them: no
     error crosses a reset and its step's previous state counts as 0 in dU; saved:
     (B, H) scratch, needed with resets.
+
+    Sparse dV, for token inputs with touched non-empty (length >= min(T*B, I)):
+    the n distinct tokens, sorted, go to touched[:n] and dV[:n] receives their
+    rows of dV (the other rows of dV are zero and not written); slot (I,) must
+    hold -1 everywhere, as it does again on return. Returns the number of rows
+    of dV written: n, or I for a dense dV.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
@@ -595,7 +623,8 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     cdef Py_ssize_t n_reset = 0, b
     cdef int t0 = T - n_out, t, z, lo, u
     cdef bint untied = U.shape[0] > 1, use_packed = False
-    cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
+    cdef bint sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
+    cdef Py_ssize_t r, c, i, row, n_rows = I, step = <Py_ssize_t>B * H
     cdef floating* dh
     cdef floating* g_prev
     cdef floating* g_next
@@ -694,17 +723,27 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                                       (s + (t - 1) * step) if t > 0 else &h0[0, 0],
                                       dh + t * step, &dU[t if untied else 0, 0, 0])
         gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
-        # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
+        # eq. 27 over the stacked steps: dV = X^T DH, or for tokens a scatter-add
+        # dV[x(r)] += delta_h(r) into the rows of all tokens (dense) or of the
+        # touched ones only (sparse: row slot[x(r)] of the compact dV)
         if tokens.shape[0] > 0:
             clock = _tick(p, GEMMS, clock)
-            _zero(&dV[0, 0], <Py_ssize_t>I * H)
+            if sparse:
+                n_rows = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, &slot[0],
+                                          &touched[0])
+            _zero(&dV[0, 0], n_rows * H)
             for r in range(<Py_ssize_t>T * B):
+                row = slot[tokens[r]] if sparse else tokens[r]
                 for c in range(H):
-                    dV[tokens[r], c] += dh[r * H + c]
+                    dV[row, c] += dh[r * H + c]
+            if sparse:
+                for i in range(n_rows):
+                    slot[touched[i]] = -1
             clock = _tick(p, ELEMENTWISE, clock)
         else:
             _gemm_tn(packed, I, H, T * B, &X[0, 0], dh, &dV[0, 0], False)
             clock = _tick(p, GEMMS, clock)
+    return n_rows
 
 
 # ------------------------------------------------------- class-factorised softmax
@@ -722,25 +761,50 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                             const Py_ssize_t[::1] targets, const floating[::1] weights,
                             floating[:, ::1] Zc, floating[::1] z, bint with_grads,
                             floating[:, ::1] E, floating[:, ::1] dW, floating[::1] db_o,
+                            Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
                             floating[:, ::1] dW_c, floating[::1] db_c,
                             const floating[::1] ones, double[::1] row_loss=None):
     """Loss of the target words of N rows of states S (N, H) under the class-
     factorised softmax; with_grads: also dW, db_o, dW_c, db_c and the errors E
     (N, H) = dC/ds sent to the hidden layer. weights (N,) or empty (all 1).
     Scratch: Zc (N, C), z (largest class size). row_loss: as output_loss_delta.
+
+    Sparse dW, db_o, with touched non-empty (length O) and slot (C,) scratch:
+    only the columns of W in the classes of the targets have a gradient. Their
+    n ids, sorted (whole classes, in class order), go to touched[:n]; dW's memory
+    then holds the compact (H, n) gradient of those columns (row stride n) and
+    db_o[:n] theirs. Returns (loss, n), n = O for dense gradients (0 without).
     """
     cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
-    cdef Py_ssize_t r, k, word, a, size, cls
+    cdef Py_ssize_t r, k, word, a, size, cls, base, ld = O, n_cols = 0
     cdef bint weighted = weights.shape[0] > 0, keep_rows = row_loss is not None
+    cdef bint sparse = with_grads and touched.shape[0] > 0
     cdef double total = 0, one_row
     cdef floating w
     cdef const floating* s_r
+    cdef floating* dw
     if N == 0:
-        return 0.0
+        return 0.0, 0
     with nogil:
         if with_grads:
-            _zero(&dW[0, 0], <Py_ssize_t>H * O)
-            _zero(&db_o[0], O)
+            if sparse:
+                # slot[c] = first column of class c in the compact dW (-1: untouched)
+                for cls in range(C):
+                    slot[cls] = -1
+                for r in range(N):
+                    slot[word_class[targets[r]]] = 0
+                for cls in range(C):
+                    if slot[cls] >= 0:
+                        slot[cls] = n_cols
+                        for word in range(starts[cls], starts[cls + 1]):
+                            touched[n_cols] = word
+                            n_cols += 1
+                ld = n_cols
+            else:
+                n_cols = O
+            dw = &dW[0, 0]
+            _zero(dw, H * ld)
+            _zero(&db_o[0], ld)
         # class scores of all rows at once: Zc = S W_c (b_c is added per row)
         gemm(False, False, N, C, H, <floating>1, &S[0, 0], H, &W_c[0, 0], C,
              <floating>0, &Zc[0, 0], C)
@@ -763,11 +827,13 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                 row_loss[r] = one_row
             if with_grads:
                 # E(r) = W[:, class] z, dW[:, class] += s z^T, db_o[class] += z
+                # (the class's columns start at `base` in dW, dense or compact)
                 gemv(False, H, <int>size, <floating>1, &W[0, a], O, &z[0], <floating>0,
                      &E[r, 0])
-                ger(H, <int>size, <floating>1, s_r, &z[0], &dW[0, a], O)
+                base = slot[cls] if sparse else a
+                ger(H, <int>size, <floating>1, s_r, &z[0], dw + base, <int>ld)
                 for k in range(size):
-                    db_o[a + k] += z[k]
+                    db_o[base + k] += z[k]
         if with_grads:
             # the class layer over all rows: dW_c = S^T Zc, db_c, E += Zc W_c^T
             gemm(True, False, H, C, N, <floating>1, &S[0, 0], H, &Zc[0, 0], C,
@@ -775,7 +841,7 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
             gemv(True, N, C, <floating>1, &Zc[0, 0], C, &ones[0], <floating>0, &db_c[0])
             gemm(False, True, N, H, C, <floating>1, &Zc[0, 0], C, &W_c[0, 0], C,
                  <floating>1, &E[0, 0], H)
-    return total
+    return total, n_cols
 
 
 def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
@@ -817,21 +883,176 @@ def adam_update(floating[::1] theta, const floating[::1] g, floating[::1] m,
                 floating[::1] v, floating beta1, floating one_minus_beta1, floating beta2,
                 floating one_minus_beta2, floating step_size, floating inv_sqrt_c2,
                 floating eps):
-    """One Adam step in a single pass over the flat arrays:
+    """One Adam step in a single pass over the flat arrays (see _adam_piece)."""
+    cdef floating c[7]
+    c[0], c[1], c[2], c[3] = beta1, one_minus_beta1, beta2, one_minus_beta2
+    c[4], c[5], c[6] = step_size, inv_sqrt_c2, eps
+    if theta.shape[0] == 0:
+        return
+    with nogil:
+        _adam_piece(&theta[0], &g[0], &m[0], &v[0], theta.shape[0], c)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef void _adam_piece(floating* theta, const floating* g, floating* m, floating* v,
+                      Py_ssize_t n, const floating* c) noexcept nogil:
+    """Adam on n contiguous entries, c = (beta1, 1 - beta1, beta2, 1 - beta2,
+    step_size, inv_sqrt_c2, eps):
     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
     theta -= step_size m / (sqrt(v) inv_sqrt_c2 + eps), where step_size =
     lr / (1 - beta1^t) and inv_sqrt_c2 = 1 / sqrt(1 - beta2^t) (bias corrections)."""
-    cdef Py_ssize_t i, n = theta.shape[0]
-    cdef floating gi, mi, vi, root
-    with nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, mi, vi
+    # the coefficients in locals: c might alias the arrays written, as far as the
+    # compiler knows, which would stop it from vectorizing
+    cdef floating beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2]
+    cdef floating one_minus_beta2 = c[3], step_size = c[4], inv_sqrt_c2 = c[5]
+    cdef floating eps = c[6]
+    for i in range(n):
+        gi = g[i]
+        mi = beta1 * m[i] + one_minus_beta1 * gi
+        vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        theta[i] -= step_size * (mi / (_sqrt(vi) * inv_sqrt_c2 + eps))
+
+
+# ---------------------------------------------------------------- sparse updates
+# A sparse gradient of a parameter theta (R, K) holds some of its rows (g is (n, K):
+# g[j] is the gradient of theta[ids[j]]) or some of its columns (g is (R, n): g[:, j]
+# is that of theta[:, ids[j]]); the other entries are zero. ids are sorted and
+# distinct. The kernels below visit theta, g and the optimizer's state arrays (s1,
+# s2, shaped like theta) on those entries only, in contiguous pieces: each run of
+# consecutive ids is one piece of a row of theta (columns) or a block of whole rows.
+
+cpdef enum Update:
+    SGD = 0         # theta -= c0 g                                  (eq. 6)
+    ADD_L2 = 1      # g += c0 theta: the gradient of (c0/2)|theta|^2, into g
+    ADAGRAD = 2     # s1 += g^2;  theta -= (g / (sqrt(s1) + c1)) c0
+    MOMENTUM = 3    # s1 = c1 s1 + g;  theta -= s1 c0
+    NESTEROV = 4    # s1 = c1 s1 + g;  theta -= (c1 s1 + g) c0
+    RMSPROP = 5     # s1 = c1 s1 + c2 g^2;  theta -= (g / (sqrt(s1) + c3)) c0
+    ADAM = 6        # _adam_piece with c = (beta1, 1 - beta1, ..., eps)
+    COPY = 7        # theta = g (scatters g into a dense array)
+
+
+cdef void _update_piece(int op, floating* theta, floating* g, floating* s1, floating* s2,
+                        Py_ssize_t n, const floating* c) noexcept nogil:
+    """The update `op` on n contiguous entries, c its 8 coefficients. The operations
+    are those of the dense optimizers (bptt.optimizers), in the same order, so the
+    results agree."""
+    cdef Py_ssize_t i
+    # coefficients in locals (c might alias the arrays written, as far as the
+    # compiler knows, which would stop it from vectorizing). SGD and L2 run BLAS's
+    # axpy on long pieces, plain loops on short ones (a small class's columns in
+    # one row of W), where a call's overhead would dominate.
+    cdef floating c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], si
+    if op == SGD:
+        if n >= 32:
+            axpy(<int>n, -c0, g, theta)
+        else:
+            for i in range(n):
+                theta[i] -= c0 * g[i]
+    elif op == ADD_L2:
+        if n >= 32:
+            axpy(<int>n, c0, theta, g)
+        else:
+            for i in range(n):
+                g[i] += c0 * theta[i]
+    elif op == ADAGRAD:
         for i in range(n):
-            gi = g[i]
-            mi = beta1 * m[i] + one_minus_beta1 * gi
-            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
-            m[i] = mi
-            v[i] = vi
-            if floating is float:
-                root = sqrtf(vi)
-            else:
-                root = sqrt(vi)
-            theta[i] -= step_size * (mi / (root * inv_sqrt_c2 + eps))
+            si = s1[i] + g[i] * g[i]
+            s1[i] = si
+            theta[i] -= (g[i] / (_sqrt(si) + c1)) * c0
+    elif op == MOMENTUM:
+        for i in range(n):
+            si = s1[i] * c1 + g[i]
+            s1[i] = si
+            theta[i] -= si * c0
+    elif op == NESTEROV:
+        for i in range(n):
+            si = s1[i] * c1 + g[i]
+            s1[i] = si
+            theta[i] -= (si * c1 + g[i]) * c0
+    elif op == RMSPROP:
+        for i in range(n):
+            si = s1[i] * c1 + (g[i] * g[i]) * c2
+            s1[i] = si
+            theta[i] -= (g[i] / (_sqrt(si) + c3)) * c0
+    elif op == ADAM:
+        _adam_piece(theta, g, s1, s2, n, c)
+    elif op == COPY:
+        for i in range(n):
+            theta[i] = g[i]
+
+
+def sparse_update(int op, floating[:, ::1] theta, floating[:, ::1] g,
+                  const Py_ssize_t[::1] ids, bint columns, floating[:, ::1] s1,
+                  floating[:, ::1] s2, const floating[::1] c):
+    """Apply `op` (Update) to the entries of theta (R, K) that the sparse gradient
+    g holds: rows ids (g (n, K)) or, with columns, columns ids (g (R, n)). s1, s2:
+    the optimizer state arrays the op uses, shaped like theta (else empty); c: its
+    coefficients, in the order the Update comments give (missing ones are 0).
+    Costs O(g.size)."""
+    cdef Py_ssize_t R = theta.shape[0], K = theta.shape[1], n = ids.shape[0]
+    cdef Py_ssize_t h, j, r, at, n_runs = 0
+    cdef Py_ssize_t* runs                     # the first j of each run, then n
+    cdef floating coef[8]
+    cdef floating* t0 = &theta[0, 0] if theta.shape[0] > 0 else NULL
+    cdef floating* g0 = &g[0, 0] if g.shape[0] > 0 and g.shape[1] > 0 else NULL
+    cdef floating* a1 = &s1[0, 0] if s1.shape[0] > 0 else NULL
+    cdef floating* a2 = &s2[0, 0] if s2.shape[0] > 0 else NULL
+    if n == 0 or R == 0 or K == 0:
+        return
+    for j in range(8):
+        coef[j] = c[j] if j < c.shape[0] else 0
+    runs = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+    if runs == NULL:
+        raise MemoryError()
+    with nogil:
+        # runs of consecutive ids: ids[runs[r]:runs[r + 1]]
+        for j in range(n):
+            if j == 0 or ids[j] != ids[j - 1] + 1:
+                runs[n_runs] = j
+                n_runs += 1
+        runs[n_runs] = n
+        for h in range(R if columns else 1):
+            for r in range(n_runs):
+                j = runs[r]
+                if columns:      # theta[h, ids[j]:ids[j] + len] <- g[h, j:j + len]
+                    at = h * K + ids[j]
+                    _update_piece(op, t0 + at, g0 + h * n + j,
+                                  a1 + at if a1 != NULL else NULL,
+                                  a2 + at if a2 != NULL else NULL, runs[r + 1] - j, coef)
+                else:            # theta[ids[j]:ids[j] + len, :] <- g[j:j + len, :]
+                    at = ids[j] * K
+                    _update_piece(op, t0 + at, g0 + j * K,
+                                  a1 + at if a1 != NULL else NULL,
+                                  a2 + at if a2 != NULL else NULL,
+                                  (runs[r + 1] - j) * K, coef)
+    free(runs)
+
+
+def scale_slices(floating[:, ::1] theta, const Py_ssize_t[::1] ids, bint columns,
+                 const floating[::1] factors):
+    """theta[ids[j]] *= factors[j] (rows), or theta[:, ids[j]] *= factors[j] (columns)."""
+    cdef Py_ssize_t R = theta.shape[0], K = theta.shape[1], n = ids.shape[0], h, j, k
+    cdef floating f
+    if n == 0 or R == 0 or K == 0:
+        return
+    with nogil:
+        if columns:
+            for h in range(R):
+                for j in range(n):
+                    theta[h, ids[j]] *= factors[j]
+        else:
+            for j in range(n):
+                f = factors[j]
+                for k in range(K):
+                    theta[ids[j], k] *= f

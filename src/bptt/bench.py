@@ -14,7 +14,11 @@ times printed next to it.
 --profile splits the kernels' step into forward recursion (per-step GEMMs),
 backward recursion (per-step GEMMs), batched GEMMs (over all steps at once),
 elementwise work (activations, derivatives, softmax and loss, gathers) and the
-update, timed inside the kernels.
+update, timed inside the kernels. It also counts the gradient entries the update
+reads and writes per step: with token inputs (or a class-factorised softmax) the
+step carries sparse gradients as fit does (bptt.sparse), so that count, and the
+update's memory traffic, is proportional to the rows of V (columns of W) the
+step touches rather than to the vocabulary.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from .model import ElmanRNN
 from .online import OnlineSettings, OnlineTrainer
 from .optimizers import make_optimizer
 from .text import class_bounds, frequency_classes
+from .sparse import SparseGrad
 
 # (B, T, I, H, O) of the issue's grid; tokens: vocabulary-sized one-hot inputs as ids
 GRID = [
@@ -69,6 +74,10 @@ class Row:
     torch_ms: float | None
     limit_ms: float
     profile_ms: dict | None = None
+    # with --profile: gradient entries the update reads and writes per step (mean),
+    # and the parameters' entries (what a dense update visits)
+    update_entries: float | None = None
+    param_entries: int | None = None
 
     @property
     def gflops(self) -> float:
@@ -145,33 +154,45 @@ def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
 def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
     """A training step as bptt's training loop runs it: data validated once, then
     (inside the model's kernel section: its lock and thread policy) forward + loss +
-    BPTT into preallocated gradients, and an in-place SGD update."""
+    BPTT into preallocated gradients, and an in-place SGD update, sparse for the
+    parameters whose gradients are (V with token inputs; W, b_o with classes).
+    With profiling on, step.update_entries sums the gradient entries updated."""
     batch = stream_batch(X, D, None, net)          # the training loop's validation
     inputs, targets, weights = batch.inputs, batch.targets, batch.weights
     params = net.parameters()
     grads = {name: np.empty_like(p) for name, p in params.items()}
-    flat = [(p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()]
+    sparse: dict[str, SparseGrad] = {}
     lr = net.dtype.type(LEARNING_RATE)
     update = _kernels.sgd_update
     ws = net._workspace
 
+    def apply() -> None:
+        for name, param in params.items():
+            g = sparse.get(name)
+            if g is None:
+                update(param.reshape(-1), grads[name].reshape(-1), lr)
+            else:
+                g.apply(_kernels.Update.SGD, param, coefficients=(lr,))
+
     def step() -> None:
         with net._kernel_section(inputs.B):
-            net._loss_and_grad(inputs, targets, weights, None, -1, grads)
+            net._loss_and_grad(inputs, targets, weights, None, -1, grads, sparse)
         if ws.prof is None:
-            for param, grad in flat:
-                update(param, grad, lr)
+            apply()
         else:
             start = time.perf_counter()
-            for param, grad in flat:
-                update(param, grad, lr)
+            apply()
             ws.prof[4] += time.perf_counter() - start
+            step.update_entries += sum(sparse[k].values.size if k in sparse else g.size
+                                       for k, g in grads.items())
+    step.update_entries = 0
     return step
 
 
-def profile_step(net: ElmanRNN, X, D, repeats: int) -> dict[str, float]:
+def profile_step(net: ElmanRNN, X, D, repeats: int) -> tuple[dict[str, float], float]:
     """Milliseconds per step in each phase of _kernels.PROFILE_PHASES, plus 'other'
-    (Python glue, the rest of the step), averaged over `repeats` steps."""
+    (Python glue, the rest of the step), averaged over `repeats` steps; and the
+    gradient entries the update read and wrote per step."""
     step = kernels_step(net, X, D)
     step()
     net._workspace.prof = np.zeros(len(_kernels.PROFILE_PHASES))
@@ -185,7 +206,7 @@ def profile_step(net: ElmanRNN, X, D, repeats: int) -> dict[str, float]:
         net._workspace.prof = None
     out = {name: 1e3 * sec / repeats for name, sec in zip(_kernels.PROFILE_PHASES, phases)}
     out["other"] = 1e3 * (total - phases.sum()) / repeats
-    return out
+    return out, step.update_entries / repeats
 
 
 def reference_step(net: ElmanRNN, X, D) -> Callable[[], None]:
@@ -276,9 +297,12 @@ def run(grid: list[dict], dtypes: list[np.dtype], threads: int, repeats: int,
             step = torch_step(net, X, D, threads) if with_torch else None
             if step is not None:
                 torch_ms = 1e3 * median_seconds(step, repeats, 2, budget)
-            prof = profile_step(net, X, D, max(3, repeats)) if profile else None
+            prof, entries = profile_step(net, X, D, max(3, repeats)) if profile \
+                else (None, None)
             rows.append(Row(case_name(case), dtype.name, threads, flop / 1e9, kernels_ms,
-                            reference_ms, torch_ms, 1e3 * flop / (peak * 1e9), prof))
+                            reference_ms, torch_ms, 1e3 * flop / (peak * 1e9), prof,
+                            entries, sum(p.size for p in net.parameters().values())
+                            if profile else None))
             log(format_row(rows[-1]))
     return rows
 
@@ -406,15 +430,18 @@ def format_row(row: Row) -> str:
 
 
 def format_profile(rows: list[Row]) -> str:
-    """The --profile table: ms per step in each phase and its share of their sum."""
+    """The --profile table: ms per step in each phase and its share of their sum, and
+    the gradient entries the update visits per step (share of all parameters)."""
     names = list(_kernels.PROFILE_PHASES) + ["other"]
-    lines = ["| case | dtype | " + " | ".join(names) + " |",
-             "|---|---|" + "---|" * len(names)]
+    lines = ["| case | dtype | " + " | ".join(names) + " | update entries |",
+             "|---|---|" + "---|" * (len(names) + 1)]
     for row in rows:
         if row.profile_ms is None:
             continue
         total = sum(row.profile_ms.values())
         cells = [f"{row.profile_ms[n]:.3f} ({row.profile_ms[n] / total:.0%})" for n in names]
+        cells.append(f"{row.update_entries:,.0f} of {row.param_entries:,} "
+                     f"({row.update_entries / row.param_entries:.1%})")
         lines.append(f"| {row.case} | {row.dtype} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ import numpy as np
 from . import lm, tasks
 from .model import ElmanRNN
 from .schedules import RNNLM
+from .optimizers import OPTIMIZERS
 from .text import Vocabulary
 from .threads import set_num_threads
 from .training import TrainingDiverged
@@ -338,8 +339,11 @@ def _add_lm_commands(commands) -> None:
                    help="parallel streams per update (default 1, as RNNLM)")
     t.add_argument("--epochs", type=int, default=20,
                    help="most epochs (default 20; the schedule usually stops earlier)")
-    t.add_argument("--optimizer", default="sgd",
-                   choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+    t.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                   help="sgd, and adagrad without --l2, update only the rows of V and "
+                        "W a block touches, with the dense result; lazy_* update those "
+                        "rows and their moments only, which differs from their dense "
+                        "counterparts, which update every row (default sgd)")
     t.add_argument("--update-order", choices=["rnnlm", "block"],
                    help="rnnlm: RNNLM's online SGD (one stream, SGD only); block: every "
                         "gradient once per block (default: rnnlm with --batch 1 and SGD, "

@@ -20,6 +20,7 @@ from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Ta
                       check_inputs, check_int, check_mask, check_output_loss,
                       check_resets, check_size, check_targets, check_truncate)
 from .init import SCHEMES, initial_parameters
+from .sparse import SparseGrad
 
 if TYPE_CHECKING:
     from .training import History
@@ -66,6 +67,14 @@ class Workspace:
             arr = np.ones(n, dtype)
             self._arrays["ones"] = arr
         return arr
+
+    def slots(self, n: int) -> np.ndarray:
+        """n intp, all -1 (the kernels that use them leave them so)."""
+        arr = self._arrays.get("slots")
+        if arr is None or arr.shape[0] < n:
+            arr = np.full(n, -1, np.intp)
+            self._arrays["slots"] = arr
+        return arr[:n]
 
 
 def _parameter(name: str, doc: str) -> property:
@@ -409,22 +418,48 @@ class ElmanRNN:
         return self._workspace.get("no_h0", (0, self.n_hidden), self.dtype)
 
     def _loss_and_grad(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
-                       h0: np.ndarray | None, tau: int, grads: dict) -> float:
-        """Forward, loss, output layer and BPTT of whole sequences into grads."""
+                       h0: np.ndarray | None, tau: int, grads: dict,
+                       sparse: dict | None = None) -> float:
+        """Forward, loss, output layer and BPTT of whole sequences into grads
+        (sparse: see _output_layer)."""
         T, B, H = inputs.T, inputs.B, self.n_hidden
         S = self._workspace.get("S", (T, B, H), self.dtype)
         DH = self._workspace.get("DH", (T, B, H), self.dtype)
         self._forward_states(inputs, h0, S)
-        loss = self._output_layer(S, targets, weights, grads, DH.reshape(-1, H))
-        self._hidden_backward(inputs, S, h0, T, tau, grads, DH)
+        loss = self._output_layer(S, targets, weights, grads, DH.reshape(-1, H),
+                                  sparse=sparse)
+        self._hidden_backward(inputs, S, h0, T, tau, grads, DH, sparse)
         return loss
+
+    def _read_slices(self, inputs: Inputs, targets: Targets) -> dict[str, np.ndarray]:
+        """The slices of the parameters with sparse gradients that a forward pass and
+        loss over these steps read: the rows of V of the input tokens, the columns
+        of W of the targets' classes (sorted, distinct)."""
+        out = {}
+        if inputs.tokens.size:
+            out["V"] = np.unique(inputs.tokens)
+        if self.classes is not None and targets.classes.size:
+            out["W"] = self._class_columns(np.unique(self._word_class[targets.classes]))
+        return out
+
+    def _class_columns(self, classes: np.ndarray) -> np.ndarray:
+        """The word ids of the given sorted classes, in order."""
+        first, sizes = self._class_starts[classes], np.diff(self._class_starts)[classes]
+        # word k of the concatenation: first[c] + (k - offset of c)
+        offsets = np.cumsum(sizes) - sizes
+        return np.arange(sizes.sum(), dtype=np.intp) + np.repeat(first - offsets, sizes)
 
     def _output_layer(self, S: np.ndarray, targets: Targets, weights: np.ndarray,
                       grads: dict | None, E: np.ndarray | None,
-                      row_loss: np.ndarray | None = None) -> float:
+                      row_loss: np.ndarray | None = None,
+                      sparse: dict | None = None) -> float:
         """The summed loss of the states S (T, B, H); with grads, also the output
         layer's gradients into grads and the errors dC/ds it sends to the hidden
-        layer into E (T*B, H). row_loss: each row's loss, when wanted."""
+        layer into E (T*B, H). row_loss: each row's loss, when wanted.
+
+        sparse: a dict that, with a class-factorised softmax, receives W's and
+        b_o's gradients as SparseGrads over the columns of the targets' classes
+        (their values live in grads["W"], grads["b_o"]); without: dense."""
         n, H = S.shape[0] * S.shape[1], self.n_hidden
         rows = S.reshape(n, H)
         ws, dtype = self._workspace, self.dtype
@@ -437,12 +472,23 @@ class ElmanRNN:
                 with_grads = False
             else:
                 with_grads = True
-            return _kernels.class_output_loss_delta(
+            with_sparse = with_grads and sparse is not None
+            touched = ws.get("touched_W", (self.n_out if with_sparse else 0,), np.intp)
+            loss, n_cols = _kernels.class_output_loss_delta(
                 rows, self.W, self.b_o, self.W_c, self.b_c, self._class_starts,
                 self._word_class, targets.classes, weights,
                 ws.get("Zc", (n, n_classes), dtype), ws.get("z", (self._largest_class,), dtype),
-                with_grads, E, grads["W"], grads["b_o"], grads["W_c"], grads["b_c"],
+                with_grads, E, grads["W"], grads["b_o"], touched,
+                ws.get("class_slots", (n_classes,), np.intp), grads["W_c"], grads["b_c"],
                 ws.ones(n, dtype), row_loss)
+            if with_sparse:
+                ids = touched[:n_cols]
+                sparse["W"] = SparseGrad._trusted(
+                    ids, grads["W"].reshape(-1)[:H * n_cols].reshape(H, n_cols),
+                    self.W.shape, 1)
+                sparse["b_o"] = SparseGrad._trusted(ids, grads["b_o"][:n_cols],
+                                                    self.b_o.shape, 0)
+            return loss
         dO = ws.get("dO", (n, self.n_out), dtype)
         loss = _kernels.output_loss_delta(
             rows, self.W, self.b_o, ACTIVATION_CODES[self.output], LOSS_CODES[self.loss],
@@ -474,15 +520,24 @@ class ElmanRNN:
         return total
 
     def _hidden_backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
-                         n_out: int, tau: int, grads: dict, DH: np.ndarray) -> None:
-        """BPTT over S of the errors that the last n_out steps' outputs left in DH."""
+                         n_out: int, tau: int, grads: dict, DH: np.ndarray,
+                         sparse: dict | None = None) -> None:
+        """BPTT over S of the errors that the last n_out steps' outputs left in DH.
+        sparse: a dict that, with token inputs, receives V's gradient as a SparseGrad
+        over the rows of the tokens (its values live in grads["V"]); without: dense."""
         T, B, H = S.shape
         ws, dtype = self._workspace, self.dtype
         truncated = 0 <= tau < T - 1
         scratch = (n_out, B, H) if truncated else (0, B, H)
-        _kernels.hidden_backward(
+        with_sparse = sparse is not None and inputs.tokens.size > 0
+        touched = ws.get("touched_V", (T * B if with_sparse else 0,), np.intp)
+        n_rows = _kernels.hidden_backward(
             S, self._h0_or_empty(h0), h0 is not None, inputs.rows, inputs.tokens, n_out,
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
+            touched, ws.slots(self.n_in if with_sparse else 0),
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
             ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(inputs),
             ws.prof, *self._resets(inputs))
+        if with_sparse:
+            sparse["V"] = SparseGrad._trusted(touched[:n_rows], grads["V"][:n_rows],
+                                              self.V.shape, 0)

@@ -1,6 +1,8 @@
 """First-order optimizers and gradient transforms over dicts of NumPy arrays.
 
-Parameters and gradients are dicts name -> float32/float64 array. Every update
+Parameters and gradients are dicts name -> float32/float64 array; a gradient may
+also be a bptt.sparse.SparseGrad (zero outside some rows or columns), which every
+optimizer and transform accepts (see Optimizer.sparse). Every update
 is in place on the parameter arrays and stays in their dtype: state arrays take
 the parameter's dtype and scalar hyper-parameters are cast to it before use.
 State and one scratch array per parameter are created on the first step and
@@ -17,9 +19,12 @@ import numpy as np
 
 from . import _kernels
 from ._checks import FLOAT_DTYPES, check_choice, check_real
+from ._kernels import Update
+from .sparse import SparseGrad, values_of
 
 __all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp",
-           "Adam", "make_optimizer", "clip_by_value", "clip_by_global_norm", "add_l2"]
+           "Adam", "LazyMomentum", "LazyNesterov", "LazyRMSProp", "LazyAdam",
+           "make_optimizer", "clip_by_value", "clip_by_global_norm", "add_l2"]
 
 
 def _check_lr(lr) -> float:
@@ -50,17 +55,28 @@ class Optimizer:
 
     `lr` is the learning rate; it may be changed between steps (schedules do).
     Subclasses list their per-parameter state arrays in `slots` and their
-    constructor options in `options`, and implement `_update`.
+    constructor options in `options`, and implement `_update` (and, to update a
+    SparseGrad's entries only, `_op` and `_coefficients`).
+
+    `sparse` says what a step does with a SparseGrad:
+    - "exact": updates the touched entries only, which is exactly the dense step
+      (a zero gradient leaves a weight and its state unchanged): SGD, AdaGrad;
+    - "lazy": updates the touched entries and their state only, which by design
+      differs from the dense step (the Lazy* optimizers);
+    - "dense": the dense step on the gradient scattered into a dense array (exact,
+      at dense cost): Momentum, Nesterov, RMSProp, Adam.
     """
 
     name: ClassVar[str] = ""
     slots: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[tuple[str, ...]] = ()
+    sparse: ClassVar[str] = "dense"
+    _op: ClassVar[int] = -1          # the _kernels.Update of the formula
 
     def __init__(self, lr: float) -> None:
         self.lr = lr
         self._state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
-        self._scratch: dict[str, np.ndarray] = {}
+        self._scratch: dict[tuple[str, str], np.ndarray] = {}
 
     @property
     def lr(self) -> float:
@@ -81,15 +97,28 @@ class Optimizer:
 
     # -- stepping ----------------------------------------------------------------
 
-    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        """Update every params[name] in place from grads[name]; grads are not modified."""
+    def step(self, params: dict[str, np.ndarray],
+             grads: Mapping[str, np.ndarray | SparseGrad]) -> None:
+        """Update every params[name] in place from grads[name] (an array or a
+        SparseGrad, see `sparse`); grads are not modified."""
         self._check_step(params, grads)
         self._begin_step()
         for name, theta in params.items():
-            tmp = self._scratch.get(name)
-            if tmp is None or tmp.shape != theta.shape or tmp.dtype != theta.dtype:
-                tmp = self._scratch[name] = np.empty(theta.shape, theta.dtype)
-            self._update(name, theta, grads[name], tmp, theta.dtype.type)
+            g = grads[name]
+            if isinstance(g, SparseGrad) and self.sparse != "dense":
+                g.apply(self._op, theta, *(self._state[slot][name] for slot in self.slots),
+                        coefficients=self._coefficients())
+                continue
+            tmp = self._scratch_array("tmp", name, theta)
+            if isinstance(g, SparseGrad):
+                g = g.to_dense(self._scratch_array("dense", name, theta))
+            self._update(name, theta, g, tmp, theta.dtype.type)
+
+    def _scratch_array(self, kind: str, name: str, theta: np.ndarray) -> np.ndarray:
+        tmp = self._scratch.get((kind, name))
+        if tmp is None or tmp.shape != theta.shape or tmp.dtype != theta.dtype:
+            tmp = self._scratch[(kind, name)] = np.empty(theta.shape, theta.dtype)
+        return tmp
 
     def _begin_step(self) -> None:
         """Per-step bookkeeping before the parameter updates (Adam's counter)."""
@@ -97,6 +126,10 @@ class Optimizer:
     def _update(self, name: str, theta: np.ndarray, g: np.ndarray, tmp: np.ndarray,
                 c: type) -> None:
         """Update theta in place; tmp is scratch of theta's shape, c casts scalars."""
+        raise NotImplementedError
+
+    def _coefficients(self) -> tuple[float, ...]:
+        """The coefficients of `_op` (see _kernels.Update), for this step."""
         raise NotImplementedError
 
     def _check_step(self, params: Mapping, grads: Mapping) -> None:
@@ -113,6 +146,15 @@ class Optimizer:
                                 f"got {type(theta).__name__} {getattr(theta, 'dtype', '')}")
             if not theta.flags.writeable:
                 raise ValueError(f"params[{name!r}] is read-only; it is updated in place")
+            if isinstance(g, SparseGrad):
+                if g.dtype != theta.dtype or g.shape != theta.shape:
+                    raise ValueError(f"grads[{name!r}] is a SparseGrad of {g.dtype}"
+                                     f"{list(g.shape)}, params[{name!r}] is "
+                                     f"{theta.dtype}{list(theta.shape)}")
+                if not theta.flags.c_contiguous:
+                    raise ValueError(f"params[{name!r}] must be C-contiguous to take a "
+                                     f"SparseGrad")
+                continue
             if not isinstance(g, np.ndarray) or g.dtype != theta.dtype:
                 raise TypeError(f"grads[{name!r}] must be an array of dtype {theta.dtype} "
                                 f"like params[{name!r}], got {getattr(g, 'dtype', type(g))}")
@@ -204,6 +246,11 @@ class SGD(Optimizer):
     """Plain gradient descent, the report's eq. 6: Δw = -η ∂C/∂w."""
 
     name = "sgd"
+    sparse = "exact"
+    _op = Update.SGD
+
+    def _coefficients(self) -> tuple[float, ...]:
+        return (self.lr,)
 
     def _update(self, name, theta, g, tmp, c) -> None:
         # θ -= lr·g, one BLAS axpy over the flat arrays
@@ -216,10 +263,14 @@ class Momentum(Optimizer):
     name = "momentum"
     slots = ("v",)
     options = ("momentum",)
+    _op = Update.MOMENTUM
 
     def __init__(self, lr: float, momentum: float = 0.9) -> None:
         super().__init__(lr)
         self.momentum = _check_unit("momentum", momentum)
+
+    def _coefficients(self) -> tuple[float, ...]:
+        return (self.lr, self.momentum)
 
     def _update(self, name, theta, g, tmp, c) -> None:
         v = self._state["v"][name]
@@ -235,6 +286,7 @@ class Nesterov(Momentum):
     """Nesterov momentum: v = μv + g; θ -= lr·(g + μv)."""
 
     name = "nesterov"
+    _op = Update.NESTEROV
 
     def _update(self, name, theta, g, tmp, c) -> None:
         v = self._state["v"][name]
@@ -255,10 +307,15 @@ class AdaGrad(Optimizer):
     name = "adagrad"
     slots = ("G",)
     options = ("eps",)
+    sparse = "exact"
+    _op = Update.ADAGRAD
 
     def __init__(self, lr: float, eps: float = 1e-10) -> None:
         super().__init__(lr)
         self.eps = _check_eps(eps)
+
+    def _coefficients(self) -> tuple[float, ...]:
+        return (self.lr, self.eps)
 
     def _update(self, name, theta, g, tmp, c) -> None:
         G = self._state["G"][name]
@@ -275,11 +332,15 @@ class RMSProp(Optimizer):
     name = "rmsprop"
     slots = ("r",)
     options = ("rho", "eps")
+    _op = Update.RMSPROP
 
     def __init__(self, lr: float, rho: float = 0.9, eps: float = 1e-8) -> None:
         super().__init__(lr)
         self.rho = _check_unit("rho", rho)
         self.eps = _check_eps(eps)
+
+    def _coefficients(self) -> tuple[float, ...]:
+        return (self.lr, self.rho, 1.0 - self.rho, self.eps)
 
     def _update(self, name, theta, g, tmp, c) -> None:
         r = self._state["r"][name]
@@ -298,6 +359,7 @@ class Adam(Optimizer):
     name = "adam"
     slots = ("m", "v")
     options = ("beta1", "beta2", "eps")
+    _op = Update.ADAM
 
     def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8) -> None:
@@ -322,6 +384,10 @@ class Adam(Optimizer):
                              c(1.0 - self.beta2), c(self._step_size), c(self._inv_sqrt_c2),
                              c(self.eps))
 
+    def _coefficients(self) -> tuple[float, ...]:
+        return (self.beta1, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2,
+                self._step_size, self._inv_sqrt_c2, self.eps)
+
     def _scalars(self) -> dict[str, np.ndarray]:
         return {**super()._scalars(), "t": np.array(self.t, np.int64)}
 
@@ -333,8 +399,59 @@ class Adam(Optimizer):
         self.t = t
 
 
+# -- lazy variants: sparse updates of the moments ------------------------------------
+# Given a SparseGrad (bptt.sparse), these update the touched entries and their state
+# only, as TensorFlow's LazyAdam and PyTorch's SparseAdam do for Adam. The dense
+# optimizers update every entry at every step, since their state moves even where
+# g = 0; so the lazy ones compute something else, by design. With a dense gradient
+# each is its dense optimizer.
+
+
+class LazyMomentum(Momentum):
+    """Momentum, lazily for a SparseGrad: on the touched entries v = μv + g and
+    θ -= lr·v; elsewhere nothing, where dense Momentum would still decay v = μv and
+    move θ -= lr·v (the momentum of past gradients keeps moving a row that is no
+    longer touched)."""
+
+    name = "lazy_momentum"
+    sparse = "lazy"
+
+
+class LazyNesterov(Nesterov):
+    """Nesterov momentum, lazily for a SparseGrad: on the touched entries v = μv + g
+    and θ -= lr·(g + μv); elsewhere nothing, where dense Nesterov would still decay
+    v = μv and move θ -= lr·μv."""
+
+    name = "lazy_nesterov"
+    sparse = "lazy"
+
+
+class LazyRMSProp(RMSProp):
+    """RMSProp, lazily for a SparseGrad: on the touched entries r = ρr + (1-ρ)g² and
+    θ -= lr·g/(√r + eps); elsewhere nothing, where dense RMSProp would still decay
+    r = ρr (θ does not move there either way). So a row's r decays once per update
+    that touches it, not once per update: after a long absence its step is smaller
+    than dense RMSProp's."""
+
+    name = "lazy_rmsprop"
+    sparse = "lazy"
+
+
+class LazyAdam(Adam):
+    """Adam, lazily for a SparseGrad: on the touched entries m = β1·m + (1-β1)g,
+    v = β2·v + (1-β2)g² and θ -= lr·m̂/(√v̂ + eps) with m̂ = m/(1-β1^t),
+    v̂ = v/(1-β2^t); elsewhere nothing. Dense Adam would still decay m and v there
+    and move θ by the decaying momentum. t counts every step, touched or not (as
+    TensorFlow's LazyAdam does); eps is added to √v̂ as in Adam here (TensorFlow's
+    LazyAdam adds it to √v, the paper's "epsilon hat")."""
+
+    name = "lazy_adam"
+    sparse = "lazy"
+
+
 _CLASSES: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSProp, Adam)}
+    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSProp, Adam,
+                              LazyMomentum, LazyNesterov, LazyRMSProp, LazyAdam)}
 OPTIMIZERS: tuple[str, ...] = tuple(_CLASSES)
 
 
@@ -351,19 +468,21 @@ def make_optimizer(name: str, lr: float, **options) -> Optimizer:
 # -- gradient transforms ----------------------------------------------------------
 
 
-def clip_by_value(grads: dict[str, np.ndarray], limit: float) -> None:
+def clip_by_value(grads: dict[str, np.ndarray | SparseGrad], limit: float) -> None:
     """Clip every gradient entry to [-limit, limit] in place (RNNLM's gradient cutoff)."""
     limit = check_real("limit", limit, low=0.0, low_open=True)
     for g in grads.values():
+        g = values_of(g)          # a SparseGrad's other entries are 0: unchanged
         c = g.dtype.type
         # g = min(max(g, -limit), limit)
         np.clip(g, c(-limit), c(limit), out=g)
 
 
-def sum_of_squares(g: np.ndarray) -> float:
+def sum_of_squares(g: np.ndarray | SparseGrad) -> float:
     """Σ g² of one array: a BLAS dot in its dtype, redone in float64 when that
     overflows (float32 squares past 3e38), so it is infinite or NaN only when g
-    holds an infinity or a NaN."""
+    holds an infinity or a NaN. A SparseGrad: over its stored entries."""
+    g = values_of(g)
     with np.errstate(over="ignore", invalid="ignore"):
         total = float(np.dot(g.ravel(), g.ravel()))
     if not math.isfinite(total):
@@ -371,7 +490,7 @@ def sum_of_squares(g: np.ndarray) -> float:
     return total
 
 
-def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+def clip_by_global_norm(grads: dict[str, np.ndarray | SparseGrad], max_norm: float) -> float:
     """Scale all gradients in place so their joint L2 norm is at most max_norm.
 
     Returns the norm before clipping (sums of squares added in float64). A
@@ -385,15 +504,18 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
         scale = max_norm / total
         for g in grads.values():
             # g *= max_norm / ‖g‖
+            g = values_of(g)
             np.multiply(g, g.dtype.type(scale), out=g)
     return total
 
 
-def add_l2(grads: dict[str, np.ndarray], params: dict[str, np.ndarray], l2: float) -> None:
+def add_l2(grads: dict[str, np.ndarray | SparseGrad], params: dict[str, np.ndarray],
+           l2: float) -> None:
     """Add the gradient of (l2/2)·‖θ‖² in place: grads[name] += l2·params[name].
 
     Only weight matrices are decayed: arrays with ndim >= 2. 1-D arrays (biases) are
-    left alone.
+    left alone. A SparseGrad gets it on its stored entries only (the rest of l2·θ
+    is not added: see bptt.sparse.LazyDecay for SGD's exact account of it).
     """
     l2 = check_real("l2", l2, low=0.0)
     for name, g in grads.items():
@@ -405,6 +527,10 @@ def add_l2(grads: dict[str, np.ndarray], params: dict[str, np.ndarray], l2: floa
                              f"{theta.shape}")
         if theta.dtype != g.dtype:
             raise TypeError(f"grads[{name!r}] is {g.dtype}, params[{name!r}] {theta.dtype}")
+        if isinstance(g, SparseGrad):
+            if theta.ndim >= 2 and l2 > 0.0:
+                g.apply(Update.ADD_L2, np.ascontiguousarray(theta), coefficients=(l2,))
+            continue
         if theta.ndim >= 2 and l2 > 0.0:
             # g += l2·θ: one BLAS axpy (sgd_update computes y -= a·x) on contiguous
             # arrays, no temporary

@@ -13,6 +13,16 @@ Two regimes:
 Every update uses the gradient of the loss summed over the block's steps and
 units divided by the number of sequences (streams) in the batch, then clipping,
 L2 and the optimizer, in that order.
+
+Sparse updates (bptt.sparse): with token inputs, V's gradient is nonzero only on
+the rows of the block's tokens; with a class-factorised softmax, W's and b_o's only
+on the columns of its targets' classes. When the optimizer can take them (SGD,
+AdaGrad without L2, the lazy_* optimizers) those gradients travel as SparseGrads
+from the kernels through the checks, scaling, clipping, L2 and the step, so an
+update costs O(touched slices x H), not O(vocabulary x H). SGD's L2 decay of the
+untouched slices is deferred (LazyDecay) and applied when a slice is next read,
+and to everything at the end of every epoch (before validation, callbacks and
+checkpoints) or when lr changes.
 """
 from __future__ import annotations
 
@@ -27,10 +37,11 @@ from . import io as _io
 from ._checks import check_choice, check_int, check_real
 from .data import Batch, SequenceData, stream_batch
 from .online import OnlineSettings, OnlineTrainer
-from .optimizers import (Optimizer, add_l2, clip_by_global_norm, clip_by_value,
+from .optimizers import (SGD, Optimizer, add_l2, clip_by_global_norm, clip_by_value,
                          make_optimizer, sum_of_squares)
 from .progress import Progress
 from .schedules import RNNLM, Schedule, make_schedule
+from .sparse import LazyDecay, SparseGrad, values_of
 
 DIVERGENCE_POLICIES = ("raise", "skip")
 UPDATE_ORDERS = ("block", "rnnlm")
@@ -69,8 +80,14 @@ class _Settings:
     clip_norm: float | None
     l2: float
     on_divergence: str
-    # with on_divergence="skip": the weights before the last applied update
+    # gradients of V, W, b_o as SparseGrads (see _sparse_updates)
+    sparse: bool = False
+    # with sparse and SGD with L2: the decay pending on the untouched slices
+    decay: LazyDecay | None = None
+    # with on_divergence="skip": the weights (and decay bookkeeping) before the last
+    # applied update
     last_weights: dict | None = None
+    last_decay: tuple | None = None
 
 
 def _optimizer(optimizer, lr: float) -> Optimizer:
@@ -84,6 +101,15 @@ def _schedule(schedule) -> Schedule | None:
     if schedule is None or isinstance(schedule, Schedule):
         return schedule
     return make_schedule(schedule)
+
+
+def _sparse_updates(opt: Optimizer, l2: float) -> bool:
+    """Whether updates may take SparseGrads and still be what fit promises: the
+    dense result (SGD, its L2 decay deferred by LazyDecay; AdaGrad without L2,
+    whose L2 gradient would touch every row), or the lazy one asked for."""
+    if opt.sparse == "lazy":
+        return True
+    return opt.sparse == "exact" and (l2 == 0.0 or isinstance(opt, SGD))
 
 
 def _grads_finite(grads: dict) -> bool:
@@ -105,15 +131,28 @@ def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
         if settings.last_weights is not None:
             for name, param in params.items():
                 param[...] = settings.last_weights[name]
+            if settings.decay is not None:
+                settings.decay.restore(settings.last_decay)
         opt.lr = opt.lr * 0.5
         return False
     if n_sequences > 1:
         for g in grads.values():
+            g = values_of(g)
             np.multiply(g, g.dtype.type(1.0 / n_sequences), out=g)
     if settings.clip is not None:
         clip_by_value(grads, settings.clip)
     if settings.clip_norm is not None:
         clip_by_global_norm(grads, settings.clip_norm)
+    decay = settings.decay
+    if decay is not None:
+        # SGD's L2: bring the touched slices up to date (the step then decays them
+        # through this update); the others' decay is counted, applied later
+        touched = {name: g.ids for name, g in grads.items()
+                   if isinstance(g, SparseGrad) and params[name].ndim >= 2}
+        for name in touched:
+            decay.track(name, grads[name])
+        decay.begin(params, opt.lr)
+        decay.catch_up(params, touched)
     if settings.l2:
         add_l2(grads, params, settings.l2)
     if settings.on_divergence == "skip":
@@ -121,28 +160,47 @@ def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
             settings.last_weights = {k: np.empty_like(v) for k, v in params.items()}
         for name, param in params.items():
             settings.last_weights[name][...] = param
+        if decay is not None:
+            settings.last_decay = decay.state()
     opt.step(params, grads)
+    if decay is not None:
+        decay.advance(touched)
     return True
+
+
+def _step_grads(grads: dict, sparse: dict | None) -> dict:
+    """The gradients of an update: the dense arrays, with the sparse ones in their
+    place."""
+    return {**grads, **sparse} if sparse else grads
 
 
 def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
                progress) -> tuple[float, float, int, int]:
     params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
+    sparse = {} if settings.sparse else None
+    decay = settings.decay
     loss_sum = weight_sum = 0.0
     sequences = steps = 0
-    for i, batch in enumerate(data.epoch(rng)):
-        with net._kernel_section(batch.B):
-            loss = net._loss_and_grad(batch.inputs, batch.targets, batch.weights, None, tau,
-                                      grads)
-            applied = _apply_update(params, grads, loss, batch.n_sequences, opt, settings,
-                                    history, f"epoch {epoch + 1}, batch {i + 1}")
-        if applied:                     # a skipped (non-finite) step counts for nothing
-            loss_sum += loss
-            weight_sum += float(batch.weights.sum())
-        sequences += batch.n_sequences
-        steps += batch.T * batch.B
-        if progress:
-            progress.advance(batch.n_sequences, loss_sum / max(weight_sum, 1e-300))
+    try:
+        for i, batch in enumerate(data.epoch(rng)):
+            with net._kernel_section(batch.B):
+                if decay is not None:       # the slices this batch reads, up to date
+                    decay.catch_up(params, net._read_slices(batch.inputs, batch.targets))
+                loss = net._loss_and_grad(batch.inputs, batch.targets, batch.weights, None,
+                                          tau, grads, sparse)
+                applied = _apply_update(params, _step_grads(grads, sparse), loss,
+                                        batch.n_sequences, opt, settings, history,
+                                        f"epoch {epoch + 1}, batch {i + 1}")
+            if applied:                     # a skipped (non-finite) step counts for nothing
+                loss_sum += loss
+                weight_sum += float(batch.weights.sum())
+            sequences += batch.n_sequences
+            steps += batch.T * batch.B
+            if progress:
+                progress.advance(batch.n_sequences, loss_sum / max(weight_sum, 1e-300))
+    finally:
+        if decay is not None:               # whatever reads the model next sees it whole
+            decay.flush(params)
     return loss_sum, weight_sum, sequences, steps
 
 
@@ -154,35 +212,44 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
     states = np.empty((k2 + 1 + k1, B, H), net.dtype)
+    sparse = {} if settings.sparse else None
+    decay = settings.decay
     held = 0
     loss_sum = weight_sum = 0.0
-    for t in range(0, T, k1):
-        stop = min(T, t + k1)
-        k = stop - t
-        block = stream.steps(t, stop)
-        window_len = min(k2, stop)
-        first = held + k - window_len               # window start within `states`
-        with net._kernel_section(B):
-            new_states = states[held:held + k]
-            net._forward_states(block.inputs, states[held - 1] if held else None,
-                                new_states)
-            # the errors of the block's outputs enter the window's last k steps
-            DH = net._workspace.get("DH", (window_len, B, H), net.dtype)
-            loss = net._output_layer(new_states, block.targets, block.weights, grads,
-                                     DH[window_len - k:].reshape(-1, H))
-            net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
-                                 states[first:held + k], states[first - 1] if first else None,
-                                 k, tau, grads, DH)
-            applied = _apply_update(params, grads, loss, B, opt, settings, history,
-                                    f"epoch {epoch + 1}, step {stop}")
-        keep = min(k2 + 1, held + k)
-        states[:keep] = states[held + k - keep:held + k]
-        held = keep
-        if applied:
-            loss_sum += loss
-            weight_sum += float(block.weights.sum())
-        if progress:
-            progress.advance(k * B, loss_sum / max(weight_sum, 1e-300))
+    try:
+        for t in range(0, T, k1):
+            stop = min(T, t + k1)
+            k = stop - t
+            block = stream.steps(t, stop)
+            window_len = min(k2, stop)
+            first = held + k - window_len               # window start within `states`
+            with net._kernel_section(B):
+                if decay is not None:       # the slices this block reads, up to date
+                    decay.catch_up(params, net._read_slices(block.inputs, block.targets))
+                new_states = states[held:held + k]
+                net._forward_states(block.inputs, states[held - 1] if held else None,
+                                    new_states)
+                # the errors of the block's outputs enter the window's last k steps
+                DH = net._workspace.get("DH", (window_len, B, H), net.dtype)
+                loss = net._output_layer(new_states, block.targets, block.weights, grads,
+                                         DH[window_len - k:].reshape(-1, H), sparse=sparse)
+                net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
+                                     states[first:held + k],
+                                     states[first - 1] if first else None,
+                                     k, tau, grads, DH, sparse)
+                applied = _apply_update(params, _step_grads(grads, sparse), loss, B, opt,
+                                        settings, history, f"epoch {epoch + 1}, step {stop}")
+            keep = min(k2 + 1, held + k)
+            states[:keep] = states[held + k - keep:held + k]
+            held = keep
+            if applied:
+                loss_sum += loss
+                weight_sum += float(block.weights.sum())
+            if progress:
+                progress.advance(k * B, loss_sum / max(weight_sum, 1e-300))
+    finally:
+        if decay is not None:               # whatever reads the model next sees it whole
+            decay.flush(params)
     return loss_sum, weight_sum, B, T * B
 
 
@@ -292,14 +359,16 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         schedule: str | Schedule | None = None, patience: int | None = None,
         restore_best: bool = True, on_divergence: str = "raise",
         checkpoint=None, resume: bool = False, update_order: str = "block",
-        error_clip: float | None = None, reset_token: int | None = None) -> History:
+        error_clip: float | None = None, reset_token: int | None = None,
+        sparse: bool = True) -> History:
     """Train net on (X, D) and return a History.
 
     X, D, mask: time-major arrays (T, B, ...) or lists of per-sequence arrays
     (T_i, ...) of different lengths (padded, masked and bucketed by length).
     epochs: number of passes over the data; lr: learning rate (eq. 6).
-    optimizer: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", or an
-    Optimizer. batch_size: sequences per minibatch (None: all), epochwise only.
+    optimizer: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", their
+    lazy variants "lazy_momentum", "lazy_nesterov", "lazy_rmsprop", "lazy_adam"
+    (see sparse below), or an Optimizer. batch_size: sequences per minibatch (None: all), epochwise only.
     k1, k2: TBPTT(k1, k2) on the B streams of X (k2 defaults to k1, k2 >= k1);
     None: epochwise BPTT of whole sequences. truncate: per-output truncation tau.
     clip: clip each gradient entry to [-clip, clip] (RNNLM); clip_norm: rescale
@@ -331,6 +400,14 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     before every input equal to this id, in training and in validation, so no
     error is back-propagated across it (RNNLM's -independent with the
     end-of-sentence token; see ElmanRNN.forward's resets). None: no resets.
+    sparse: with token inputs (rows of V) and a class-factorised softmax (columns
+    of W, entries of b_o), update only the slices a block touches, so an update
+    costs O(touched x H) instead of O(vocabulary x H). With SGD and AdaGrad the
+    result is the dense one (to rounding; SGD's L2 decay of untouched rows is
+    applied lazily, exactly; AdaGrad with l2 > 0 stays dense, its L2 gradient
+    touching every row). Momentum, Nesterov, RMSProp and Adam stay dense (exact);
+    their lazy_* variants update the touched slices and their moments only, and
+    add l2 to the touched slices only. False: dense gradients throughout.
     """
     epochs = check_int("epochs", epochs, minimum=1)
     lr = check_real("lr", lr, low=0.0, low_open=True)
@@ -376,6 +453,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                              "epochwise training starts every sequence from its h0")
     opt = _optimizer(optimizer, lr)
     sched = _schedule(schedule)
+    settings.sparse = bool(sparse) and _sparse_updates(opt, settings.l2)
+    if settings.sparse and settings.l2 and isinstance(opt, SGD):
+        settings.decay = LazyDecay(settings.l2)
 
     stream = _reset_at(stream_batch(X, D, mask, net), reset_token) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
