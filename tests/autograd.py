@@ -1,6 +1,6 @@
 """A small reverse-mode automatic differentiation over NumPy float64 arrays, and the Elman
 network loss built from it: an oracle for ``ElmanRNN.loss_and_grad`` that shares no code
-with the library (written from DESIGN.md sections 1-2 only).
+with the library (written from docs/math.md only).
 
 Every op returns a new ``Tensor`` that remembers its parents and a closure mapping the
 gradient of the output to the gradients of the parents. ``Tensor.backward()`` visits the
@@ -181,11 +181,11 @@ def _row_loss(net_o: Tensor, d: np.ndarray, output: str, loss: str) -> Tensor:
 
 def elman_loss(params: dict, X, D, h0=None, mask=None, truncate=None, hidden="tanh",
                output="softmax", loss="cross_entropy", net_h_log: list | None = None) -> Tensor:
-    """The loss C of DESIGN.md §1 as a Tensor built from ``params`` (dict of Tensors).
+    """The loss C of docs/math.md as a Tensor built from ``params`` (dict of Tensors).
 
     With ``truncate = tau`` the result is Σ_t C_t where C_t is output t's loss computed from
     states s(t−τ) … s(t) recomputed from a detached copy of s(t−τ−1) (h0 or zeros before the
-    start): its gradient is the truncated BPTT gradient of DESIGN.md §2.
+    start): its gradient is the truncated BPTT gradient of docs/math.md.
     ``net_h_log``, when given, receives every pre-activation value of the full forward pass.
     """
     V, U, W, b_h, b_o = (params[k] for k in PARAMS)

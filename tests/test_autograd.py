@@ -121,7 +121,7 @@ def test_truncation_invariants_of_the_oracle():
     assert all(np.allclose(t0[k], full[1][k]) for k in ("W", "b_o"))   # no recursion in W
     assert not np.allclose(t0["U"], full[1]["U"])                      # τ matters for U
 
-    # τ = 0 by hand (DESIGN §2 with δ_h(t+1) dropped): δ_h(t) = δ_o(t) Wᵀ ⊙ f'(net_h(t))
+    # τ = 0 by hand (docs/math.md with δ_h(t+1) dropped): δ_h(t) = δ_o(t) Wᵀ ⊙ f'(net_h(t))
     V, U, W, b_h, b_o = (params[k] for k in PARAMS)
     s, dU, dV = np.zeros((B, H)), np.zeros_like(U), np.zeros_like(V)
     for t in range(T):

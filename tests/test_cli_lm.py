@@ -184,6 +184,66 @@ def test_eval_entropy_is_consistent(word_model, files):
     assert math.isfinite(figure(out, "test log probability"))
 
 
+# ------------------------------------------------------------------ unk, fresh state
+
+def test_unseen_characters_map_to_unk_and_are_counted(files, tmp_path, capsys):
+    """The issue's case: a validation text with a character the training text lacks."""
+    valid = tmp_path / "valid.txt"
+    valid.write_text("the cat meows!\nthe Xdog barks")           # no final newline
+    path = tmp_path / "char.npz"
+    out = run(["lm", "train", "--train", str(files["train"]), "--valid", str(valid),
+               "--model", str(path), "--level", "char", "--hidden", "8", "--epochs", "1",
+               "--batch", "4"])
+    assert f"--valid {valid}: 2 characters not in the vocabulary mapped to '<unk>'" in out
+    assert "--train" not in out.split("vocabulary size")[1].split("model:")[0]
+    out = run(["lm", "eval", "--model", str(path), "--test", str(valid)])
+    assert "2 characters not in the vocabulary mapped to '<unk>'" in out
+    assert figure(out, "characters") == len(valid.read_text())
+    scores = run(["lm", "score", "--model", str(path), "--text", str(valid)])
+    assert len(scores.splitlines()) == 2                      # stdout: the scores only
+    assert "2 characters not in the vocabulary" in capsys.readouterr().err
+
+
+def test_a_text_of_unknown_tokens_is_refused(word_model, files, tmp_path, capsys):
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("zebra gnu\n\nokapi\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["lm", "eval", "--model", str(word_model[0]), "--test", str(foreign)])
+    assert exc.value.code == 2
+    assert f"--test {foreign}: every token is unknown to the vocabulary" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["lm", "train", "--train", str(files["train"]), "--valid", str(foreign),
+                  "--model", str(tmp_path / "m.npz")])
+    assert exc.value.code == 2 and not (tmp_path / "m.npz").exists()
+    assert f"--valid {foreign}: every token is unknown" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(SystemExit):
+        cli.main(["lm", "train", "--train", str(files["train"]), "--valid", str(empty),
+                  "--model", str(tmp_path / "m.npz")])
+    assert f"--valid {empty} holds no tokens" in capsys.readouterr().err
+
+
+def test_independent_training_is_stored_and_used_by_eval(files, tmp_path):
+    path = tmp_path / "ind.npz"
+    out = run(["lm", "train", "--train", str(files["train"]), "--valid",
+               str(files["valid"]), "--model", str(path), "--hidden", "12", "--classes",
+               "4", "--epochs", "2", "--independent"])
+    assert "independent sentences" in out
+    net, vocab, options = lm.load_lm(path, with_options=True)
+    assert options == {"independent": True}
+    out = run(["lm", "eval", "--model", str(path), "--test", str(files["test"])])
+    ids = vocab.encode_file(files["test"])
+    nll, n = lm.stream_nll(net, ids, vocab=vocab, independent=True)
+    assert figure(out, "PPL net") == pytest.approx(math.exp(nll / n), rel=1e-5)
+    # greedy generation from the fresh state repeats one sentence
+    text = run(["lm", "generate", "--model", str(path), "--length", "40",
+                "--temperature", "0"])
+    lines = text.split("\n")[:-1]
+    assert len(lines) > 2 and len(set(lines[:-1])) == 1
+
+
 # ------------------------------------------------------------ progress, checkpoints, Ctrl-C
 
 

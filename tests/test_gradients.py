@@ -2,7 +2,7 @@
 
 Full BPTT is the gradient of the loss itself. A truncated gradient (tau) is the
 gradient of sum_t C_t(s(t - tau - 1) held fixed): output t's loss computed from
-the state tau + 1 steps back treated as a constant (DESIGN.md section 2). That
+the state tau + 1 steps back treated as a constant (docs/math.md, truncation). That
 sum is built from the public API (forward for the fixed states, loss_and_grad
 for each window), so both sides are checked without the reference.
 """

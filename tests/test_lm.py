@@ -273,3 +273,176 @@ def test_load_lm_refuses_a_file_without_vocabulary(trained, tmp_path):
         lm.save_lm(tmp_path / "x.npz", net, Vocabulary.from_text("a b\n"))
     with pytest.raises(FileNotFoundError):
         lm.load_lm(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------ the fresh state
+
+# a blank line, no final newline
+SENTENCES = "the cat meows\n\nthe big dog barks and the cow runs\nthe bird sings"
+
+
+def test_fresh_state_scoring_is_eos_then_the_stream_from_a_zero_state(corpus):
+    vocab, _, valid = corpus
+    net = lm.build(vocab, 8, n_classes=4, dtype="float64", seed=2)
+    ids = valid[:300]
+    nll, n = lm.stream_nll(net, ids, vocab=vocab)
+    assert n == ids.size                                  # every token is predicted
+    assert nll / n == pytest.approx(nll_by_hand(net, np.r_[vocab.eos_id, ids]), rel=1e-12)
+    assert lm.perplexity(net, ids, vocab=vocab) == lm.perplexity(net, np.r_[vocab.eos_id,
+                                                                            ids])
+    # parallel streams: each from the fresh state too
+    streams = ids.reshape(3, 100)
+    expected = np.mean([nll_by_hand(net, np.r_[vocab.eos_id, s]) for s in streams])
+    assert math.log(lm.perplexity(net, ids, batch=3, vocab=vocab)) == \
+        pytest.approx(expected, rel=1e-12)
+
+
+def test_independent_scoring_is_the_sum_of_the_n_best_scores(corpus):
+    """With a reset at every sentence, a stream scores as its sentences do one by one
+    from the fresh state (sentence_log_probs, RNNLM's -nbest)."""
+    vocab, _, _ = corpus
+    net = lm.build(vocab, 8, n_classes=4, dtype="float64", seed=4)
+    ids = vocab.encode(SENTENCES)
+    nll, n = lm.stream_nll(net, ids, vocab=vocab, independent=True)
+    lines = [line for line in SENTENCES.split("\n") if line]
+    scores = lm.sentence_log_probs(net, vocab, lines)
+    assert n == ids.size == sum(len(line.split()) + 1 for line in lines)
+    assert -nll / math.log(10) == pytest.approx(scores.sum(), rel=1e-12)
+    # carried across sentences the figure differs; in parallel streams, only the
+    # sentences that a cut splits change
+    assert lm.stream_nll(net, ids, vocab=vocab)[0] != pytest.approx(nll, rel=1e-6)
+    with pytest.raises(ValueError, match="needs vocab"):
+        lm.stream_nll(net, ids, independent=True)
+    with pytest.raises(TypeError, match="independent must be True or False"):
+        lm.stream_nll(net, ids, vocab=vocab, independent="yes")
+
+
+def test_a_text_of_unknown_tokens_is_refused_for_validation_and_scoring(corpus):
+    vocab, train, _ = corpus
+    net = lm.build(vocab, 4)
+    foreign = vocab.encode("zebra gnu\nokapi\n")
+    assert set(foreign.tolist()) == {vocab.unk_id, vocab.eos_id}
+    with pytest.raises(ValueError, match="every token is unknown"):
+        lm.train(net, vocab, train[:100], foreign, epochs=1)
+    with pytest.raises(ValueError, match="every token is unknown"):
+        lm.perplexity(net, foreign, vocab=vocab)
+    # a literal <unk> among known words is fine; one known word is enough
+    assert lm.perplexity(net, vocab.encode("zebra the\n"), vocab=vocab) > 1
+
+
+def test_independent_training_gradient_is_the_sum_over_sentences(corpus):
+    """One TBPTT block covering the streams, SGD with lr 1: the update is the gradient
+    averaged over the streams, and with independent sentences it is the sum of the
+    gradients of every sentence from the fresh state, computed separately."""
+    vocab, _, _ = corpus
+    ids = vocab.encode(SENTENCES + "\nthe cat meows and the dog runs\n")
+    for batch in (1, 2):
+        net = lm.build(vocab, 6, n_classes=4, dtype="float64", seed=7)
+        before = {k: v.copy() for k, v in net.parameters().items()}
+        T = ids.size // batch
+        expected = {k: np.zeros_like(v) for k, v in before.items()}
+        for b in range(batch):
+            stream = np.r_[vocab.eos_id, ids[b * T:(b + 1) * T]]
+            starts = np.flatnonzero(stream[:-1] == vocab.eos_id).tolist() + [T]
+            for start, stop in zip(starts, starts[1:]):        # X = eos w1 .. wn
+                _, grads = net.loss_and_grad(stream[start:stop, None],
+                                             stream[start + 1:stop + 1, None])
+                for name in expected:
+                    expected[name] += grads[name] / batch
+        lm.train(net, vocab, ids, None, k1=T, k2=T, lr=1.0, batch=batch, epochs=1,
+                 schedule=None, independent=True)
+        for name, param in net.parameters().items():
+            np.testing.assert_allclose(before[name] - param, expected[name], rtol=1e-10,
+                                       atol=1e-13, err_msg=name)
+
+
+def test_independent_validation_loss_is_independent_scoring(corpus):
+    vocab, train, valid = corpus
+    net = lm.build(vocab, 8, n_classes=4, dtype="float64", seed=1)
+    history = lm.train(net, vocab, train[:2000], valid[:300], epochs=2, batch=4,
+                       independent=True, schedule=None, restore_best=False)
+    nll, n = lm.stream_nll(net, valid[:300], vocab=vocab, independent=True)
+    assert history.valid_loss[-1] == pytest.approx(nll / n, rel=1e-12)
+    assert history.valid_loss[-1] != pytest.approx(
+        math.log(lm.perplexity(net, valid[:300], vocab=vocab)), rel=1e-6)
+
+
+def test_independent_generation_returns_to_the_fresh_state_at_every_line(trained):
+    net, vocab, _ = trained
+    lines = lm.generate(net, vocab, 60, temperature=0, independent=True).split("\n")
+    assert len(lines) > 3 and len(set(lines[:-1])) == 1     # greedy: the same line
+    first = lm.generate(net, vocab, 10, temperature=0)
+    assert first.split("\n")[0] == lines[0]
+    # a prime's earlier lines do not reach past their end of sentence
+    assert lm.generate(net, vocab, 8, temperature=0, prime="the dog barks\nthe big",
+                       independent=True) == \
+        lm.generate(net, vocab, 8, temperature=0, prime="the big", independent=True)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_text_generated_from_a_prime_scores_near_the_validation_entropy(independent):
+    """A tiny char model: what it generates at temperature 1 from the fresh state and
+    a prime has, under the model, about the entropy of real held-out text. A wrong
+    start state or sampling rule moves it far off (the bound is generous, 25 %)."""
+    train, valid = grammar_text(400, 10), grammar_text(80, 11)
+    vocab = Vocabulary.from_text(train, level="char")
+    net = lm.build(vocab, 24, seed=3)
+    lm.train(net, vocab, vocab.encode(train), vocab.encode(valid), epochs=12, batch=4,
+             optimizer="adam", lr=0.01, independent=independent)
+    valid_nll, n = lm.stream_nll(net, vocab.encode(valid), vocab=vocab,
+                                 independent=independent)
+    prime = "the big "
+
+    def entropy_of_generated(temperature: float) -> float:
+        text = lm.generate(net, vocab, 3000, temperature, seed=0, prime=prime,
+                           independent=independent)
+        nll, m = lm.stream_nll(net, vocab.encode(prime + text), vocab=vocab,
+                               independent=independent)
+        return nll / m
+
+    assert valid_nll / n < 0.1 * math.log(len(vocab))       # the model learned the text
+    assert entropy_of_generated(1.0) == pytest.approx(valid_nll / n, rel=0.25)
+    assert entropy_of_generated(2.0) > 1.5 * valid_nll / n   # the check can tell
+
+
+def test_the_independent_flag_is_stored_and_older_files_read_as_carried(trained, tmp_path):
+    net, vocab, _ = trained
+    path = tmp_path / "ind.npz"
+    lm.save_lm(path, net, vocab, independent=True)
+    assert lm.load_lm(path, with_options=True)[2] == {"independent": True}
+    assert len(lm.load_lm(path)) == 2
+    # a file of an older bptt: no lm/independent entry
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files if k != lm.INDEPENDENT_KEY}
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert lm.load_lm(tmp_path / "old.npz", with_options=True)[2] == {"independent": False}
+    with pytest.raises(TypeError, match="independent"):
+        lm.save_lm(path, net, vocab, independent=1)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_independent_tbptt_follows_a_transcription_block_by_block(corpus, independent):
+    """TBPTT(k1 = k2 = 4) over 2 streams with SGD, transcribed with the public API:
+    each block's gradient from the state carried into it (ignored where the block
+    starts at a reset), the update, the state at the block's end carried on."""
+    vocab, train, _ = corpus
+    ids = train[:200]            # 100 steps per stream: whole blocks (k2 = k1 then holds)
+    net = lm.build(vocab, 6, n_classes=4, dtype="float64", seed=11)
+    copy = lm.build(vocab, 6, n_classes=4, dtype="float64", seed=11)
+    lm.train(net, vocab, ids, None, k1=4, k2=4, lr=0.5, batch=2, epochs=1,
+             schedule=None, independent=independent)
+    streams = np.concatenate([np.full((1, 2), vocab.eos_id), bptt.text.batchify(ids, 2)])
+    X, D = streams[:-1], streams[1:]
+    resets = X == vocab.eos_id if independent else None
+    h = None
+    for start in range(0, X.shape[0], 4):
+        block = slice(start, start + 4)
+        R = None if resets is None else resets[block]
+        _, grads = copy.loss_and_grad(X[block], D[block], h0=h, resets=R)
+        h = copy.forward(X[block], h, resets=R)[1][-1]
+        for name, param in copy.parameters().items():
+            param -= 0.5 * grads[name] / 2
+    for name, param in net.parameters().items():
+        np.testing.assert_allclose(param, copy.parameters()[name], rtol=1e-12, atol=1e-14,
+                                   err_msg=name)
+    assert independent == bool(resets is not None and resets[1:].any())

@@ -288,3 +288,22 @@ def test_batch_first_is_the_transposed_layout():
         net.evaluate(Xb, D)
     with pytest.raises(TypeError, match="batch_first must be True or False"):
         net.predict(X, batch_first="yes")
+
+
+def test_resets_follow_the_sequences_through_chunks_and_batch_first():
+    rng = np.random.default_rng(4)
+    net = bptt.ElmanRNN(4, 5, 4, dtype="float64")
+    X = rng.integers(0, 4, (9, 6))
+    D = rng.integers(0, 4, (9, 6))
+    resets = rng.uniform(size=(9, 6)) < 0.3
+    Y = net.predict(X, resets=resets)
+    np.testing.assert_allclose(net.predict(X, resets=resets, batch_size=4), Y, rtol=0,
+                               atol=1e-12)
+    np.testing.assert_array_equal(net.predict(X.T, resets=resets.T, batch_first=True),
+                                  Y.swapaxes(0, 1))
+    np.testing.assert_allclose(net.log_prob(X, D, resets=resets, batch_size=2),
+                               net.log_prob(X, D, resets=resets), rtol=0, atol=1e-12)
+    assert net.evaluate(X, D, resets=resets, batch_size=5) == pytest.approx(
+        net.evaluate(X, D, resets=resets), rel=1e-12)
+    with pytest.raises(TypeError, match="resets applies to arrays"):
+        net.predict([X[:, 0], X[:3, 1]], resets=resets)

@@ -1,16 +1,18 @@
 """bptt.text: vocabularies, encoding, frequency classes and LM streams.
 
-Small corpora are checked by hand; the real corpora (/work/shared/data, see its
-README) are used when present and skipped otherwise.
+Small corpora are checked by hand; the real corpora (../shared/data, beside the
+repository: see docs/development.md) are used when present and skipped otherwise.
 """
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from bptt.text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB = DATA / "ptb"
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 
@@ -80,6 +82,48 @@ def test_unknown_words_map_to_unk():
     assert v.encode("the cow sat\nmoo").tolist() == [0, 6, 2, 1, 6, 1]
 
 
+@pytest.mark.parametrize("level", ["word", "char"])
+@pytest.mark.parametrize("min_count, max_size", [(1, None), (2, None), (1, 4), (3, 5)])
+def test_unseen_tokens_map_to_unk_and_are_counted(level, min_count, max_size):
+    text = "ab ab c\nd ab\n" if level == "word" else "abcab\nab\n"
+    v = Vocabulary.from_text(text, level=level, min_count=min_count, max_size=max_size)
+    assert v.unk == "<unk>" and v.unk_id is not None
+    assert max_size is None or len(v) <= max_size
+    kept = [t for t in v.tokens if t != "<unk>"]
+    unseen = "zz yy ab\n\n  \nxx" if level == "word" else "zab\n\ny"
+    ids, n_unknown = v.encode(unseen, count_unknown=True)
+    np.testing.assert_array_equal(ids, v.encode(unseen))
+    assert ids.min() >= 0 and ids.max() < len(v)
+    pieces = unseen.split() if level == "word" else list(unseen)
+    assert n_unknown == sum(p not in kept for p in pieces)
+    assert np.count_nonzero(ids == v.unk_id) == n_unknown
+    # blank lines add nothing at word level; the text needs no final newline
+    if level == "word":
+        assert v.decode(ids) == "<unk> <unk> " + ("ab" if "ab" in kept else "<unk>") \
+            + "\n<unk>\n"
+    else:
+        assert ids.size == len(unseen) and ids[-1] == v.unk_id
+
+
+def test_unknown_count_skips_a_literal_unk_token(tmp_path):
+    v = Vocabulary.from_text("a <unk> b\n")
+    assert v.encode("<unk> c b", count_unknown=True)[1] == 1
+    path = tmp_path / "t.txt"
+    path.write_text("c d\n\na")                  # a blank line, no final newline
+    ids, n = v.encode_file(path, count_unknown=True)
+    assert n == 2 and v.decode(ids) == "<unk> <unk>\na\n"
+    assert v.encode("", count_unknown=True)[1] == 0
+
+
+def test_an_older_vocabulary_without_unk_still_loads_and_names_the_token():
+    old = Vocabulary.from_text("ab\n", level="char", unk=None).to_arrays()
+    v = Vocabulary.from_arrays(old)                   # as a model file of an older bptt
+    assert v.unk_id is None and len(v) == 3
+    assert v.encode("ba\n").tolist() == [1, 0, 2]
+    with pytest.raises(ValueError, match="'X', which is not in the vocabulary.*older"):
+        v.encode("aX", count_unknown=True)
+
+
 def test_unk_in_corpus_is_a_regular_entry():
     v = Vocabulary.from_text("a <unk> b\n<unk> a\n")
     # a 2, <unk> 2, </s> 2, b 1
@@ -132,20 +176,24 @@ def test_custom_and_absent_special_tokens():
 def test_char_vocabulary_by_hand():
     text = "abca\nb"
     v = Vocabulary.from_text(text, level="char")
-    assert v.tokens == ["a", "b", "c", "\n"]                  # a 2, b 2, c 1, \n 1
-    assert v.counts.tolist() == [2, 2, 1, 1]
+    # a 2, b 2, c 1, \n 1, and <unk> (nothing dropped: count 0, the last id)
+    assert v.tokens == ["a", "b", "c", "\n", "<unk>"]
+    assert v.counts.tolist() == [2, 2, 1, 1, 0]
     assert v.eos == "\n" and v.eos_id == 3
-    assert v.unk is None and v.unk_id is None                 # nothing was dropped
+    assert v.unk == "<unk>" and v.unk_id == 4
     assert v.encode(text).tolist() == [0, 1, 2, 0, 3, 1]
     assert v.decode(v.encode(text)) == text
+    assert v.encode("abx").tolist() == [0, 1, 4]
+    bare = Vocabulary.from_text(text, level="char", unk=None)
+    assert bare.tokens == ["a", "b", "c", "\n"] and bare.unk_id is None
     with pytest.raises(ValueError, match="'x', which is not in the vocabulary"):
-        v.encode("abx")
+        bare.encode("abx")
 
 
 def test_char_vocabulary_keeps_every_character():
     text = "é\r\n\t ü€😀\0"
     v = Vocabulary.from_text(text, level="char")
-    assert sorted(v.tokens) == sorted(set(text))
+    assert sorted(v.tokens) == sorted(set(text) | {"<unk>"})
     assert v.decode(v.encode(text)) == text
 
 
@@ -158,7 +206,10 @@ def test_char_min_count_adds_unk():
     assert v.encode("a\nz").tolist() == [0, 2, 2]
     w = Vocabulary.from_text("aaabbc", level="char", max_size=2)
     assert w.tokens == ["a", "<unk>"] and w.counts.tolist() == [3, 3]
-    assert len(Vocabulary.from_text("aaabbc", level="char", max_size=3)) == 3
+    assert Vocabulary.from_text("aaabbc", level="char", max_size=3).tokens == \
+        ["a", "b", "<unk>"]                                   # c folds into <unk>
+    assert Vocabulary.from_text("aaabbc", level="char", max_size=4).tokens == \
+        ["a", "b", "c", "<unk>"]
     q = Vocabulary.from_text("ab?a", level="char", unk="?")   # a character of the text
     assert q.tokens == ["a", "b", "?"] and q.unk_id == 2
     assert q.encode("xa").tolist() == [2, 0]
@@ -183,7 +234,7 @@ def test_files(tmp_path):
     np.testing.assert_array_equal(v.encode_file(str(path)), v.encode(CORPUS))
     bom = tmp_path / "bom.txt"
     bom.write_bytes(b"\xef\xbb\xbfab")
-    assert Vocabulary.from_file(bom, level="char").tokens == ["a", "b"]
+    assert Vocabulary.from_file(bom, level="char").tokens == ["a", "b", "<unk>"]
 
 
 def test_file_errors(tmp_path):
@@ -490,9 +541,28 @@ def test_ptb_classes(ptb_vocab, method):
 @pytest.mark.skipif(not SHAKESPEARE.exists(), reason="tinyshakespeare not present")
 def test_tinyshakespeare():
     v = Vocabulary.from_file(SHAKESPEARE, level="char")
-    assert len(v) == 65 and v.unk_id is None
+    assert len(v) == 66 and v.unk_id == 65 and v.counts[65] == 0
     assert v.eos_id == v.index("\n")
     ids = v.encode_file(SHAKESPEARE)
     assert ids.shape == (1115394,)
-    np.testing.assert_array_equal(np.bincount(ids, minlength=65), v.counts)
+    np.testing.assert_array_equal(np.bincount(ids, minlength=66), v.counts)
     assert v.decode(ids) == SHAKESPEARE.read_text(encoding="utf-8")
+
+
+@settings(max_examples=150, deadline=None)
+@given(train=st.text(alphabet="ab c\nd<unk>", min_size=1, max_size=40),
+       other=st.text(alphabet="abxy z\n\u00e9<unk>", max_size=40),
+       level=st.sampled_from(["word", "char"]), min_count=st.integers(1, 3),
+       max_size=st.one_of(st.none(), st.integers(2, 6)))
+def test_any_text_encodes_within_the_vocabulary(train, other, level, min_count, max_size):
+    """Whatever the vocabulary options, every text encodes to ids in range, and the
+    count of unknown tokens is the number of tokens that are not entries."""
+    assume(train.split() or level == "char")
+    v = Vocabulary.from_text(train, level=level, min_count=min_count, max_size=max_size)
+    ids, n_unknown = v.encode(other, count_unknown=True)
+    assert ids.dtype == np.int64 and (ids.size == 0 or 0 <= ids.min() <= ids.max() < len(v))
+    pieces = other.split() if level == "word" else list(other)
+    assert n_unknown == sum(p not in v for p in pieces)
+    assert v.unk_id is not None and (n_unknown == 0 or (ids == v.unk_id).any())
+    # the unk entry does not break the frequency order classes rely on
+    assert np.all(np.diff(v.counts) <= 0)

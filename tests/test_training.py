@@ -522,9 +522,9 @@ def test_history_seconds_cover_the_whole_epoch_and_validation(monkeypatch):
     monkeypatch.setattr(training, "_clock", lambda: clock[0])
     evaluate = training._valid_loss
 
-    def slow_validation(net, valid):           # validation "takes" 5 s
+    def slow_validation(*args):                 # validation "takes" 5 s
         clock[0] += 5.0
-        return evaluate(net, valid)
+        return evaluate(*args)
 
     monkeypatch.setattr(training, "_valid_loss", slow_validation)
     task = tasks.noisy_sine(8, length=20, seed=0)
@@ -569,3 +569,24 @@ def test_progress_can_leave_the_epoch_line_to_the_caller(capsys):
     ids = np.zeros((20, 2), int)
     lm.fit(ids, ids, epochs=1, lr=0.01, k1=5, verbose=True)
     assert "tokens/s" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("signal").getsignal(__import__("signal").SIGINT)
+                    is not __import__("signal").default_int_handler,
+                    reason="SIGINT does not have Python's default handler here")
+def test_ctrl_c_in_the_online_kernel_stops_after_the_epoch_with_the_checkpoint(tmp_path):
+    import os
+    import signal
+    ids = np.random.default_rng(0).integers(0, 6, (400, 1))
+    path = tmp_path / "lm.npz"
+    net = bptt.ElmanRNN(6, 8, 6, hidden="sigmoid")
+
+    def ctrl_c(net, history):
+        if len(history) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(bptt.TrainingInterrupted, match="interrupted after epoch 2; "):
+        net.fit(ids[:-1], ids[1:], epochs=5, lr=0.1, k1=5, k2=9, checkpoint=path,
+                callbacks=[ctrl_c])               # one stream, SGD: the online kernel
+    meta = bptt_io.from_json_array(bptt_io.load_arrays(path)["train/meta"], "meta")
+    assert meta["history"]["epoch"] == [1, 2]

@@ -1,7 +1,7 @@
 """Argument checks shared by the public API.
 
-Everything that reaches a kernel passes through here first (DESIGN.md
-sections 5 and 7): ranks, shapes, dtypes, index ranges, finiteness and
+Everything that reaches a kernel passes through here first (docs/architecture.md:
+kernel contract, reliability rules): ranks, shapes, dtypes, index ranges, finiteness and
 contiguity. Each failure is a ValueError or TypeError that names the argument
 and says what was expected. Nothing here modifies the caller's arrays.
 """
@@ -127,12 +127,42 @@ def _check_float(name: str, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_ids(name: str, arr: np.ndarray, n: int) -> np.ndarray:
-    """Integer ids in [0, n) as a contiguous intp array."""
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
+def _check_id_range(name: str, arr: np.ndarray, n: int | None) -> None:
+    """Every id of arr in [0, n) (n None: >= 0)."""
+    if not arr.size:
+        return
+    if n is None:
+        if arr.min() < 0:
+            raise ValueError(f"{name} must hold ids >= 0, got {arr.min()}")
+    elif arr.min() < 0 or arr.max() >= n:
         raise ValueError(f"{name} holds ids outside [0, {n}): "
                          f"min {arr.min()}, max {arr.max()}")
+
+
+def _check_ids(name: str, arr: np.ndarray, n: int) -> np.ndarray:
+    """Integer ids in [0, n) as a contiguous intp array."""
+    _check_id_range(name, arr, n)
     return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
+                    min_length: int = 0) -> np.ndarray:
+    """Token ids as an int64 array: integers (an empty list is accepted), ndim
+    dimensions, each in [0, size) (size None: >= 0), at least min_length of them."""
+    if value is None:
+        raise TypeError(f"{name} must be an array of token ids, got None")
+    arr = np.asarray(value)
+    if arr.size == 0 and arr.dtype.kind == "f":        # [] reads as float64
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.size < min_length:
+        raise ValueError(f"{name} must hold at least {min_length} "
+                         f"token{'s' if min_length > 1 else ''}, got {arr.size}")
+    _check_id_range(name, arr, size)
+    return arr.astype(np.int64, copy=False)
 
 
 # what every shape error about time-major data adds
@@ -167,17 +197,25 @@ def time_major(name: str, value, batch_first: bool):
     return np.swapaxes(arr, 0, 1)
 
 
+_NO_RESETS = np.empty(0, np.uint8)
+_NO_RESETS.flags.writeable = False
+
+
 class Inputs(NamedTuple):
-    """Validated inputs: T*B dense rows (I columns) or T*B token ids; the other is empty."""
+    """Validated inputs: T*B dense rows (I columns) or T*B token ids; the other is
+    empty. resets: empty, or T*B flags (uint8), nonzero where a sequence's state is
+    reset to zero before that step (see check_resets)."""
     T: int
     B: int
     rows: np.ndarray
     tokens: np.ndarray
+    resets: np.ndarray = _NO_RESETS
 
     def steps(self, start: int, stop: int) -> "Inputs":
         """Steps [start, stop): contiguous row slices, no copy (empty stays empty)."""
         rows = slice(start * self.B, stop * self.B)
-        return Inputs(stop - start, self.B, self.rows[rows], self.tokens[rows])
+        return Inputs(stop - start, self.B, self.rows[rows], self.tokens[rows],
+                      self.resets[rows] if self.resets.size else self.resets)
 
 
 def check_inputs(X, n_in: int, dtype: np.dtype) -> Inputs:
@@ -251,6 +289,18 @@ def check_mask(mask, T: int, B: int, dtype: np.dtype) -> np.ndarray:
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("mask must hold finite weights >= 0")
     return weights
+
+
+def check_resets(resets, T: int, B: int) -> np.ndarray:
+    """resets: None (no resets) or (T, B) bools, True where sequence b's state is
+    reset to zero before step t's input; as T*B uint8 flags (empty for None)."""
+    if resets is None:
+        return _NO_RESETS
+    arr = np.asarray(resets)
+    if arr.dtype != np.bool_:
+        raise TypeError(f"resets must be a bool array (T, B), got dtype {arr.dtype}")
+    _check_rank("resets", arr, (T, B), "one flag per step and sequence, like X")
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
 def check_h0(h0, B: int, H: int, dtype: np.dtype) -> np.ndarray | None:

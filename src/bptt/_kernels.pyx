@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Hot loops of bptt: the forward recursion, the output layer with its loss and
-deltas, and back-propagation through time (DESIGN.md sections 1-2).
+deltas, and back-propagation through time (docs/math.md).
 
 Conventions: row-major, time-major arrays; a (T, B, n) array is also read as
 (T*B, n) rows. Every buffer is passed in by the caller (bptt.model), which has
@@ -8,8 +8,8 @@ already validated shapes, dtypes, contiguity and index ranges: nothing here
 checks its inputs, allocates or touches Python objects inside the loops, and
 the GIL is released around all numerical work.
 
-Equation numbers are those of the report (spec/bptt-report.md), corrected as
-DESIGN.md section 3 says. delta always means dC/dnet (the report's delta negated).
+Equation numbers are the report's (Jiang Guo, BackPropagation Through Time, 2013),
+corrected as docs/math.md says. delta always means dC/dnet (the report's delta negated).
 """
 from cython cimport floating
 from libc.stdlib cimport free, malloc
@@ -37,255 +37,8 @@ cdef extern from "_packed.h":
 
 
 # Vectorized float32 elementwise passes and a clock for --profile, in C: GCC/Clang
-# vector extensions make every build vectorize them (see the comments inside).
-cdef extern from *:
-    """
-    /* Float32 elementwise passes of the kernels, written with GCC/Clang vector extensions
-       so that every compiler build vectorizes them (16 lanes: 4 SSE, 2 AVX2 or 1 AVX-512
-       register), compiled once per x86-64 level (target_clones) where that is supported. */
-    #pragma GCC diagnostic ignored "-Wpsabi"
-    #include <stdint.h>
-    #include <string.h>
-    #include <math.h>
-    #include <time.h>
-    #if defined(_WIN32)
-    #include <windows.h>
-    #endif
-
-    /* one copy per x86-64 level, picked at load time by CPU features; not on a build
-       that already targets AVX-512 (-march=native), where GCC 12 needs no clones */
-    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) \
-        && defined(__linux__) && !defined(__AVX512F__)
-    #define BPTT_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-    #else
-    #define BPTT_CLONES
-    #endif
-    #if defined(__GNUC__) || defined(__clang__)
-    #define BPTT_INLINE static inline __attribute__((always_inline))
-    #define BPTT_L 16
-
-    typedef float bptt_vf __attribute__((vector_size(4 * BPTT_L)));
-    typedef int32_t bptt_vi __attribute__((vector_size(4 * BPTT_L)));
-
-    BPTT_INLINE bptt_vf bptt_load(const float* p) { bptt_vf v; memcpy(&v, p, sizeof v); return v; }
-    BPTT_INLINE void bptt_store(float* p, bptt_vf v) { memcpy(p, &v, sizeof v); }
-    BPTT_INLINE bptt_vf bptt_splat(float x) { bptt_vf v = {0}; return v + x; }
-    /* mask ? a : b, mask lanes all ones or zeros */
-    BPTT_INLINE bptt_vf bptt_select(bptt_vi mask, bptt_vf a, bptt_vf b)
-    {
-        return (bptt_vf)((mask & (bptt_vi)a) | (~mask & (bptt_vi)b));
-    }
-
-    /* exp(x), Cephes expf (about 1 ulp): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial
-       in r, times 2^n built in the exponent bits; 0 below ln(FLT_MIN), valid to x = 88.37 */
-    BPTT_INLINE bptt_vf bptt_vexp(bptt_vf x)
-    {
-        const float hi = 88.3762626647949f, lo = -87.3365447505531f;
-        bptt_vf xc = bptt_select(x > hi, bptt_splat(hi), x);
-        xc = bptt_select(xc < lo, bptt_splat(lo), xc);
-        bptt_vf n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round */
-        bptt_vf r = xc - n * 0.693359375f;
-        r = r - n * -2.12194440e-4f;
-        bptt_vf p = bptt_splat(1.9875691500E-4f);
-        p = p * r + 1.3981999507E-3f;
-        p = p * r + 8.3334519073E-3f;
-        p = p * r + 4.1665795894E-2f;
-        p = p * r + 1.6666665459E-1f;
-        p = p * r + 5.0000001201E-1f;
-        p = p * (r * r) + r + 1.0f;
-        bptt_vi bits = (__builtin_convertvector(n, bptt_vi) + 127) << 23;
-        return bptt_select(x < lo, bptt_splat(0.0f), p * (bptt_vf)bits);
-    }
-
-    /* tanh(x), Cephes tanhf (about 2 ulp): odd polynomial for |x| < 0.625, else
-       (1 - e) / (1 + e) with e = exp(-2|x|), sign restored */
-    BPTT_INLINE bptt_vf bptt_vtanh(bptt_vf x)
-    {
-        bptt_vi sign = (bptt_vi)x & (int32_t)0x80000000;
-        bptt_vf ax = (bptt_vf)((bptt_vi)x & 0x7fffffff), z = x * x;
-        bptt_vf p = bptt_splat(-5.70498872745E-3f);
-        p = p * z + 2.06390887954E-2f;
-        p = p * z - 5.37397155531E-2f;
-        p = p * z + 1.33314422036E-1f;
-        p = p * z - 3.33332819422E-1f;
-        bptt_vf small = p * z * x + x;
-        bptt_vf e = bptt_vexp(ax * -2.0f);
-        bptt_vf big = (bptt_vf)((bptt_vi)((1.0f - e) / (1.0f + e)) | sign);
-        return bptt_select(ax < 0.625f, small, big);
-    }
-
-    /* sigmoid(x) = 1 / (1 + exp(-x)) through e = exp(-|x|), which cannot overflow */
-    BPTT_INLINE bptt_vf bptt_vsigmoid(bptt_vf x)
-    {
-        bptt_vf e = bptt_vexp((bptt_vf)((bptt_vi)x | (int32_t)0x80000000));
-        bptt_vf r = 1.0f / (1.0f + e);
-        return bptt_select(x >= 0.0f, r, e * r);
-    }
-
-    BPTT_INLINE bptt_vf bptt_vact(int act, bptt_vf v)
-    {
-        if (act == 2) return bptt_vtanh(v);
-        if (act == 1) return bptt_vsigmoid(v);
-        if (act == 3) return bptt_select(v > 0.0f, v, bptt_splat(0.0f));
-        return v;
-    }
-
-    /* a[r, c] = f(a[r, c] + b[c]): act 0 linear, 1 sigmoid, 2 tanh, 3 relu */
-    BPTT_CLONES static void bptt_activate_bias_f(int act, float* a, const float* b,
-                                                 Py_ssize_t rows, Py_ssize_t cols)
-    {
-        Py_ssize_t r, c;
-        float tail[BPTT_L], tail_b[BPTT_L];
-        for (r = 0; r < rows; r++) {
-            float* row = a + r * cols;
-            for (c = 0; c + BPTT_L <= cols; c += BPTT_L)
-                bptt_store(row + c, bptt_vact(act, bptt_load(row + c) + bptt_load(b + c)));
-            if (c < cols) {
-                memset(tail, 0, sizeof tail);
-                memset(tail_b, 0, sizeof tail_b);
-                memcpy(tail, row + c, (cols - c) * sizeof(float));
-                memcpy(tail_b, b + c, (cols - c) * sizeof(float));
-                bptt_store(tail, bptt_vact(act, bptt_load(tail) + bptt_load(tail_b)));
-                memcpy(row + c, tail, (cols - c) * sizeof(float));
-            }
-        }
-    }
-
-    /* y += b (b may be NULL); returns max(y), n >= 1 */
-    BPTT_CLONES static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
-    {
-        Py_ssize_t k;
-        int j;
-        float m_out;
-        bptt_vf m = bptt_splat(-INFINITY);
-        for (k = 0; k + BPTT_L <= n; k += BPTT_L) {
-            bptt_vf v = bptt_load(y + k);
-            if (b) v += bptt_load(b + k);
-            bptt_store(y + k, v);
-            m = bptt_select(v > m, v, m);
-        }
-        m_out = m[0];
-        for (j = 1; j < BPTT_L; j++) m_out = m[j] > m_out ? m[j] : m_out;
-        for (; k < n; k++) {
-            if (b) y[k] += b[k];
-            m_out = y[k] > m_out ? y[k] : m_out;
-        }
-        return m_out;
-    }
-
-    /* y = exp(y - shift) in place; returns the sum: float partial sums over at most 16
-       terms per lane, gathered in double (relative error of the sum ~ 1e-7) */
-    BPTT_CLONES static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
-    {
-        Py_ssize_t k = 0, stop;
-        int j;
-        double total = 0;
-        while (k + BPTT_L <= n) {
-            bptt_vf part = bptt_splat(0.0f);
-            stop = k + 16 * BPTT_L < n ? k + 16 * BPTT_L : n;
-            for (; k + BPTT_L <= stop; k += BPTT_L) {
-                bptt_vf e = bptt_vexp(bptt_load(y + k) - shift);
-                bptt_store(y + k, e);
-                part += e;
-            }
-            for (j = 0; j < BPTT_L; j++) total += part[j];
-        }
-        if (k < n) {
-            float tail[BPTT_L];
-            for (j = 0; j < BPTT_L; j++) tail[j] = -INFINITY;
-            memcpy(tail, y + k, (n - k) * sizeof(float));
-            bptt_vf e = bptt_vexp(bptt_load(tail) - shift);
-            for (j = 0; j < n - k; j++) { y[k + j] = e[j]; total += e[j]; }
-        }
-        return total;
-    }
-
-    /* d *= f'(net) written through s = f(net): act 1 sigmoid s(1 - s), 2 tanh 1 - s^2,
-       3 relu [s > 0]; other act (linear) leaves d as it is */
-    BPTT_CLONES static void bptt_times_derivative_f(int act, const float* s, float* d,
-                                                    Py_ssize_t n)
-    {
-        Py_ssize_t i = 0;
-        if (act < 1 || act > 3) return;
-        for (; i + BPTT_L <= n; i += BPTT_L) {
-            bptt_vf v = bptt_load(s + i), g = bptt_load(d + i);
-            if (act == 2) g *= 1.0f - v * v;
-            else if (act == 1) g *= v * (1.0f - v);
-            else g = bptt_select(v > 0.0f, g, bptt_splat(0.0f));
-            bptt_store(d + i, g);
-        }
-        for (; i < n; i++) {
-            if (act == 2) d[i] *= 1.0f - s[i] * s[i];
-            else if (act == 1) d[i] *= s[i] * (1.0f - s[i]);
-            else if (!(s[i] > 0.0f)) d[i] = 0.0f;
-        }
-    }
-
-    /* out = alpha * y (out may be y) */
-    BPTT_CLONES static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
-    {
-        Py_ssize_t k;
-        for (k = 0; k < n; k++) out[k] = alpha * y[k];
-    }
-
-    #else  /* no vector extensions (MSVC): plain loops over the C library's functions */
-    static void bptt_activate_bias_f(int act, float* a, const float* b, Py_ssize_t rows,
-                                     Py_ssize_t cols)
-    {
-        Py_ssize_t r, c;
-        for (r = 0; r < rows; r++)
-            for (c = 0; c < cols; c++) {
-                float v = a[r * cols + c] + b[c];
-                if (act == 2) v = tanhf(v);
-                else if (act == 1) v = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
-                else if (act == 3) v = v > 0 ? v : 0.0f;
-                a[r * cols + c] = v;
-            }
-    }
-    static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
-    {
-        Py_ssize_t k;
-        float m = -INFINITY;
-        for (k = 0; k < n; k++) { if (b) y[k] += b[k]; m = y[k] > m ? y[k] : m; }
-        return m;
-    }
-    static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
-    {
-        Py_ssize_t k;
-        double total = 0;
-        for (k = 0; k < n; k++) { y[k] = expf(y[k] - shift); total += y[k]; }
-        return total;
-    }
-    static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
-    {
-        Py_ssize_t k;
-        for (k = 0; k < n; k++) out[k] = alpha * y[k];
-    }
-    static void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_t n)
-    {
-        Py_ssize_t i;
-        for (i = 0; i < n; i++) {
-            if (act == 2) d[i] *= 1.0f - s[i] * s[i];
-            else if (act == 1) d[i] *= s[i] * (1.0f - s[i]);
-            else if (act == 3 && !(s[i] > 0.0f)) d[i] = 0.0f;
-        }
-    }
-    #endif
-
-    static inline double bptt_now(void)
-    {
-    #if defined(_WIN32)
-        LARGE_INTEGER t, f;
-        QueryPerformanceCounter(&t);
-        QueryPerformanceFrequency(&f);
-        return (double)t.QuadPart / (double)f.QuadPart;
-    #else
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-    #endif
-    }
-    """
+# vector extensions make every build vectorize them (see the header's comments).
+cdef extern from "_vecmath.h":
     void bptt_activate_bias_f(int act, float* a, const float* b, Py_ssize_t rows,
                               Py_ssize_t cols) noexcept nogil
     float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n) noexcept nogil
@@ -631,23 +384,64 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
     return w * loss_sum
 
 
+# ---------------------------------------------------------------- state resets
+# resets (T*B bytes, or empty): resets[t*B + b] != 0 means that sequence b's state is
+# reset to zero before step t, so no recurrent term enters step t (forward) and no
+# error crosses from step t back to step t - 1 (backward). The recurrent products run
+# over all B rows of a step as usual; the rows of a reset are kept out of them by
+# saving the rows they would change and putting them back.
+
+cdef inline Py_ssize_t _swap_reset_rows(const unsigned char* reset, int B, Py_ssize_t H,
+                                        floating* rows, floating* saved,
+                                        bint restore) noexcept nogil:
+    """Copy the rows b of rows (B, H) with reset[b] into saved (B, H), or back when
+    restore; the number of such rows."""
+    cdef Py_ssize_t b, c, n = 0
+    for b in range(B):
+        if reset[b]:
+            n += 1
+            if restore:
+                for c in range(H):
+                    rows[b * H + c] = saved[b * H + c]
+            else:
+                for c in range(H):
+                    saved[b * H + c] = rows[b * H + c]
+    return n
+
+
+cdef inline void _drop_reset_terms(const unsigned char* reset, int B, int H,
+                                   const floating* prev, const floating* dh,
+                                   floating* dU) noexcept nogil:
+    """dU -= prev[b]^T dh[b] for the rows b with reset[b]: the outer products that a
+    GEMM over all rows added for states that were reset (their previous state is 0)."""
+    cdef Py_ssize_t b
+    for b in range(B):
+        if reset[b]:
+            ger(H, H, <floating>-1, prev + b * H, dh + b * H, dU, H)
+
+
 # ---------------------------------------------------------------- entry points
 
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                    const floating[:, ::1] V, const floating[:, :, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
                    int act, floating[:, :, ::1] S, floating[::1] packed,
-                   double[::1] prof=None):
+                   double[::1] prof=None, const unsigned char[::1] resets=None,
+                   floating[:, ::1] saved=None):
     """S[t] = f(X[t] @ V + S[t-1] @ U_t + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
     X holds T*B dense input rows, or is empty and tokens holds T*B ids whose
     one-hot rows select rows of V. has_h0 False means h0 = 0. U is (1, H, H), the
     tied recurrent weights, or (T, H, H), one per step (untied, report section 4).
     packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
-    prof: see PROFILE_PHASES (None: no timing).
+    prof: see PROFILE_PHASES (None: no timing). resets: None / empty, or T*B flags
+    (see "state resets" above): S[t-1] (h0 at t = 0) is taken as 0 for the flagged
+    rows; saved: (B, H) scratch, needed with resets.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
     cdef bint untied = U.shape[0] > 1, use_packed = False
+    cdef bint with_resets = resets is not None and resets.shape[0] > 0
+    cdef Py_ssize_t n_reset = 0
     cdef Py_ssize_t r, c, t, n_rows = <Py_ssize_t>T * B, step = <Py_ssize_t>B * H
     cdef floating* s
     cdef const floating* v_row
@@ -673,6 +467,9 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
         if not untied and T > 1:
             use_packed = _pack(packed, &U[0, 0, 0], H, H, False)
         for t in range(T):
+            if with_resets and (t > 0 or has_h0):
+                n_reset = _swap_reset_rows(&resets[t * B], B, H, s + t * step,
+                                           &saved[0, 0], False)
             if t > 0:
                 _recurrent_product(use_packed, packed, B, H, s + (t - 1) * step,
                                    &U[t if untied else 0, 0, 0], False, s + t * step, True,
@@ -680,6 +477,9 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
             elif has_h0:
                 _recurrent_product(use_packed, packed, B, H, &h0[0, 0], &U[0, 0, 0],
                                    False, s, True)
+            if n_reset:
+                _swap_reset_rows(&resets[t * B], B, H, s + t * step, &saved[0, 0], True)
+                n_reset = 0
             if p != NULL:
                 clock = _tick(p, FWD_REC, clock)
             _activate_hidden(act, s + t * step, &b_h[0], B, H)
@@ -710,7 +510,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     """Output layer, loss and output deltas of all rows in one pass.
 
     Y = g(S @ W + b_o); dO = dC/dnet_o per row times the row weight (mask);
-    returns C = sum of the weighted row losses (DESIGN.md section 1).
+    returns C = sum of the weighted row losses (docs/math.md, Losses).
     Targets: dense rows D, or (D empty) class ids. weights empty means all 1.
     Y and dO may be the same array: it then ends up holding dO (when the outputs
     themselves are not needed, this saves a (T*B, O) buffer and a pass over it).
@@ -771,8 +571,9 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, ::1] dV, floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                     floating[:, :, ::1] G2, const floating[::1] ones,
-                    floating[::1] packed, double[::1] prof=None):
-    """Back-propagation through time over a window of T steps (DESIGN.md section 2).
+                    floating[::1] packed, double[::1] prof=None,
+                    const unsigned char[::1] resets=None, floating[:, ::1] saved=None):
+    """Back-propagation through time over a window of T steps (docs/math.md, Full BPTT).
 
     S: states s(1..T) of the window, h0: the state before it (has_h0 False: 0).
     On entry DH[T - n_out:] holds the errors the outputs of the window's last
@@ -784,9 +585,14 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     then dU[t] is that step's gradient alone). Writes dV, dU, db_h. G1, G2
     (n_out, B, H) are scratch used only when truncating; ones holds >= T*B ones.
     packed: scratch for the own products (see OWN_PRODUCTS), or empty (BLAS only).
+    resets: None / empty, or the window's T*B flags as forward_hidden took them: no
+    error crosses a reset and its step's previous state counts as 0 in dU; saved:
+    (B, H) scratch, needed with resets.
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
     cdef int I = dV.shape[0]
+    cdef bint with_resets = resets is not None and resets.shape[0] > 0
+    cdef Py_ssize_t n_reset = 0, b
     cdef int t0 = T - n_out, t, z, lo, u
     cdef bint untied = U.shape[0] > 1, use_packed = False
     cdef Py_ssize_t r, c, i, step = <Py_ssize_t>B * H
@@ -808,9 +614,16 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
             # delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))
             for t in range(T - 1, -1, -1):
                 if t < T - 1:
+                    if with_resets:
+                        n_reset = _swap_reset_rows(&resets[(t + 1) * B], B, H,
+                                                   dh + t * step, &saved[0, 0], False)
                     _recurrent_product(use_packed, packed, B, H, dh + (t + 1) * step,
                                        &U[t + 1 if untied else 0, 0, 0], True,
                                        dh + t * step, True, t % 2 == 1)
+                    if n_reset:
+                        _swap_reset_rows(&resets[(t + 1) * B], B, H, dh + t * step,
+                                         &saved[0, 0], True)
+                        n_reset = 0
                 if p != NULL:
                     clock = _tick(p, BWD_REC, clock)
                 _times_hidden_derivative(act, s + t * step, dh + t * step, step)
@@ -845,6 +658,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                                        g_next + (lo - t0) * step, False)
                 _times_hidden_derivative(act, s + (lo - z) * step,
                                          g_next + (lo - t0) * step, (T - lo) * step)
+                if with_resets:
+                    # output u's error stops at a reset of step u - z + 1
+                    for u in range(lo, T):
+                        for b in range(B):
+                            if resets[(u - z + 1) * B + b]:
+                                _zero(g_next + (u - t0) * step + b * H, H)
                 for i in range((T - lo) * step):
                     dh[(lo - z) * step + i] += g_next[(lo - t0) * step + i]
                 swap = g_prev
@@ -868,6 +687,12 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                 _zero(&dU[0, 0, 0], <Py_ssize_t>H * H)
             if has_h0:
                 _gemm_tn(packed, H, H, B, &h0[0, 0], dh, &dU[0, 0, 0], True)
+        if with_resets:
+            for t in range(T):
+                if t > 0 or has_h0:
+                    _drop_reset_terms(&resets[t * B], B, H,
+                                      (s + (t - 1) * step) if t > 0 else &h0[0, 0],
+                                      dh + t * step, &dU[t if untied else 0, 0, 0])
         gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
         # eq. 27 over the stacked steps: dV = X^T DH, or a scatter-add for tokens
         if tokens.shape[0] > 0:

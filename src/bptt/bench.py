@@ -8,8 +8,9 @@ place), the plain NumPy reference (bptt.reference) and, when torch is installed,
 PyTorch's CPU nn.RNN. Times are medians over repeats after warm-up. A step's
 FLOPs are 3 * T * 2B(IH + HH + HO) (I = 0 for token inputs); the share of the GEMM
 limit compares the step's time with those FLOPs run at the ?gemm peak measured in
-this same run at the same thread count (the footer under the table says so too).
-Every ratio printed is a ratio of the times printed next to it.
+this same run at the same thread count (docs/math.md, FLOP model; the footer under
+the table says so too). Every ratio printed is a ratio of the times printed next
+to it.
 
 --profile splits the kernels' step into forward recursion (per-step GEMMs),
 backward recursion (per-step GEMMs), batched GEMMs (over all steps at once),
@@ -84,7 +85,7 @@ class Row:
 
 
 def step_flops(B: int, T: int, I: int, H: int, O: int, tokens: bool = False) -> float:
-    """DESIGN.md section 6: 3 * T * 2B(IH + HH + HO) (token inputs: no IH GEMM)."""
+    """docs/math.md, FLOP model: 3 * T * 2B(IH + HH + HO) (token inputs: no IH GEMM)."""
     return 3.0 * T * 2 * B * ((0 if tokens else I * H) + H * H + H * O)
 
 

@@ -128,6 +128,21 @@ def _token_name(vocab: Vocabulary) -> str:
     return "words" if vocab.level == "word" else "characters"
 
 
+def _encode(vocab: Vocabulary, path: str, option: str, file=None,
+            scored: bool = False) -> np.ndarray:
+    """The ids of a file, with a line saying how many tokens were mapped to unk;
+    scored: refuse a text that shares no token with the vocabulary."""
+    ids, n_unknown = vocab.encode_file(path, count_unknown=True)
+    if n_unknown:
+        print(f"{option} {path}: {n_unknown} {_token_name(vocab)} not in the vocabulary "
+              f"mapped to {vocab.unk!r}", file=file or sys.stdout)
+    if scored:
+        if ids.size == 0:
+            raise ValueError(f"{option} {path} holds no tokens")
+        lm._check_known(f"{option} {path}", ids, vocab)
+    return ids
+
+
 def _describe(net: ElmanRNN) -> str:
     output = "softmax" if getattr(net, "classes", None) is None \
         else f"class softmax ({len(net.classes) - 1} classes)"
@@ -168,8 +183,9 @@ def lm_train(args: argparse.Namespace) -> int:
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
     vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
                                  max_size=args.max_vocab)
-    train_ids = vocab.encode_file(args.train)
-    valid_ids = None if args.valid is None else vocab.encode_file(args.valid)
+    train_ids = _encode(vocab, args.train, "--train")
+    valid_ids = None if args.valid is None else _encode(vocab, args.valid, "--valid",
+                                                        scored=True)
     classes = args.classes
     if classes is None:                        # RNNLM's default: 100 classes for words
         classes = min(100, len(vocab)) if args.level == "word" else 0
@@ -189,7 +205,7 @@ def lm_train(args: argparse.Namespace) -> int:
     print(f"training: TBPTT k1={k1} k2={k2} (-bptt {args.bptt} -bptt-block "
           f"{args.bptt_block}), {args.optimizer} lr {args.lr:g}, {schedule} schedule, "
           f"{args.batch} stream{'s' if args.batch > 1 else ''}, at most {args.epochs} "
-          f"epochs", flush=True)
+          f"epochs" + (", independent sentences" if args.independent else ""), flush=True)
     start = time.perf_counter()
     # one line per epoch: RNNLM's, on stdout; --progress adds a line that is rewritten
     # during the epoch and cleared at its end (stderr)
@@ -206,7 +222,8 @@ def lm_train(args: argparse.Namespace) -> int:
                                l2=args.l2, verbose=progress, checkpoint=args.checkpoint,
                                resume=args.checkpoint is not None and not args.force,
                                overwrite=args.force,
-                               callbacks=[_epoch_printer(vocab, epochs_run)])
+                               callbacks=[_epoch_printer(vocab, epochs_run)],
+                               independent=args.independent)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -223,7 +240,7 @@ def lm_train(args: argparse.Namespace) -> int:
               f"the model keeps these weights")
     if epochs_run:
         print(f"training time: {seconds:.1f} s")
-    lm.save_lm(args.model, net, vocab)
+    lm.save_lm(args.model, net, vocab, independent=args.independent)
     print(f"model saved to {args.model}")
     return 0
 
@@ -246,17 +263,15 @@ def _load_lm(args: argparse.Namespace, *inputs: tuple[str, str]):
     for path, option in ((args.model, "--model"),) + inputs:
         _existing_file(path, option)
     _apply_threads(args)
-    return lm.load_lm(args.model)
+    return lm.load_lm(args.model, with_options=True)
 
 
 def lm_eval(args: argparse.Namespace) -> int:
-    net, vocab = _load_lm(args, (args.test, "--test"))
-    ids = vocab.encode_file(args.test)
-    if ids.size == 0:
-        raise ValueError(f"--test {args.test} holds no tokens")
-    # as RNNLM: the stream starts after an end-of-sentence, every token is predicted
-    stream = np.concatenate([[vocab.eos_id], ids]) if vocab.eos_id is not None else ids
-    nll, n = lm.stream_nll(net, stream, batch=args.batch)
+    net, vocab, options = _load_lm(args, (args.test, "--test"))
+    ids = _encode(vocab, args.test, "--test", scored=True)
+    # as RNNLM: from the fresh state (after an end of sentence), every token predicted
+    nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
+                           independent=options["independent"])
     print(f"test log probability: {-nll / math.log(10):f}")
     print(f"PPL net: {math.exp(nll / n):f}")
     print(f"{_token_name(vocab)}: {n}")
@@ -266,17 +281,18 @@ def lm_eval(args: argparse.Namespace) -> int:
 
 
 def lm_generate(args: argparse.Namespace) -> int:
-    net, vocab = _load_lm(args)
+    net, vocab, options = _load_lm(args)
     prime = None if args.prime is None else args.prime.replace("\\n", "\n")
     prime_ids, ids = lm._sample_ids(net, vocab, args.length, args.temperature,
-                                    args.seed, prime)
+                                    args.seed, prime, options["independent"])
     text = vocab.decode(np.concatenate([prime_ids, ids]))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 
 def lm_score(args: argparse.Namespace) -> int:
-    net, vocab = _load_lm(args, (args.text, "--text"))
+    net, vocab, _ = _load_lm(args, (args.text, "--text"))
+    _encode(vocab, args.text, "--text", file=sys.stderr)     # stdout: the scores only
     scores = lm.sentence_log_probs(net, vocab, _read_lines(args.text))
     sys.stdout.write("".join(f"{s:f}\n" for s in scores))
     return 0
@@ -342,6 +358,10 @@ def _add_lm_commands(commands) -> None:
                         "checkpoint instead of resuming from it")
     t.add_argument("--progress", action="store_true",
                    help="a progress line during each epoch (stderr)")
+    t.add_argument("--independent", action="store_true",
+                   help="RNNLM's -independent: reset the state at every sentence (line) "
+                        "in training and evaluation, so the model scores and generates "
+                        "well from a fresh state; stored in the model file")
     t.set_defaults(run=lm_train)
 
     e = lm_commands.add_parser("eval", parents=[threads],

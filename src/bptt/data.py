@@ -1,6 +1,6 @@
 """Training data as minibatches ready for the kernels.
 
-Two forms come in (DESIGN.md section 1): time-major arrays (T, B, ...) holding B
+Two forms come in (docs/math.md, Notation): time-major arrays (T, B, ...) holding B
 sequences or streams, and Python lists of per-sequence arrays of different
 lengths, which are padded (mask 0 on the padding) and bucketed by length so a
 minibatch wastes little work on padding. Everything is validated once, here.
@@ -63,7 +63,8 @@ def _select(batch: Batch, columns: np.ndarray) -> Batch:
         return np.ascontiguousarray(
             flat.reshape((T, B) + flat.shape[1:])[:, columns]).reshape((-1,) + flat.shape[1:])
 
-    inputs = Inputs(T, len(columns), take(batch.inputs.rows), take(batch.inputs.tokens))
+    inputs = Inputs(T, len(columns), take(batch.inputs.rows), take(batch.inputs.tokens),
+                    take(batch.inputs.resets))
     targets = Targets(take(batch.targets.rows), take(batch.targets.classes))
     return Batch(inputs, targets, take(batch.weights), len(columns))
 

@@ -10,7 +10,7 @@ Data are sample-major, as scikit-learn has them:
 - a list of sequences of different lengths, X[i] (T_i, n_features) or (T_i,) floats
   or token ids (padded and masked inside; equal lengths are read as an array).
 
-They are transposed to bptt's time-major layout (DESIGN.md section 1) internally.
+They are transposed to bptt's time-major layout (docs/math.md) internally.
 Any numeric input is accepted and converted to the estimator's ``dtype`` (the core
 ElmanRNN stays strict about dtypes). One target per sequence is read from the output
 of the last step (a mask zeroes the loss elsewhere); per-step targets train every step.

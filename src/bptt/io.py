@@ -1,7 +1,7 @@
 """Files written atomically: a temporary file in the target's folder, fsync, rename.
 
 A reader sees either the old file or the complete new one, never a half-written file,
-even if the process is killed mid-write (DESIGN.md section 7).
+even if the process is killed mid-write (docs/formats.md).
 """
 from __future__ import annotations
 

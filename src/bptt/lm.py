@@ -7,35 +7,42 @@ the :class:`~bptt.text.Vocabulary` that maps text to ids::
     vocab = Vocabulary.from_file("train.txt")
     net = lm.build(vocab, 100, n_classes=100)
     lm.train(net, vocab, vocab.encode_file("train.txt"), vocab.encode_file("valid.txt"))
-    lm.perplexity(net, vocab.encode_file("test.txt"))
+    lm.perplexity(net, vocab.encode_file("test.txt"), vocab=vocab)
     lm.save_lm("model.npz", net, vocab); net, vocab = lm.load_lm("model.npz")
 
 Conventions, as in RNNLM:
 
-- A stream is read in order with the hidden state carried; its first token is
-  context only. RNNLM starts every file from the end-of-sentence token, so
-  :func:`train` puts ``vocab.eos_id`` in front of the training and validation
-  streams (every token of the file is then predicted); :func:`perplexity` scores
-  the ids it is given as they are (prepend ``vocab.eos_id`` yourself for RNNLM's
-  figures, as ``python -m bptt lm eval`` does).
+- The fresh state: a zero hidden state, then the end-of-sentence token (``eos``;
+  the newline at char level) as the first input, as RNNLM starts every file after
+  an end of sentence. :func:`train` (every one of the ``batch`` streams),
+  :func:`perplexity` / :func:`stream_nll` (given ``vocab``), :func:`sentence_log_probs`
+  (every sentence) and :func:`generate` all start from it, so every token of a
+  text is predicted. A stream is then read in order with the state carried.
+- ``independent=True`` (RNNLM's ``-independent``): the state returns to the fresh
+  state at every sentence, i.e. it is reset to zero before every ``eos`` input,
+  in training (no error is back-propagated across a sentence boundary),
+  validation, scoring and generation. A model trained with the state carried has
+  seen the fresh state only at the start of each stream; one trained
+  independently sees it at every sentence, so it scores and generates well from
+  it. :func:`save_lm` stores the flag.
 - RNNLM's ``-bptt n -bptt-block m`` (every m words, back-propagate through the last
   m + n steps) is TBPTT(k1 = m, k2 = m + n) here: see :func:`rnnlm_window`.
 - RNNLM prints log-probabilities in base 10: :func:`sentence_log_probs` does too.
   Perplexities are base-independent; losses in bptt.History are nats per token.
 
-No printing here (STYLE.md): progress goes through ``verbose`` / ``callbacks`` of
+No printing here (docs/development.md): progress goes through ``verbose`` / ``callbacks`` of
 :func:`bptt.training.fit`; the command line (``python -m bptt lm``) prints.
 """
 from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence, overload
 
 import numpy as np
 
 from . import io as _io
-from ._checks import check_int, check_real
+from ._checks import check_int, check_real, check_token_ids
 from .model import ElmanRNN
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 from .threads import blas_threads
@@ -44,6 +51,8 @@ __all__ = ["build", "train", "rnnlm_window", "perplexity", "generate",
            "sentence_log_probs", "save_lm", "load_lm"]
 
 VOCAB_PREFIX = "vocab/"
+# whether the model was trained with independent sentences (absent in older files)
+INDEPENDENT_KEY = "lm/independent"
 # sentences scored together by sentence_log_probs
 _SENTENCE_BATCH = 512
 
@@ -72,27 +81,49 @@ def _check_lm(net, vocab: Vocabulary | None = None) -> ElmanRNN:
     return net
 
 
-def _check_ids(name: str, ids, size: int, minimum: int) -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.size == 0 and arr.dtype.kind == "f":
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D stream of token ids, got shape {arr.shape}")
-    if arr.size < minimum:
-        raise ValueError(f"{name} must hold at least {minimum} tokens, got {arr.size}")
-    if arr.size and (arr.min() < 0 or arr.max() >= size):
-        raise ValueError(f"{name} holds ids outside [0, {size}): min {arr.min()}, "
-                         f"max {arr.max()}")
-    return arr.astype(np.int64, copy=False)
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
-def _with_start(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
-    """ids preceded by the end-of-sentence token (RNNLM's start of a file), if any."""
-    if vocab.eos_id is None:
-        return ids
-    return np.concatenate([np.array([vocab.eos_id], np.int64), ids])
+def _check_known(name: str, ids: np.ndarray, vocab: Vocabulary) -> None:
+    """Refuse a text whose every token is unk (or eos): it shares no token with the
+    vocabulary, and its perplexity would measure nothing."""
+    if vocab.unk_id is None or not ids.size:
+        return
+    known = (ids != vocab.unk_id) & (ids != (-1 if vocab.eos_id is None else vocab.eos_id))
+    if not known.any() and (ids == vocab.unk_id).any():
+        raise ValueError(f"{name}: every token is unknown to the vocabulary (mapped to "
+                         f"{vocab.unk!r}); the text shares no {vocab.level} with the "
+                         f"training text. Is it the right file, and the right level "
+                         f"({vocab.level!r})?")
+
+
+def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
+                 eos: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets (T, batch) of ids cut into batch streams (batchify), each
+    from the fresh state: eos as the first input, every token a target. Without an
+    eos, each stream's first token is context only."""
+    need = 1 if eos is not None else 2
+    if ids.size < need * batch:
+        raise ValueError(f"{name} is too short for batch={batch}: each stream needs at "
+                         f"least {need} token{'s' if need > 1 else ''}, got {ids.size} "
+                         f"tokens")
+    streams = batchify(ids, batch)
+    if eos is not None:
+        streams = np.concatenate([np.full((1, batch), eos, np.int64), streams])
+    return lm_pairs(streams)
+
+
+def _restart_token(vocab: Vocabulary | None, independent) -> int | None:
+    """The token before which the state is reset: eos if independent, else None."""
+    if not _check_flag("independent", independent):
+        return None
+    if vocab is None or vocab.eos_id is None:
+        raise ValueError("independent=True resets the state at every end of sentence: "
+                         "it needs vocab, with an end-of-sentence token")
+    return vocab.eos_id
 
 
 # ------------------------------------------------------------------ building
@@ -140,14 +171,16 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
           clip_norm: float | None = None, l2: float = 0.0, patience: int | None = None,
           restore_best: bool = True, verbose=False, threads: int | None = None,
           checkpoint=None, resume: bool = False, overwrite: bool = False,
-          callbacks: Iterable[Callable] = ()):
+          callbacks: Iterable[Callable] = (), independent: bool = False):
     """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
 
-    train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``);
-        each is preceded by ``vocab.eos_id`` (RNNLM starts a file after an
-        end-of-sentence). The training stream is cut into ``batch`` parallel streams
+    train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``).
+        The training stream is cut into ``batch`` parallel streams
         (:func:`bptt.text.batchify`, the last ``len % batch`` tokens dropped); the
-        validation stream is read as one stream, in order, after every epoch.
+        validation stream is read as one stream, in order, after every epoch. Every
+        stream starts from the fresh state (zero state, ``vocab.eos_id`` as the
+        first input), so every token is predicted. A validation text whose every
+        token is unknown to vocab is refused.
     k1, k2 : every k1 steps, back-propagate the last k1 outputs' errors through the
         last k2 steps (k2 None: k2 = k1). The defaults are RNNLM's ``-bptt 4
         -bptt-block 10``; :func:`rnnlm_window` converts RNNLM's options.
@@ -162,6 +195,10 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         (restore_best: end with the weights of the best validation epoch, as RNNLM
         keeps them).
     threads : BLAS threads for this call (bptt.blas_threads), None: the default policy.
+    independent : RNNLM's ``-independent``: reset the state to the fresh state at
+        every sentence (before every ``vocab.eos_id`` input) in training and
+        validation, so no error crosses a sentence boundary; save the model with
+        ``save_lm(..., independent=True)`` to score and generate the same way.
 
     In the History, losses are nats per token: the perplexity of epoch i is
     ``exp(history.valid_loss[i])``, the training entropy in bits per token
@@ -172,18 +209,15 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     net = _check_lm(net, vocab)
     V = len(vocab)
     batch = check_int("batch", batch, minimum=1)
-    stream = _with_start(vocab, _check_ids("train_ids", train_ids, V, 2))
-    if stream.size // batch < 2:
-        raise ValueError(f"train_ids is too short for batch={batch}: each stream needs "
-                         f"at least 2 tokens, got {stream.size} tokens")
-    X, D = lm_pairs(batchify(stream, batch))
+    restart = _restart_token(vocab, independent)
+    eos = vocab.eos_id
+    X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
+                        batch, eos)
     valid = None
     if valid_ids is not None:
-        valid_stream = _with_start(vocab, _check_ids("valid_ids", valid_ids, V, 1))
-        if valid_stream.size < 2:
-            raise ValueError("valid_ids must hold at least 2 tokens (the first is "
-                             "context only)")
-        valid = lm_pairs(valid_stream[:, np.newaxis])
+        valid_arr = check_token_ids("valid_ids", valid_ids, 1, V, 1)
+        _check_known("valid_ids", valid_arr, vocab)
+        valid = _fresh_pairs("valid_ids", valid_arr, 1, eos)
     elif schedule == "rnnlm":
         raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
                          "perplexity: give valid_ids, or another schedule "
@@ -196,36 +230,43 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                        valid=valid, schedule=schedule, patience=patience,
                        restore_best=restore_best, verbose=verbose,
                        checkpoint=checkpoint, resume=resume, overwrite=overwrite,
-                       callbacks=callbacks)
+                       callbacks=callbacks, reset_token=restart)
 
 
 # ------------------------------------------------------------------ scoring
 
-def stream_nll(net: ElmanRNN, ids, batch: int = 1) -> tuple[float, int]:
+def stream_nll(net: ElmanRNN, ids, batch: int = 1, *, vocab: Vocabulary | None = None,
+               independent: bool = False) -> tuple[float, int]:
     """(total negative log-likelihood in nats, number of tokens predicted) of a
     stream, read as in :func:`perplexity`."""
-    net = _check_lm(net)
+    net = _check_lm(net, None if vocab is None else _check_vocab(vocab))
     batch = check_int("batch", batch, minimum=1)
-    arr = _check_ids("ids", ids, net.n_in, 2)
-    if arr.size // batch < 2:
-        raise ValueError(f"ids is too short for batch={batch}: each stream needs at "
-                         f"least 2 tokens, got {arr.size} tokens")
-    X, D = lm_pairs(batchify(arr, batch))
-    return float(net.evaluate(X, D)), int(D.size)
+    restart = _restart_token(vocab, independent)
+    arr = check_token_ids("ids", ids, 1, net.n_in, 1)
+    if vocab is not None:
+        _check_known("ids", arr, vocab)
+    X, D = _fresh_pairs("ids", arr, batch, None if vocab is None else vocab.eos_id)
+    resets = None if restart is None else X == restart
+    return float(net.evaluate(X, D, resets=resets)), int(D.size)
 
 
-def perplexity(net: ElmanRNN, ids, batch: int = 1) -> float:
+def perplexity(net: ElmanRNN, ids, batch: int = 1, *, vocab: Vocabulary | None = None,
+               independent: bool = False) -> float:
     """exp(mean negative log-likelihood per token) of a token stream.
 
-    The stream is read in order with the hidden state carried from a zero state;
-    ``ids[0]`` is context only, so ``len(ids) - 1`` tokens are predicted (prepend
-    ``vocab.eos_id`` to score every token from an end-of-sentence, as RNNLM does).
-    batch > 1 cuts the stream into that many parallel streams (faster), each
-    starting from a zero state: the first token of every stream is then context
-    only and the tokens after it see less history, so the figure differs slightly
-    from batch=1 (the last ``len(ids) % batch`` tokens are dropped too).
+    vocab given (with an end-of-sentence token): the stream is read from the fresh
+    state (a zero state, then ``vocab.eos_id`` as the first input), so every id of
+    ids is predicted, as RNNLM scores a file; a text whose every token is unknown
+    to vocab is refused. vocab None: from a zero state with ``ids[0]`` as context
+    only (``len(ids) - 1`` tokens predicted).
+    independent : the state returns to the fresh state at every sentence (reset
+        before every eos input), for models trained that way (needs vocab).
+    batch > 1 cuts the stream into that many parallel streams (faster), each from
+    the fresh state: the tokens after a cut see less history, so the figure
+    differs slightly from batch=1 (the last ``len(ids) % batch`` tokens are dropped
+    too); with independent it differs only where a cut falls inside a sentence.
     """
-    nll, n = stream_nll(net, ids, batch)
+    nll, n = stream_nll(net, ids, batch, vocab=vocab, independent=independent)
     return math.exp(nll / n)
 
 
@@ -289,10 +330,11 @@ def sentence_log_probs(net: ElmanRNN, vocab: Vocabulary,
 # ------------------------------------------------------------------ generation
 
 def _sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float,
-                seed, prime) -> tuple[np.ndarray, np.ndarray]:
+                seed, prime, independent: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(prime ids, sampled ids)."""
     vocab = _check_vocab(vocab)
     net = _check_lm(net, vocab)
+    restart = _restart_token(vocab, independent)
     length = check_int("length", length, minimum=0)
     temperature = check_real("temperature", temperature, low=0.0)
     rng = np.random.default_rng(seed)
@@ -305,14 +347,15 @@ def _sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: floa
             prime_ids = prime_ids[:-1]             # continue the prime's last line
     else:
         raise TypeError(f"prime must be a str or None, got {type(prime).__name__}")
-    # the context: an end-of-sentence (RNNLM's start), then the prime
-    context = _with_start(vocab, prime_ids)
-    if context.size == 0:
-        context = np.zeros(1, np.int64)            # no eos, no prime: the commonest token
+    # the context: the fresh state (a zero state, then an end of sentence), the prime
+    if vocab.eos_id is not None:
+        context = np.concatenate([np.array([vocab.eos_id], np.int64), prime_ids])
+    else:
+        context = prime_ids if prime_ids.size else np.zeros(1, np.int64)  # commonest
     h = None
     y = None
     for token in context:
-        y, h = net.step(np.array([token]), h)
+        y, h = net.step(np.array([token]), None if token == restart else h)
     out = np.empty(length, np.int64)
     for i in range(length):
         p = y[0].astype(np.float64)
@@ -328,40 +371,57 @@ def _sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: floa
                                         side="right"))
             token = min(token, p.size - 1)
         out[i] = token
-        y, h = net.step(np.array([token]), h)
+        y, h = net.step(np.array([token]), None if token == restart else h)
     return prime_ids, out
 
 
 def generate(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float = 1.0,
-             seed: int | None = None, prime: str | None = None) -> str:
+             seed: int | None = None, prime: str | None = None,
+             independent: bool = False) -> str:
     """Text of ``length`` tokens sampled one at a time (the prime is not repeated).
 
-    The model starts from a zero state after the end-of-sentence token (RNNLM's
-    start; the most frequent token if the vocabulary has none), reads ``prime``
-    (its last line is continued, not ended), then samples each token from
-    ``p ** (1 / temperature)`` renormalised and feeds it back with ``net.step``.
-    temperature 1 samples the model's distribution, lower is more conservative,
-    0 is greedy (argmax) decoding. The same seed gives the same text.
-    Word level: tokens joined by spaces, end-of-sentence as a line break.
+    The model starts from the fresh state (a zero state, then the end-of-sentence
+    token as input; a zero state and the most frequent token if the vocabulary
+    has no eos), reads ``prime`` (its last line is continued, not ended), then
+    samples each token from ``p ** (1 / temperature)`` renormalised and feeds it
+    back with ``net.step``. temperature 1 samples the model's distribution, lower
+    is more conservative, 0 is greedy (argmax) decoding. The same seed gives the
+    same text. independent: back to the fresh state at every end of sentence read
+    or sampled, for models trained that way. Word level: tokens joined by spaces,
+    end-of-sentence as a line break.
     """
-    _, ids = _sample_ids(net, vocab, length, temperature, seed, prime)
+    _, ids = _sample_ids(net, vocab, length, temperature, seed, prime, independent)
     return vocab.decode(ids)
 
 
 # ------------------------------------------------------------------ files
 
-def save_lm(path, net: ElmanRNN, vocab: Vocabulary) -> None:
+def save_lm(path, net: ElmanRNN, vocab: Vocabulary, *, independent: bool = False) -> None:
     """Write the model and its vocabulary to one .npz atomically (:func:`load_lm`);
-    the file is also a plain model file for :func:`bptt.load`."""
+    the file is also a plain model file for :func:`bptt.load`. independent: the
+    model was trained with ``independent=True`` (stored as ``lm/independent``)."""
     vocab = _check_vocab(vocab)
     net = _check_lm(net, vocab)
+    independent = _check_flag("independent", independent)
     arrays = net._to_arrays()
     arrays.update({VOCAB_PREFIX + k: v for k, v in vocab.to_arrays().items()})
+    arrays[INDEPENDENT_KEY] = np.array(independent)
     _io.save_arrays(path, arrays)
 
 
-def load_lm(path) -> tuple[ElmanRNN, Vocabulary]:
-    """(net, vocab) from a file written by :func:`save_lm`."""
+@overload
+def load_lm(path, *, with_options: Literal[False] = ...) -> tuple[ElmanRNN, Vocabulary]: ...
+
+
+@overload
+def load_lm(path, *,
+            with_options: Literal[True]) -> tuple[ElmanRNN, Vocabulary, dict]: ...
+
+
+def load_lm(path, *, with_options: bool = False):
+    """(net, vocab) from a file written by :func:`save_lm`; with_options: (net,
+    vocab, options), options = {"independent": bool} as save_lm stored it (False
+    for files that predate the flag)."""
     arrays = _io.load_arrays(path)
     vocab_arrays = {k[len(VOCAB_PREFIX):]: v for k, v in arrays.items()
                     if k.startswith(VOCAB_PREFIX)}
@@ -378,4 +438,9 @@ def load_lm(path) -> tuple[ElmanRNN, Vocabulary]:
         _check_lm(net, vocab)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-    return net, vocab
+    if not with_options:
+        return net, vocab
+    flag = arrays.get(INDEPENDENT_KEY, np.array(False))
+    if flag.shape != () or flag.dtype != np.bool_:
+        raise ValueError(f"{path}: {INDEPENDENT_KEY} must be a 0-d bool")
+    return net, vocab, {"independent": bool(flag)}

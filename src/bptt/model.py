@@ -1,7 +1,7 @@
 """ElmanRNN: the model, its parameters, and the calls into the kernels.
 
 The public methods validate (bptt._checks), take buffers from a per-model
-workspace and call bptt._kernels; no math happens here (DESIGN.md section 5).
+workspace and call bptt._kernels; no math happens here (docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import numpy as np
 from . import _kernels
 from . import io as _io
 from . import threads as _threads
-from . import training as _training
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_class_bounds, check_dtype, check_h0,
-                      check_inputs, check_int, check_mask, check_output_loss, check_size,
-                      check_targets, check_truncate, time_major)
+                      check_inputs, check_int, check_mask, check_output_loss,
+                      check_resets, check_size, check_targets, check_truncate, time_major)
 from .data import Batch, _select, padded_groups
 from .init import SCHEMES, initial_parameters
 
@@ -185,23 +184,25 @@ class ElmanRNN:
 
     # ------------------------------------------------------------ public calls
 
-    def forward(self, X, h0=None, *, batch_first: bool = False):
+    def forward(self, X, h0=None, resets=None, *, batch_first: bool = False):
         """Outputs Y (T, B, n_out) and states S (T, B, n_hidden) = s(1..T).
 
         X: floats (T, B, n_in) or integer token ids (T, B), time-major; h0: initial
         state (B, n_hidden), zeros when None. S[-1] continues the sequences as h0.
-        batch_first: X is (B, T, ...) and Y, S come back as (B, T, ...).
+        resets: None, or (T, B) bools: True where sequence b's state is reset to zero
+        before step t (step t then reads no previous state, as at step 0 without h0).
+        batch_first: X (and resets) are (B, T, ...) and Y, S come back as (B, T, ...).
         X may also be a list of per-sequence arrays (T_i, n_in) or (T_i,) of any
         lengths (h0 then (len(X), n_hidden)): the result is then the lists of their
         Y_i (T_i, n_out) and S_i (T_i, n_hidden), each as if run alone.
         """
         if _is_list(X):
-            _no_batch_first(batch_first)
+            _list_options(batch_first, resets)
             Ys, Ss = self._per_sequence(X, None, h0, INFERENCE_BATCH,
                                         lambda g, h: self.forward(g.X, h), 2)
             return Ys, Ss
-        X = time_major("X", X, batch_first)
-        inputs = self._check_inputs(X)
+        X, resets = _time_major(batch_first, X=X, resets=resets)
+        inputs = self._check_inputs(X, resets)
         h0 = check_h0(h0, inputs.B, self.n_hidden, self.dtype)
         T, B = inputs.T, inputs.B
         S = np.empty((T, B, self.n_hidden), self.dtype)
@@ -214,9 +215,10 @@ class ElmanRNN:
             return Y.swapaxes(0, 1), S.swapaxes(0, 1)
         return Y, S
 
-    def loss_and_grad(self, X, D, h0=None, mask=None, truncate: int | None = None, *,
-                      batch_first: bool = False) -> tuple[float, dict[str, np.ndarray]]:
-        """Loss C (docs/math.md) and its gradient dC/dtheta for every parameter.
+    def loss_and_grad(self, X, D, h0=None, mask=None, truncate: int | None = None,
+                      resets=None, *, batch_first: bool = False
+                      ) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss C (docs/math.md, Losses) and its gradient dC/dtheta for every parameter.
 
         Unlike the other methods, a list here is an array-like, not a list of
         sequences. X: floats (T, B, n_in) or token ids (T, B), time-major
@@ -226,9 +228,10 @@ class ElmanRNN:
         mask: (T, B) weights of each step's contribution (None: all 1).
         truncate: None for full BPTT, or tau >= 0: each output's error is carried
         back through at most tau recurrent steps (tau = 0 is the report's plain BP).
+        resets: as in forward; no error is carried back across a reset.
         """
-        X, D, mask = _time_major(batch_first, X=X, D=D, mask=mask)
-        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0)
+        X, D, mask, resets = _time_major(batch_first, X=X, D=D, mask=mask, resets=resets)
+        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0, resets)
         T, B = inputs.T, inputs.B
         tau = check_truncate(truncate)
         if T * B == 0:
@@ -239,20 +242,20 @@ class ElmanRNN:
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
 
-    def predict(self, X, h0=None, *, batch_size: int = INFERENCE_BATCH,
+    def predict(self, X, h0=None, resets=None, *, batch_size: int = INFERENCE_BATCH,
                 batch_first: bool = False):
-        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0)[0], computed batch_size
-        sequences at a time (and in chunks of steps), so the memory beyond Y stays
-        bounded. X as in forward: time-major arrays (batch_first: (B, T, ...), Y then
-        (B, T, n_out)), or a list of sequences (T_i, ...) giving a list of Y_i."""
+        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0, resets)[0], computed
+        batch_size sequences at a time (and in chunks of steps), so the memory beyond Y
+        stays bounded. X as in forward: time-major arrays (batch_first: (B, T, ...), Y
+        then (B, T, n_out)), or a list of sequences (T_i, ...) giving a list of Y_i."""
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if _is_list(X):
-            _no_batch_first(batch_first)
+            _list_options(batch_first, resets)
             return self._per_sequence(X, None, h0, batch_size,
                                       lambda g, h: self.predict(g.X, h,
                                                                 batch_size=batch_size), 1)
-        X = time_major("X", X, batch_first)
-        inputs = self._check_inputs(X)
+        X, resets = _time_major(batch_first, X=X, resets=resets)
+        inputs = self._check_inputs(X, resets)
         h0 = check_h0(h0, inputs.B, self.n_hidden, self.dtype)
         T, B = inputs.T, inputs.B
         Y = np.empty((T, B, self.n_out), self.dtype)
@@ -279,24 +282,24 @@ class ElmanRNN:
         Y, S = self.forward(x[np.newaxis], h)
         return Y[0], S[0]
 
-    def evaluate(self, X, D, h0=None, mask=None, *, batch_size: int = INFERENCE_BATCH,
-                 batch_first: bool = False) -> float:
+    def evaluate(self, X, D, h0=None, mask=None, resets=None, *,
+                 batch_size: int = INFERENCE_BATCH, batch_first: bool = False) -> float:
         """The loss C (as loss_and_grad computes it) without gradients.
 
         batch_size sequences at a time, and long sequences in chunks of steps carrying
-        the state, so memory stays bounded whatever B and T are. X, D, mask as in
-        loss_and_grad, or lists of per-sequence arrays (T_i, ...) (the sum of each
+        the state, so memory stays bounded whatever B and T are. X, D, mask, resets as
+        in loss_and_grad, or lists of per-sequence arrays (T_i, ...) (the sum of each
         sequence's loss).
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if _is_list(X):
-            _no_batch_first(batch_first)
+            _list_options(batch_first, resets)
             groups = self._groups(X, D, mask, batch_size)
             h0 = self._list_h0(h0, len(X))
             return sum(self.evaluate(g.X, g.D, None if h0 is None else h0[g.index],
                                      g.mask, batch_size=batch_size) for g in groups)
-        X, D, mask = _time_major(batch_first, X=X, D=D, mask=mask)
-        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0)
+        X, D, mask, resets = _time_major(batch_first, X=X, D=D, mask=mask, resets=resets)
+        inputs, targets, weights, h0 = self._check_data(X, D, mask, h0, resets)
         total = 0.0
         for _, chunk, chunk_h0 in _column_chunks(inputs, targets, weights, h0, batch_size):
             with self._kernel_section(chunk.B):
@@ -308,22 +311,23 @@ class ElmanRNN:
         """Write the model to an .npz file atomically (bptt.load reads it back)."""
         _io.save_arrays(path, self._to_arrays())
 
-    def log_prob(self, X, D, h0=None, *, batch_size: int = INFERENCE_BATCH,
+    def log_prob(self, X, D, h0=None, resets=None, *, batch_size: int = INFERENCE_BATCH,
                  batch_first: bool = False):
         """ln P(D[t, b] | inputs up to t): (T, B) float64 log-probabilities of class
         targets under a softmax output (full or class-factorised), batch_size
-        sequences at a time. Time-major arrays (batch_first: (B, T) in and out), or
-        lists of per-sequence X_i, D_i giving a list of (T_i,) arrays."""
+        sequences at a time. resets: as in forward. Time-major arrays (batch_first:
+        (B, T) in and out), or lists of per-sequence X_i, D_i giving a list of (T_i,)
+        arrays."""
         if self.output != "softmax" or self.loss != "cross_entropy":
             raise ValueError("log_prob needs output='softmax' with loss='cross_entropy'")
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if _is_list(X):
-            _no_batch_first(batch_first)
+            _list_options(batch_first, resets)
             return self._per_sequence(
                 X, D, h0, batch_size,
                 lambda g, h: self.log_prob(g.X, g.D, h, batch_size=batch_size), 1)
-        X, D = _time_major(batch_first, X=X, D=D)[:2]
-        inputs = self._check_inputs(X)
+        X, D, resets = _time_major(batch_first, X=X, D=D, resets=resets)
+        inputs = self._check_inputs(X, resets)
         T, B = inputs.T, inputs.B
         targets = self._check_targets(D, T, B)
         if targets.classes.size != T * B:
@@ -363,10 +367,10 @@ class ElmanRNN:
                     out[i] = np.ascontiguousarray(result[:length, b])
         return lists[0] if n_results == 1 else tuple(lists)
 
-    def _check_data(self, X, D, mask, h0) -> tuple[Inputs, Targets, np.ndarray,
-                                                    np.ndarray | None]:
+    def _check_data(self, X, D, mask, h0, resets=None) -> tuple[
+            Inputs, Targets, np.ndarray, np.ndarray | None]:
         """Inputs, targets, mask weights and initial state, validated together."""
-        inputs = self._check_inputs(X)
+        inputs = self._check_inputs(X, resets)
         T, B = inputs.T, inputs.B
         return (inputs, self._check_targets(D, T, B), check_mask(mask, T, B, self.dtype),
                 check_h0(h0, B, self.n_hidden, self.dtype))
@@ -379,12 +383,15 @@ class ElmanRNN:
                             "softmax")
         return targets
 
-    def _check_inputs(self, X) -> Inputs:
-        """check_inputs, plus the fixed length of a model with untied weights."""
+    def _check_inputs(self, X, resets=None) -> Inputs:
+        """check_inputs (and resets), plus the fixed length of a model with untied
+        weights."""
         inputs = check_inputs(X, self.n_in, self.dtype)
         if self.untied_steps is not None and inputs.T not in (0, self.untied_steps):
             raise ValueError(f"X has {inputs.T} steps, but this model has untied recurrent "
                              f"weights for exactly {self.untied_steps} steps")
+        if resets is not None:
+            inputs = inputs._replace(resets=check_resets(resets, inputs.T, inputs.B))
         return inputs
 
     # ------------------------------------------------------------ persistence
@@ -423,13 +430,9 @@ class ElmanRNN:
         return net
 
     def fit(self, X, D, **options) -> "History":
+        # its docstring and signature are bptt.training.fit's (set at the end of this
+        # module), so that help(net.fit) lists the options
         return _training.fit(self, X, D, **options)
-
-    # help(net.fit) shows fit's options and their documentation
-    fit.__doc__ = _training.fit.__doc__
-    fit.__signature__ = inspect.signature(_training.fit).replace(parameters=[
-        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        *list(inspect.signature(_training.fit).parameters.values())[1:]])
 
     # ------------------------------------------------------------ kernel calls
     # These take validated arguments only; callers are inside _kernel_section.
@@ -454,7 +457,14 @@ class ElmanRNN:
                                 self.b_h,
                                 self._h0_or_empty(h0), h0 is not None,
                                 ACTIVATION_CODES[self.hidden], S, self._packed(inputs),
-                                self._workspace.prof)
+                                self._workspace.prof, *self._resets(inputs))
+
+    def _resets(self, inputs: Inputs) -> tuple:
+        """The kernels' trailing (resets, saved) arguments: none without resets."""
+        if not inputs.resets.size:
+            return ()
+        return inputs.resets, self._workspace.get("reset_rows", (inputs.B, self.n_hidden),
+                                                  self.dtype)
 
     def _own_products(self) -> bool:
         """Whether the kernels run their own float32 products (bptt/_packed.h) instead
@@ -583,15 +593,19 @@ class ElmanRNN:
             self._per_step(self.U), ACTIVATION_CODES[self.hidden], tau, grads["V"],
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
             ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(inputs),
-            ws.prof)
+            ws.prof, *self._resets(inputs))
 
 
 def _is_list(X) -> bool:
     return isinstance(X, (list, tuple))
 
 
-def _no_batch_first(batch_first) -> None:
+def _list_options(batch_first, resets) -> None:
+    """Refuse what does not apply to a list of separate sequences."""
     time_major("X", [], batch_first)       # refuses batch_first=True for a list
+    if resets is not None:
+        raise TypeError("resets applies to arrays (T, B); the sequences of a list each "
+                        "start from their own state already")
 
 
 def _time_major(batch_first: bool, **arrays) -> tuple:
@@ -617,3 +631,12 @@ def _column_chunks(inputs: Inputs, targets: Targets | None, weights: np.ndarray 
         stop = min(B, start + size)
         yield (slice(start, stop), _select(whole, np.arange(start, stop)),
                None if h0 is None else h0[start:stop])
+
+
+# training imports this module (through bptt.online), so it comes last
+from . import training as _training  # noqa: E402
+
+ElmanRNN.fit.__doc__ = _training.fit.__doc__
+ElmanRNN.fit.__signature__ = inspect.signature(_training.fit).replace(parameters=[
+    inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    *list(inspect.signature(_training.fit).parameters.values())[1:]])

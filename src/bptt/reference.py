@@ -1,11 +1,13 @@
 """The math of bptt in plain NumPy, one time step at a time.
 
-This is the test oracle and the benchmark baseline. It follows DESIGN.md
-section 2 (the report's equations with its errata corrected) as literally as
+This is the test oracle and the benchmark baseline. It follows docs/math.md
+(the report's equations with its errata corrected) as literally as
 possible and shares no code with the Cython kernels, so that it can be
-trusted by reading. Shapes are those of DESIGN.md section 1: X (T, B, I)
+trusted by reading. Shapes are those of docs/math.md: X (T, B, I)
 floats or (T, B) token ids, D (T, B, O) floats or (T, B) class ids, mask
-(T, B), h0 (B, H); params is a dict with "V", "U", "W", "b_h", "b_o".
+(T, B), h0 (B, H); params is a dict with "V", "U", "W", "b_h", "b_o". resets
+(T, B) bools: True where sequence b's state is reset to zero before step t (its
+previous state, h0 at t = 0, counts as zero, and no error flows back past it).
 """
 from __future__ import annotations
 
@@ -66,9 +68,9 @@ def _dense(A: np.ndarray, n: int, dtype) -> np.ndarray:
 
 
 def forward(params: dict, X: np.ndarray, h0: np.ndarray | None = None,
-            hidden: str = "tanh", output: str = "softmax", classes=None):
+            hidden: str = "tanh", output: str = "softmax", classes=None, resets=None):
     """Y (T, B, O) and S (T, B, H) for the inputs X, eqs. 1-4."""
-    Y, S, _ = _forward(params, X, h0, hidden, output)
+    Y, S, _ = _forward(params, X, h0, hidden, output, resets)
     if classes is not None:
         Y = np.exp(np.stack([[class_log_probs(params, s, classes) for s in S_t]
                              for S_t in S])) if len(S) else Y
@@ -111,7 +113,14 @@ def recurrent_weights(U: np.ndarray, t: int) -> np.ndarray:
     return U[t] if U.ndim == 3 else U
 
 
-def _forward(params, X, h0, hidden, output):
+def _kept(resets, t: int, B: int) -> np.ndarray:
+    """(B, 1): 0 for the sequences whose state is reset before step t, else 1."""
+    if resets is None:
+        return np.ones((B, 1))
+    return (~np.asarray(resets, bool)[t])[:, None].astype(np.float64)
+
+
+def _forward(params, X, h0, hidden, output, resets=None):
     V, U, W, b_h, b_o = (params[k] for k in ("V", "U", "W", "b_h", "b_o"))
     X = _dense(X, V.shape[0], V.dtype)
     T, B = X.shape[:2]
@@ -119,6 +128,7 @@ def _forward(params, X, h0, hidden, output):
     s_prev = np.zeros((B, H), V.dtype) if h0 is None else h0
     Y, S, NET_h = [], [], []
     for t in range(T):
+        s_prev = s_prev * _kept(resets, t, B).astype(V.dtype)
         net_h = X[t] @ V + s_prev @ recurrent_weights(U, t) + b_h     # eq. 2
         s = hidden_activation(hidden, net_h)          # eq. 1
         net_o = s @ W + b_o                           # eq. 4
@@ -167,21 +177,24 @@ def output_delta(output: str, loss: str, Y: np.ndarray, D: np.ndarray) -> np.nda
 
 def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None,
                   truncate: int | None = None, hidden: str = "tanh",
-                  output: str = "softmax", loss: str = "cross_entropy", classes=None):
-    """Loss C and its gradient for every parameter (DESIGN.md section 2).
+                  output: str = "softmax", loss: str = "cross_entropy", classes=None,
+                  resets=None):
+    """Loss C and its gradient for every parameter (docs/math.md, Full BPTT).
 
     truncate None: full BPTT by the backward recursion of delta_h. truncate = tau:
     each output's error is carried back through at most tau recurrent steps.
     """
     V, U, W = params["V"], params["U"], params["W"]
     dtype = V.dtype
-    Y, S, NET_h = _forward(params, X, h0, hidden, output)
+    Y, S, NET_h = _forward(params, X, h0, hidden, output, resets)
     T, B = Y.shape[:2]
     H = W.shape[0]
     X = _dense(X, V.shape[0], dtype)
     mask = np.ones((T, B), dtype) if mask is None else np.asarray(mask, dtype)
     S_prev = np.concatenate([(np.zeros((1, B, H), dtype) if h0 is None else h0[None]),
                              S[:-1]])
+    kept = np.stack([_kept(resets, t, B) for t in range(T)]).astype(dtype) if T else None
+    S_prev = S_prev * kept if T else S_prev               # a reset step reads zero
     grads = {k: np.zeros_like(v) for k, v in params.items()}
 
     # the output layer: loss, its gradients, and E(t) = dC/ds(t), the error that
@@ -213,7 +226,8 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
         for t in reversed(range(T)):
             # delta_h(t) = (E(t) + delta_h(t+1) U^T) * f'(net_h(t))
             U_next = recurrent_weights(U, t + 1) if t + 1 < T else np.zeros((H, H), dtype)
-            delta_h = (E[t] + delta_next @ U_next.T) \
+            kept_next = kept[t + 1] if t + 1 < T else np.ones((B, 1), dtype)
+            delta_h = (E[t] + (kept_next * delta_next) @ U_next.T) \
                 * hidden_derivative(hidden, NET_h[t])
             add_hidden_grads(t, delta_h)
             delta_next = delta_h
@@ -225,6 +239,6 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
             for step in range(t, max(t - truncate, 0) - 1, -1):
                 add_hidden_grads(step, delta_h)
                 if step > 0:
-                    delta_h = (delta_h @ recurrent_weights(U, step).T) \
+                    delta_h = ((kept[step] * delta_h) @ recurrent_weights(U, step).T) \
                         * hidden_derivative(hidden, NET_h[step - 1])
     return C, grads

@@ -1,6 +1,6 @@
 """Synthetic sequence tasks generated in code, for tests, docs and demos.
 
-Every generator returns a :class:`Task` in the conventions of DESIGN.md section 1:
+Every generator returns a :class:`Task` in the conventions of docs/math.md:
 time-major ``X`` (T, B, I) floats or (T, B) int64 token ids, ``D`` (T, B, O) floats or
 (T, B) int64 class ids, ``mask`` (T, B) or None. Variable-length tasks (Reber) give
 ``X`` and ``D`` as lists of per-sequence arrays without the batch axis. Output is a

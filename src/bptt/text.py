@@ -13,7 +13,7 @@ This order is what makes :func:`frequency_classes` give contiguous id ranges.
 
 A language-model stream is then cut into B parallel streams with :func:`batchify`
 and shifted by one step into inputs and next-token targets with :func:`lm_pairs`,
-time-major (T, B) like the rest of the library (DESIGN.md section 1).
+time-major (T, B) like the rest of the library (docs/math.md).
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ import math
 import os
 from collections import Counter
 from itertools import pairwise, repeat
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence, overload
 
 import numpy as np
 
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_int, check_token_ids
 
 LEVELS = ("word", "char")
 CLASS_METHODS = ("unigram", "sqrt")
@@ -186,11 +186,14 @@ class Vocabulary:
         max_size : at most this many entries in all, the ``eos`` and ``unk`` entries
             included; the most frequent tokens are kept (ties: first occurrence).
         eos : the end-of-sentence token (word level), None for none.
-        unk : the unknown-token entry. A token of the text with this spelling is a
-            regular entry (PTB's ``<unk>``). At word level it is always in the
-            vocabulary (count 0 if nothing maps to it); at char level only if the
-            text holds it or characters were dropped. None: no such entry, and
-            dropping tokens (min_count, max_size) is an error.
+        unk : the unknown-token entry, always in the vocabulary (word and char
+            level), so that any text can be encoded: tokens dropped by min_count /
+            max_size and tokens the training text never had map to it. A token of
+            the text with this spelling is a regular entry (PTB's ``<unk>``);
+            otherwise unk counts the dropped tokens' occurrences, and with none
+            dropped it has count 0 and the last id (frequency classes stay
+            contiguous). None: no such entry; dropping tokens is then an error,
+            and so is encoding a token not in the vocabulary.
         """
         return cls._build(_check_text(text), level, min_count, max_size, eos, unk,
                           what="text")
@@ -216,22 +219,17 @@ class Vocabulary:
         first = np.arange(len(names))
         position = {name: i for i, name in enumerate(names)}
 
-        # entries that are always kept: eos and unk at word level, unk if the text has it
-        reserved = [t for t in (eos, unk) if t is not None and
-                    (level == "word" or t in position)]
+        # entries that are always kept: eos (word level) and unk
+        reserved = [t for t in (eos, unk) if t is not None]
         is_reserved = np.zeros(len(names), bool)
         is_reserved[[position[t] for t in reserved if t in position]] = True
         candidates = np.flatnonzero(~is_reserved & (counts >= min_count))
         candidates = candidates[np.lexsort((first[candidates], -counts[candidates]))]
-        n_below = int((~is_reserved).sum()) - candidates.size
         if max_size is not None:
-            needs_unk = unk is not None and unk not in reserved and (
-                n_below > 0 or candidates.size > max_size - len(reserved))
-            slots = max_size - len(reserved) - needs_unk
+            slots = max_size - len(reserved)
             if slots < 0:
-                raise ValueError(f"max_size must be >= {max_size - slots} to hold the "
-                                 f"special tokens {reserved + [unk] * needs_unk}, "
-                                 f"got {max_size}")
+                raise ValueError(f"max_size must be >= {len(reserved)} to hold the "
+                                 f"special tokens {reserved}, got {max_size}")
             candidates = candidates[:slots]
         keep = is_reserved.copy()
         keep[candidates] = True
@@ -244,7 +242,7 @@ class Vocabulary:
         kept = np.flatnonzero(keep)
         tokens = [names[i] for i in kept]
         kept_counts, kept_first = counts[kept], first[kept]
-        if unk is not None and (dropped.size or level == "word"):
+        if unk is not None:
             # the unk entry absorbs every dropped token (its count = their occurrences)
             absorbed = int(counts[dropped].sum())
             first_seen = int(first[dropped].min()) if dropped.size else len(names)
@@ -290,26 +288,54 @@ class Vocabulary:
 
     # ---------------------------------------------------------------- encoding
 
-    def encode(self, text: str) -> np.ndarray:
+    @overload
+    def encode(self, text: str, *, count_unknown: Literal[False] = ...) -> np.ndarray: ...
+
+    @overload
+    def encode(self, text: str, *,
+               count_unknown: Literal[True]) -> tuple[np.ndarray, int]: ...
+
+    def encode(self, text: str, *, count_unknown: bool = False):
         """Token ids (int64) of text, split as when the vocabulary was built (word
-        level: eos after every non-blank line). Unknown tokens become unk_id; without
-        an unk entry they are an error."""
+        level: eos after every non-blank line). Tokens not in the vocabulary become
+        unk_id; without an unk entry they are an error.
+
+        count_unknown : also return how many tokens of text were not in the
+            vocabulary (mapped to unk; a token spelled as unk itself, like PTB's
+            ``<unk>``, is in the vocabulary and not counted): ``(ids, n_unknown)``.
+        """
         text = _check_text(text)
         if self.level == "char":
-            return self._encode_chars(text)
-        words = _words(text, self.eos)
-        fallback = -1 if self.unk_id is None else self.unk_id
-        ids = np.fromiter(map(self._index.get, words, repeat(fallback)), dtype=np.int64,
-                          count=len(words))
-        if fallback < 0 and ids.size and ids.min() < 0:
-            self._unknown(words[int(np.argmin(ids))])
-        return ids
+            ids, missing = self._encode_chars(text)
+        else:
+            words = _words(text, self.eos)
+            ids = np.fromiter(map(self._index.get, words, repeat(-1)), dtype=np.int64,
+                              count=len(words))
+            missing = ids < 0
+        n_unknown = int(np.count_nonzero(missing))
+        if n_unknown:
+            if self.unk_id is None:
+                first = int(np.argmax(missing))
+                self._unknown(words[first] if self.level == "word"
+                              else chr(int(_code_points(text)[first])))
+            ids[missing] = self.unk_id
+        return (ids, n_unknown) if count_unknown else ids
 
-    def encode_file(self, path) -> np.ndarray:
-        """Token ids of a UTF-8 file (read as in :meth:`from_file`)."""
-        return self.encode(_read_text(path))
+    @overload
+    def encode_file(self, path, *,
+                    count_unknown: Literal[False] = ...) -> np.ndarray: ...
 
-    def _encode_chars(self, text: str) -> np.ndarray:
+    @overload
+    def encode_file(self, path, *,
+                    count_unknown: Literal[True]) -> tuple[np.ndarray, int]: ...
+
+    def encode_file(self, path, *, count_unknown: bool = False):
+        """Token ids of a UTF-8 file (read as in :meth:`from_file`); count_unknown
+        as in :meth:`encode`."""
+        return self.encode(_read_text(path), count_unknown=count_unknown)
+
+    def _encode_chars(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, which characters are not in the vocabulary); those ids are 0."""
         if self._char_table is None:
             chars = [(ord(t), i) for i, t in enumerate(self.tokens) if len(t) == 1]
             chars.sort()
@@ -318,21 +344,15 @@ class Vocabulary:
         codes, ids = self._char_table
         points = _code_points(text)
         if codes.size == 0:
-            where = np.zeros(points.size, np.intp)
-            found = np.zeros(points.size, bool)
-        else:
-            where = np.minimum(np.searchsorted(codes, points), codes.size - 1)
-            found = codes[where] == points
-        out = ids[where] if codes.size else np.zeros(points.size, np.int64)
-        if not found.all():
-            if self.unk_id is None:
-                self._unknown(chr(int(points[np.argmin(found)])))
-            out[~found] = self.unk_id
-        return out
+            return np.zeros(points.size, np.int64), np.ones(points.size, bool)
+        where = np.minimum(np.searchsorted(codes, points), codes.size - 1)
+        found = codes[where] == points
+        return ids[where], ~found
 
     def _unknown(self, token: str):
         raise ValueError(f"text holds {token!r}, which is not in the vocabulary, and "
-                         f"the vocabulary has no unk token to map it to")
+                         f"the vocabulary has no unk token to map it to (it was built "
+                         f"with unk=None, or read from a model file of an older bptt)")
 
     def decode(self, ids) -> str:
         """Text of token ids: words joined by spaces with eos as a newline (word
@@ -340,16 +360,7 @@ class Vocabulary:
         back s at char level (all characters known); at word level, s normalised:
         each line's words joined by single spaces, blank lines dropped, every line
         ending in a newline. ``encode(decode(ids)) == ids`` for ids that encode gives."""
-        arr = np.asarray(ids)
-        if arr.size == 0 and arr.dtype.kind == "f":    # [] reads as float64
-            arr = arr.astype(np.int64)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"ids must hold integer token ids, got dtype {arr.dtype}")
-        if arr.ndim != 1:
-            raise ValueError(f"ids must be 1-D, got shape {arr.shape}")
-        if arr.size and (arr.min() < 0 or arr.max() >= len(self)):
-            raise ValueError(f"ids holds ids outside [0, {len(self)}): "
-                             f"min {arr.min()}, max {arr.max()}")
+        arr = check_token_ids("ids", ids, 1, len(self))
         tokens = self.tokens
         words = [tokens[i] for i in arr.tolist()]
         if self.level == "char":
@@ -501,28 +512,13 @@ def class_bounds(classes, n_classes: int | None = None) -> np.ndarray:
 
 # ------------------------------------------------------------------ streams
 
-def _check_id_array(name: str, value, ndim: int) -> np.ndarray:
-    if value is None:
-        raise TypeError(f"{name} must be an array of token ids, got None")
-    arr = np.asarray(value)
-    if arr.size == 0 and arr.dtype.kind == "f":        # [] reads as float64
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} must hold ids >= 0, got {arr.min()}")
-    return arr
-
-
 def batchify(ids, n_streams: int) -> np.ndarray:
     """Cut a token stream into n_streams parallel streams, time-major (T, B) int64.
 
     Column b is the b-th contiguous chunk ``ids[b*T:(b+1)*T]``, T = len(ids) //
     n_streams; the last len(ids) % n_streams tokens are dropped.
     """
-    arr = _check_id_array("ids", ids, 1)
+    arr = check_token_ids("ids", ids, 1)
     n_streams = check_int("n_streams", n_streams, minimum=1)
     if n_streams > arr.size:
         raise ValueError(f"n_streams must be <= the number of tokens ({arr.size}), "
@@ -538,7 +534,7 @@ def lm_pairs(streams) -> tuple[np.ndarray, np.ndarray]:
     Both are C-contiguous int64 views of the same buffer when streams is
     C-contiguous int64 (as :func:`batchify` gives); nothing in bptt writes to them.
     """
-    arr = _check_id_array("streams", streams, 2)
+    arr = check_token_ids("streams", streams, 2)
     if arr.shape[0] < 2:
         raise ValueError(f"streams must have at least 2 steps (T, B) to pair each "
                          f"input with the next token, got shape {arr.shape}")

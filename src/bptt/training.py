@@ -1,4 +1,4 @@
-"""fit(): train an ElmanRNN (DESIGN.md section 2).
+"""fit(): train an ElmanRNN (docs/math.md, TBPTT).
 
 Two regimes:
 - epochwise BPTT (k1 = k2 = None): each minibatch of whole sequences is run
@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -32,6 +32,7 @@ import numpy as np
 from . import io as _io
 from ._checks import check_choice, check_int, check_real, time_major
 from .data import Batch, SequenceData, stream_batch
+from .online import OnlineSettings, OnlineTrainer
 from .optimizers import (Optimizer, add_l2, clip_by_global_norm, clip_by_value,
                          make_optimizer, sum_of_squares)
 from .progress import Progress
@@ -43,6 +44,7 @@ LOSS_GROWTH_POLICIES = ("warn", "stop", "ignore")
 LOSS_GROWTH = 1e3
 # the clock of History's seconds (a module attribute, so that tests can replace it)
 _clock = time.perf_counter
+UPDATE_ORDERS = ("block", "rnnlm")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -276,11 +278,87 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
     return loss_sum, weight_sum, B, T * B
 
 
-def _valid_loss(net, valid: SequenceData | None) -> float | None:
+def _online_epoch(trainer: OnlineTrainer, stream: Batch, opt, epoch,
+                  progress) -> tuple[float, float, int, int]:
+    """One pass over a single token stream in the online kernel (bptt.online). A
+    non-finite loss stops training with the weights of the epoch's start: the kernel
+    updates after every word, so the update that overflowed may precede the loss that
+    shows it."""
+    start = {k: v.copy() for k, v in trainer.net.parameters().items()}
+    loss_sum, words = 0.0, 0
+    for loss, done, given in trainer.chunks(stream.inputs.tokens, stream.targets.classes,
+                                            opt.lr):
+        loss_sum += loss
+        words += done
+        if done < given:
+            for name, param in trainer.net.parameters().items():
+                param[...] = start[name]
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch + 1}, step {words + 1}; training "
+                f"stopped with the weights of the start of epoch {epoch + 1}. Lower lr")
+        if progress:
+            progress.advance(done, loss_sum / max(words, 1))
+    return loss_sum, float(words), 1, words
+
+
+def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: _Settings,
+                     update_order: str, error_clip: float | None,
+                     reset_token: int | None) -> OnlineSettings | None:
+    """The online kernel's settings when it trains this fit, else None (the batched
+    path). update_order "rnnlm" needs it and says why it cannot run; "block" takes it
+    whenever the result equals the batched path's: one token stream, SGD, no clip,
+    clip_norm, l2, truncation or mask, divergence raising."""
+    reasons = []
+    if stream is None:
+        reasons.append("TBPTT on a stream (k1=, k2=)")
+    else:
+        if stream.B != 1:
+            reasons.append(f"one stream (X of shape (T, 1)), got B={stream.B}")
+        if stream.inputs.tokens.size == 0:
+            reasons.append("token id inputs")
+        if not np.all(stream.weights == 1):
+            reasons.append("no mask")
+    if net.output != "softmax" or net.loss != "cross_entropy":
+        reasons.append("a softmax output with cross-entropy")
+    if opt.name != "sgd":
+        reasons.append(f"optimizer 'sgd', got {opt.name!r}")
+    if settings.clip is not None or settings.clip_norm is not None:
+        reasons.append("no clip or clip_norm (use error_clip, RNNLM's gradient cutoff)")
+    if tau >= 0:
+        reasons.append("truncate=None (k2 sets the window)")
+    if settings.on_divergence != "raise":
+        reasons.append("on_divergence='raise'")
+    if update_order == "rnnlm":
+        if reasons:
+            raise ValueError("update_order='rnnlm' (RNNLM's online SGD) needs "
+                             + "; ".join(reasons))
+        return OnlineSettings("rnnlm", k1, k2, settings.l2, error_clip or 0.0,
+                              -1 if reset_token is None else reset_token)
+    if error_clip is not None:
+        raise ValueError("error_clip (RNNLM's gradient cutoff) applies with "
+                         "update_order='rnnlm'; use clip or clip_norm otherwise")
+    if reasons or settings.l2 or reset_token is not None:
+        return None
+    return OnlineSettings("block", k1, k2)
+
+
+def _reset_at(batch: Batch, token: int | None) -> Batch:
+    """batch with its state reset before every input equal to token (None: as is)."""
+    if token is None:
+        return batch
+    if batch.inputs.tokens.size == 0:
+        raise ValueError("reset_token needs token inputs (integer ids X), got dense X")
+    resets = (batch.inputs.tokens == token).view(np.uint8)
+    return replace(batch, inputs=batch.inputs._replace(resets=resets))
+
+
+def _valid_loss(net, valid: SequenceData | None,
+                reset_token: int | None = None) -> float | None:
     if valid is None:
         return None
     total = 0.0
     for batch in valid.batches_in_order():
+        batch = _reset_at(batch, reset_token)
         with net._kernel_section(batch.B):
             total += net._evaluate(batch.inputs, batch.targets, batch.weights, None)
     return total / max(valid.total_weight, 1e-300)
@@ -304,24 +382,37 @@ class _Interrupted(Exception):
 
 
 class _Steps:
-    """What the training loops report after every update: progress (when shown),
-    the count of updates in the epoch, and the stop at a pending Ctrl-C."""
+    """What the training loops report after every update (or, in the online kernel,
+    chunk of steps): progress (when shown), how far the epoch is, and the stop at a
+    pending Ctrl-C."""
 
     def __init__(self, progress: Progress | None, interrupt: threading.Event) -> None:
         self.progress, self.interrupt = progress, interrupt
-        self.done = self.total = 0
+        self.done = self.total = self.count = 0
+        self.total_steps: int | None = None
 
-    def start(self, epoch: int, n_updates: int) -> None:
-        self.done, self.total = 0, n_updates
+    def start(self, epoch: int, n_updates: int, n_steps: int | None = None) -> None:
+        """n_updates: reports expected; n_steps: where the reports count steps (the
+        online kernel's chunks), the epoch's steps, else None."""
+        self.done, self.total, self.count, self.total_steps = 0, n_updates, 0, n_steps
         if self.progress:
             self.progress.start(epoch, n_updates)
 
     def advance(self, count: int, mean_loss: float) -> None:
         self.done += 1
+        self.count += count
         if self.progress:
             self.progress.advance(count, mean_loss)
         if self.interrupt.is_set():
             raise _Interrupted
+
+    def where(self, epoch: int) -> str:
+        """Where in (0-based) epoch `epoch` training stands."""
+        if self.total_steps is not None and self.count < self.total_steps:
+            return f"in epoch {epoch + 1} after step {self.count} of {self.total_steps}"
+        if self.total_steps is None and self.done < self.total:
+            return f"in epoch {epoch + 1} after update {self.done} of {self.total}"
+        return f"after epoch {epoch + 1}"
 
 
 @contextmanager
@@ -350,10 +441,7 @@ def _catch_interrupt() -> Iterator[threading.Event]:
 def _interrupted(history: History, epoch: int, steps: _Steps, checkpoint) -> \
         TrainingInterrupted:
     """The exception for a Ctrl-C in (0-based) epoch `epoch`, with a one-line message."""
-    if steps.done < steps.total:
-        where = f"in epoch {epoch + 1} after update {steps.done} of {steps.total}"
-    else:
-        where = f"after epoch {epoch + 1}"
+    where = steps.where(epoch)
     if checkpoint is None:
         how = "no checkpoint to resume from (pass checkpoint=PATH to be able to resume)"
     elif not os.path.exists(checkpoint):
@@ -376,7 +464,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         schedule: str | Schedule | None = None, patience: int | None = None,
         restore_best: bool = True, on_divergence: str = "raise",
         on_loss_growth: str = "warn", checkpoint=None, resume: bool = False,
-        overwrite: bool = False, batch_first: bool = False) -> History:
+        overwrite: bool = False, batch_first: bool = False, update_order: str = "block",
+        error_clip: float | None = None, reset_token: int | None = None) -> History:
     """Train net on (X, D) and return a History.
 
     X, D, mask: time-major arrays (T, B, ...) (with batch_first=True: (B, T, ...)),
@@ -411,6 +500,18 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     by a fresh run (resume=False) unless overwrite=True.
     batch_first: X, D, mask (and valid's) arrays are (B, T, ...), as PyTorch's
     batch_first; lists of sequences are not affected.
+    update_order: "block" (every k1 steps all gradients of the block are applied) or
+    "rnnlm", RNNLM's online SGD on one token stream (bptt.online): the output layer is
+    updated after every word and V, U every k1 words, the biases not at all (RNNLM has
+    none); there l2 is RNNLM's -beta
+    (applied on every 10th word to the rows that word updates). One token stream with
+    SGD and no clip, clip_norm, truncate or mask runs in the online C kernel in either
+    order. error_clip: with "rnnlm", clip the errors dC/ds sent back to the hidden
+    layer to [-error_clip, error_clip] (RNNLM's -gradient-cutoff).
+    reset_token: with token inputs and k1/k2, the state of a stream is reset to zero
+    before every input equal to this id, in training and in validation, so no
+    error is back-propagated across it (RNNLM's -independent with the
+    end-of-sentence token; see ElmanRNN.forward's resets). None: no resets.
 
     Ctrl-C (SIGINT) stops training cleanly after the current update with
     bptt.TrainingInterrupted (a KeyboardInterrupt) saying where it stopped and how
@@ -443,12 +544,23 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         l2=check_real("l2", l2, low=0.0),
         on_divergence=check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES))
     on_loss_growth = check_choice("on_loss_growth", on_loss_growth, LOSS_GROWTH_POLICIES)
+    update_order = check_choice("update_order", update_order, UPDATE_ORDERS)
+    if error_clip is not None:
+        error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
     if patience is not None:
         patience = check_int("patience", patience, minimum=1)
     seed = None if seed is None else check_int("seed", seed, minimum=0)
     callbacks = tuple(callbacks)
     if not all(callable(c) for c in callbacks):
         raise TypeError("callbacks must be functions f(net, history)")
+    if reset_token is not None:
+        reset_token = check_int("reset_token", reset_token, minimum=0)
+        if reset_token >= net.n_in:
+            raise ValueError(f"reset_token must be a token id below n_in={net.n_in}, "
+                             f"got {reset_token}")
+        if not tbptt:
+            raise ValueError("reset_token applies to TBPTT over streams (k1/k2); "
+                             "epochwise training starts every sequence from its h0")
     opt = _optimizer(optimizer, lr)
     sched = _schedule(schedule)
     if resume and checkpoint is None:
@@ -461,9 +573,12 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
 
     X, D, mask = (time_major(name, value, batch_first)
                   for name, value in (("X", X), ("D", D), ("mask", mask)))
-    stream = stream_batch(X, D, mask, net) if tbptt else None
+    stream = _reset_at(stream_batch(X, D, mask, net), reset_token) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
     valid_data = _valid_data(valid, net, tbptt, batch_first)
+    online = _online_settings(net, stream, k1, k2, tau, opt, settings, update_order,
+                              error_clip, reset_token)
+    trainer = None if online is None else OnlineTrainer(net, online)
     if isinstance(sched, RNNLM) and valid_data is None:
         raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
                          "loss: give valid=(X, D), or another schedule")
@@ -490,10 +605,14 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         while len(history) < epochs and not state.finished:
             epoch = len(history)
             start = _clock()
-            steps.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches())
+            steps.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches(),
+                        stream.T if trainer is not None else None)
             lr_used = opt.lr
             try:
-                if tbptt:
+                if trainer is not None:
+                    loss_sum, weight_sum, sequences, n_steps = _online_epoch(
+                        trainer, stream, opt, epoch, steps)
+                elif tbptt:
                     loss_sum, weight_sum, sequences, n_steps = _tbptt(
                         net, stream, k1, k2, tau, opt, settings, history, epoch, steps)
                 else:
@@ -505,7 +624,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                     progress.end(None)
                 raise _interrupted(history, epoch, steps, checkpoint) from None
             valid_start = _clock()
-            valid_loss = _valid_loss(net, valid_data)
+            valid_loss = _valid_loss(net, valid_data, reset_token)
             end = _clock()
             history.epoch.append(epoch + 1)
             # NaN for an epoch whose every update was skipped as non-finite
