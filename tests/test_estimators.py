@@ -365,7 +365,8 @@ def test_predict_checks_against_fit(Estimator):
     est = fitted(Estimator)                                 # 3-D X, 2 features a step
     with pytest.raises(ValueError, match=r"X has 3 features, .*n_features_in_=2"):
         est.predict(np.zeros((4, 5, 3)))
-    with pytest.raises(ValueError, match="must be 3-D like the X"):
+    with pytest.raises(ValueError,
+                       match=r"must be 3-D \(n_samples, T, n_features\), sample-major"):
         est.predict(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="NaN or infinity"):
         est.predict(np.full((4, 5, 2), np.inf))

@@ -439,9 +439,10 @@ class _RNNEstimator:
         arr = _as_numeric("X", X)
         if self._layout != "tokens" and arr.ndim in (2, 3):
             if arr.ndim != (3 if self._layout == "features" else 2):
-                raise ValueError(
-                    f"X must be {'3-D' if self._layout == 'features' else '2-D'} like "
-                    f"the X {name} was fitted on, got shape {arr.shape}")
+                layout = ("3-D (n_samples, T, n_features)" if self._layout == "features"
+                          else "2-D (n_samples, n_features)")
+                raise ValueError(f"X must be {layout}, sample-major like the X {name} was "
+                                 f"fitted on, got shape {arr.shape}")
             if arr.shape[-1] != self.n_features_in_:      # scikit-learn's wording
                 raise ValueError(f"X has {arr.shape[-1]} features, but {name} is expecting "
                                  f"{self.n_features_in_} features as input "
