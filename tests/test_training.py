@@ -590,3 +590,15 @@ def test_ctrl_c_in_the_online_kernel_stops_after_the_epoch_with_the_checkpoint(t
                 callbacks=[ctrl_c])               # one stream, SGD: the online kernel
     meta = bptt_io.from_json_array(bptt_io.load_arrays(path)["train/meta"], "meta")
     assert meta["history"]["epoch"] == [1, 2]
+
+
+def test_history_table_shows_the_best_epoch_among_the_elided_ones():
+    n = 30
+    history = bptt.History(epoch=list(range(1, n + 1)), train_loss=[1.0] * n,
+                           valid_loss=[1.0] * 14 + [0.5] + [1.0] * 15, lr=[0.1] * n,
+                           seconds=[1.0] * n, valid_seconds=[0.5] * n, best_epoch=15)
+    lines = str(history).splitlines()
+    assert [line.split()[0] for line in lines[1:14]] == [
+        "1", "2", "3", "4", "5", "...", "15*", "...", "26", "27", "28", "29", "30"]
+    assert lines[6] == "  ... 9 epochs ..." and lines[8] == "  ... 10 epochs ..."
+    assert lines[-1] == "30.00 s in epochs (15.00 s validating), 0.00 s preparing the data"

@@ -131,26 +131,33 @@ class History:
                 f"{self.train_loss[-1]:.4g}{best}, {sum(self.seconds):.1f} s)")
 
     def __str__(self) -> str:
-        """A table of the epochs (the first and last five when there are more than 12)."""
+        """A table of the epochs: all of them up to 12, else the first and last five
+        and the best (marked *)."""
         has_valid = any(v is not None for v in self.valid_loss)
         header = "epoch  train loss" + ("  valid loss" if has_valid else "") + \
             "        lr  seconds"
-        rows = []
-        for i in range(len(self)):
+        shown = range(len(self))
+        if len(self) > 12:
+            best = [] if self.best_epoch is None else [self.best_epoch - 1]
+            shown = sorted({*range(5), *range(len(self) - 5, len(self)), *best})
+        rows, last = [], -1
+        for i in shown:
+            if i > last + 1:
+                rows.append(f"  ... {i - last - 1} epochs ...")
+            last = i
             valid = self.valid_loss[i]
             mark = "*" if self.epoch[i] == self.best_epoch else " "
             rows.append(f"{self.epoch[i]:5d}{mark} {self.train_loss[i]:10.5g}"
                         + ((f"  {valid:10.5g}" if valid is not None else " " * 12)
                            if has_valid else "")
                         + f"  {self.lr[i]:8.3g}  {self.seconds[i]:7.2f}")
-        if len(rows) > 12:
-            rows = rows[:5] + [f"  ... {len(rows) - 10} epochs ..."] + rows[-5:]
+        validating = f" ({sum(self.valid_seconds):.2f} s validating)" if has_valid else ""
         notes = [f"losses: {self.loss_unit}" if self.loss_unit else "",
                  f"* best validation epoch {self.best_epoch}" if self.best_epoch else "",
                  "stopped early" if self.stopped_early else "",
                  f"{self.skipped_updates} updates skipped" if self.skipped_updates else "",
-                 f"{sum(self.seconds):.2f} s in epochs ({sum(self.valid_seconds):.2f} s "
-                 f"validating), {self.prepare_seconds:.2f} s preparing the data"]
+                 f"{sum(self.seconds):.2f} s in epochs{validating}, "
+                 f"{self.prepare_seconds:.2f} s preparing the data"]
         return "\n".join([header] + rows + [n for n in notes if n])
 
 
