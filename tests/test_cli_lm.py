@@ -72,7 +72,8 @@ def test_train_prints_rnnlm_style_progress_and_saves(word_model):
         assert float(valid_ppl) == pytest.approx(2 ** float(valid_bits), abs=0.006)
         assert float(alpha) <= 0.1 and float(rate) > 0
     assert float(epochs[-1][5]) < 3          # the grammar's perplexity is about 1.9
-    assert "TBPTT k1=10 k2=14" in out and f"model saved to {path}" in out
+    assert "TBPTT k1=10 k2=13" in out and "rnnlm update order" in out
+    assert f"model saved to {path}" in out
     net, vocab = lm.load_lm(path)
     assert net.n_hidden == 16 and len(vocab) == 17
     assert len(net.classes) == 5
@@ -244,6 +245,33 @@ def test_independent_training_is_stored_and_used_by_eval(files, tmp_path):
     assert len(lines) > 2 and len(set(lines[:-1])) == 1
 
 
+def test_eval_dynamic_keeps_training_while_scoring(word_model, files):
+    path, _ = word_model
+    static = run(["lm", "eval", "--model", str(path), "--test", str(files["valid"])])
+    dynamic = run(["lm", "eval", "--model", str(path), "--test", str(files["valid"]),
+                   "--dynamic", "0.1"])
+    assert "dynamic evaluation: online SGD at lr 0.1, TBPTT k1=10 k2=13" in dynamic
+    assert figure(dynamic, "PPL net") != figure(static, "PPL net")
+    assert figure(dynamic, "words") == figure(static, "words")
+    # the model file itself is unchanged: static scoring gives the same figure again
+    again = run(["lm", "eval", "--model", str(path), "--test", str(files["valid"])])
+    assert figure(again, "PPL net") == figure(static, "PPL net")
+
+
+def test_rnnlm_flags_are_accepted(files, tmp_path):
+    out = run(["lm", "train", "--train", str(files["train"]), "--valid", str(files["valid"]),
+               "--model", str(tmp_path / "m.npz"), "--hidden", "8", "--class", "3",
+               "--alpha", "0.2", "--beta", "1e-6", "--bptt", "3", "--bptt-block", "5",
+               "--gradient-cutoff", "10", "--min-improvement", "1.01", "--rand-seed", "3",
+               "--epochs", "2"])
+    assert "TBPTT k1=5 k2=7 (-bptt 3 -bptt-block 5), rnnlm update order, sgd lr 0.2, " \
+           "beta 1e-06, gradient cutoff 10" in out
+    block = run(["lm", "train", "--train", str(files["train"]), "--model",
+                 str(tmp_path / "b.npz"), "--hidden", "8", "--epochs", "1",
+                 "--update-order", "block"])
+    assert "block update order" in block
+
+
 # ------------------------------------------------------------ progress, checkpoints, Ctrl-C
 
 
@@ -306,8 +334,8 @@ def test_ctrl_c_stops_cleanly_exits_130_and_says_how_to_resume(files, tmp_path):
     assert child.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.match(r"training interrupted (in epoch \d+ after update \d+ of \d+|after "
-                    r"epoch \d+); ", lines[0]), lines[0]
+    assert re.match(r"training interrupted (in epoch \d+ after (update|step) \d+ of \d+|"
+                    r"after epoch \d+); ", lines[0]), lines[0]
     command = lines[0].split("resume with ")[1]
     assert command == "python -m bptt " + " ".join(argv)
     done = len(bptt_io.from_json_array(bptt_io.load_arrays(checkpoint)["train/meta"],

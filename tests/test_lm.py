@@ -109,8 +109,10 @@ def test_build_makes_rnnlm_classes_and_a_sigmoid_hidden_layer(corpus):
 
 
 def test_rnnlm_window_maps_bptt_and_block_to_k1_k2():
-    assert lm.rnnlm_window(4, 10) == (10, 14)
-    assert lm.rnnlm_window(0, 1) == (1, 1)
+    # RNNLM's loop: (bptt + 1) + block - 2 states back every block words
+    assert lm.rnnlm_window(4, 10) == (10, 13)
+    assert lm.rnnlm_window(1, 5) == (5, 5)
+    assert lm.rnnlm_window(0, 10) == (1, 1)        # plain BP: every word, one state
     with pytest.raises(ValueError, match="bptt_block"):
         lm.rnnlm_window(4, 0)
 
@@ -350,7 +352,7 @@ def test_independent_training_gradient_is_the_sum_over_sentences(corpus):
                 for name in expected:
                     expected[name] += grads[name] / batch
         lm.train(net, vocab, ids, None, k1=T, k2=T, lr=1.0, batch=batch, epochs=1,
-                 schedule=None, independent=True)
+                 schedule=None, independent=True, update_order="block")
         for name, param in net.parameters().items():
             np.testing.assert_allclose(before[name] - param, expected[name], rtol=1e-10,
                                        atol=1e-13, err_msg=name)

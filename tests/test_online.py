@@ -190,3 +190,45 @@ def test_reset_token_restarts_from_the_fresh_state():
         b.fit(s[:-1, None], s[1:, None], epochs=1, reset_token=eos, **options)
     for name, value in a.parameters().items():
         np.testing.assert_allclose(value, b.parameters()[name], rtol=1e-12, err_msg=name)
+
+
+def _tiny_lm():
+    from bptt import lm
+    from bptt.text import Vocabulary
+    text = "the cat sat on the mat\nthe dog sat on the log\na cat and a dog\n" * 6
+    vocab = Vocabulary.from_text(text)
+    ids = vocab.encode(text)
+    return lm, vocab, ids, lm.build(vocab, 8, 3, dtype="float64", seed=0)
+
+
+def test_dynamic_evaluation_is_training_loss_of_the_rnnlm_order():
+    """Each token is scored before the update it causes: the summed loss equals the
+    training loss of one rnnlm-order epoch over the same stream, from the same state."""
+    lm, vocab, ids, net = _tiny_lm()
+    before = {k: v.copy() for k, v in net.parameters().items()}
+    nll, n = lm.dynamic_nll(net, vocab, ids, 0.3, k1=4, k2=6, beta=1e-3, error_clip=2.0)
+    for name, value in net.parameters().items():          # the model is not changed
+        np.testing.assert_array_equal(value, before[name])
+    stream = np.concatenate([[vocab.eos_id], ids])
+    history = net.fit(stream[:-1, None], stream[1:, None], epochs=1, lr=0.3, k1=4, k2=6,
+                      l2=1e-3, error_clip=2.0, update_order="rnnlm", shuffle=False)
+    assert n == ids.size
+    assert nll / n == pytest.approx(history.train_loss[0], rel=1e-12)
+
+
+def test_dynamic_evaluation_at_a_vanishing_rate_is_static_scoring():
+    lm, vocab, ids, net = _tiny_lm()
+    static, n = lm.stream_nll(net, ids, vocab=vocab)
+    dynamic, m = lm.dynamic_nll(net, vocab, ids, 1e-12)
+    assert m == n
+    assert dynamic == pytest.approx(static, rel=1e-9)
+
+
+def test_dynamic_evaluation_bad_input():
+    lm, vocab, ids, net = _tiny_lm()
+    with pytest.raises(ValueError, match="lr"):
+        lm.dynamic_nll(net, vocab, ids, 0.0)
+    with pytest.raises(ValueError, match="k2"):
+        lm.dynamic_nll(net, vocab, ids, 0.1, k1=5, k2=4)
+    with pytest.raises(ValueError, match="ids"):
+        lm.dynamic_nll(net, vocab, np.array([len(vocab)]), 0.1)

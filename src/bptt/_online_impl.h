@@ -59,17 +59,20 @@ BPTT_INLINE R BPTT_SUFFIX(ol_dot)(Py_ssize_t n, const R *restrict x, const R *re
     return total;
 }
 
-/* y (n) += x (m) A, A (m, n) with row stride lda: the row vector times a matrix, four
-   rows of A at a time so that y is read and written once per four */
+/* y (n) += x (m) A, A (m, n) with row stride lda: the row vector times a matrix, eight
+   rows of A at a time so that y is read and written once per eight */
 BPTT_INLINE void BPTT_SUFFIX(ol_xA)(Py_ssize_t m, Py_ssize_t n, const R *x, const R *A,
                                     Py_ssize_t lda, R *restrict y)
 {
     Py_ssize_t r, i;
-    for (r = 0; r + 4 <= m; r += 4) {
-        const R *restrict a0 = A + r * lda, *restrict a1 = a0 + lda;
-        const R *restrict a2 = a1 + lda, *restrict a3 = a2 + lda;
-        R x0 = x[r], x1 = x[r + 1], x2 = x[r + 2], x3 = x[r + 3];
-        for (i = 0; i < n; i++) y[i] += x0 * a0[i] + x1 * a1[i] + x2 * a2[i] + x3 * a3[i];
+    for (r = 0; r + 8 <= m; r += 8) {
+        const R *restrict a = A + r * lda;
+        const R x0 = x[r], x1 = x[r + 1], x2 = x[r + 2], x3 = x[r + 3];
+        const R x4 = x[r + 4], x5 = x[r + 5], x6 = x[r + 6], x7 = x[r + 7];
+        for (i = 0; i < n; i++)
+            y[i] += ((x0 * a[i] + x1 * a[lda + i]) + (x2 * a[2 * lda + i] + x3 * a[3 * lda + i]))
+                  + ((x4 * a[4 * lda + i] + x5 * a[5 * lda + i])
+                     + (x6 * a[6 * lda + i] + x7 * a[7 * lda + i]));
     }
     for (; r < m; r++) BPTT_SUFFIX(ol_axpy)(n, x[r], A + r * lda, y);
 }
@@ -239,8 +242,8 @@ BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
         /* delta_h(t) = (e(t) + delta_h(t+1) U^T) * f'(net_h(t)) */
         BPTT_SUFFIX(ol_derivative)(net->act, H, net->states + (t % ring) * H, delta);
         BPTT_SUFFIX(ol_axpy)(H, 1, delta, gb_h);
-        /* s(t-1) kept by unit for dU below */
-        for (j = 0; j < H; j++) prevs[j * L + step] = prev[j];
+        /* -lr s(t-1), kept by unit for dU below */
+        for (j = 0; j < H; j++) prevs[j * L + step] = -lr * prev[j];
         if (step + 1 < L) {
             R *next = deltas + (step + 1) * H;
             /* the error sent to s(t-1): delta_h(t) U^T, clipped, plus its own output's */
@@ -257,8 +260,7 @@ BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
         R *row = net->U + j * H;
         if (decay != 0)
             for (other = 0; other < H; other++) row[other] *= 1 - decay;
-        for (step = 0; step < L; step++)
-            BPTT_SUFFIX(ol_axpy)(H, -lr * prevs[j * L + step], deltas + step * H, row);
+        BPTT_SUFFIX(ol_xA)(L, H, prevs + j * L, deltas, H, row);
     }
     if (net->order == BPTT_ORDER_BLOCK) BPTT_SUFFIX(ol_axpy)(H, -lr, gb_h, net->b_h);
     /* V[x] -= lr (sum of the deltas of the steps that read x); RNNLM decays the row at

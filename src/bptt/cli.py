@@ -25,6 +25,7 @@ import numpy as np
 from . import lm, tasks
 from .model import ElmanRNN
 from .progress import Progress
+from .schedules import RNNLM
 from .text import Vocabulary
 from .threads import set_num_threads
 from .training import TrainingDiverged, TrainingInterrupted
@@ -32,6 +33,9 @@ from .training import TrainingDiverged, TrainingInterrupted
 # the exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
 
+# RNNLM 0.4b's defaults for -beta and -gradient-cutoff, used in its update order
+RNNLM_BETA = 1e-7
+RNNLM_GRADIENT_CUTOFF = 15.0
 # task -> (epochs, training sequences) that learn it with the default model
 DEMO_TASKS = {"delayed_recall": (30, 1024), "temporal_parity": (30, 1024),
               "adding_problem": (60, 2048), "noisy_sine": (30, 1024)}
@@ -172,6 +176,16 @@ def _epoch_printer(vocab: Vocabulary, epochs_run: list):
     return report
 
 
+def _schedule(name: str, min_improvement: float):
+    """The learning-rate schedule of `lm train`: None for "constant"; "rnnlm" with
+    RNNLM's -min-improvement."""
+    if name == "constant":
+        return None
+    if name == "rnnlm":
+        return RNNLM(min_improvement=min_improvement)
+    return name
+
+
 def lm_train(args: argparse.Namespace) -> int:
     _existing_file(args.train, "--train")
     if args.valid is not None:
@@ -197,13 +211,22 @@ def lm_train(args: argparse.Namespace) -> int:
         print("note: this bptt has no class-factorised softmax; using the full softmax",
               file=sys.stderr)
     schedule = args.schedule or ("rnnlm" if valid_ids is not None else "constant")
+    order = args.update_order or lm.default_update_order(args.batch, args.optimizer)
+    rnnlm_order = order == "rnnlm"
+    # RNNLM's own defaults in its update order: -beta 1e-7, -gradient-cutoff 15
+    l2 = args.l2 if args.l2 is not None else (RNNLM_BETA if rnnlm_order else 0.0)
+    cutoff = args.gradient_cutoff
+    if cutoff is None:
+        cutoff = RNNLM_GRADIENT_CUTOFF if rnnlm_order else 0.0
     names = _token_name(vocab)
     print(f"vocabulary size: {len(vocab)} ({args.level} level)")
     print(f"train {names}: {train_ids.size}" + (
         "" if valid_ids is None else f"  valid {names}: {valid_ids.size}"))
     print(f"model: {_describe(net)}")
     print(f"training: TBPTT k1={k1} k2={k2} (-bptt {args.bptt} -bptt-block "
-          f"{args.bptt_block}), {args.optimizer} lr {args.lr:g}, {schedule} schedule, "
+          f"{args.bptt_block}), {order} update order, {args.optimizer} lr {args.lr:g}"
+          + (f", beta {l2:g}, gradient cutoff {cutoff:g}" if rnnlm_order else
+             f", l2 {l2:g}" if l2 else "") + f", {schedule} schedule, "
           f"{args.batch} stream{'s' if args.batch > 1 else ''}, at most {args.epochs} "
           f"epochs" + (", independent sentences" if args.independent else ""), flush=True)
     start = time.perf_counter()
@@ -217,9 +240,10 @@ def lm_train(args: argparse.Namespace) -> int:
             history = lm.train(net, vocab, train_ids, valid_ids, k1=k1, k2=k2, lr=args.lr,
                                batch=args.batch, epochs=args.epochs,
                                optimizer=args.optimizer,
-                               schedule=None if schedule == "constant" else schedule,
-                               truncate=0 if args.bptt == 0 else None, clip=args.clip,
-                               l2=args.l2, verbose=progress, checkpoint=args.checkpoint,
+                               schedule=_schedule(schedule, args.min_improvement),
+                               clip=args.clip, l2=l2, update_order=order,
+                               error_clip=cutoff or None,
+                               verbose=progress, checkpoint=args.checkpoint,
                                resume=args.checkpoint is not None and not args.force,
                                overwrite=args.force,
                                callbacks=[_epoch_printer(vocab, epochs_run)],
@@ -270,8 +294,17 @@ def lm_eval(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args, (args.test, "--test"))
     ids = _encode(vocab, args.test, "--test", scored=True)
     # as RNNLM: from the fresh state (after an end of sentence), every token predicted
-    nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
-                           independent=options["independent"])
+    if args.dynamic is None:
+        nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
+                               independent=options["independent"])
+    else:
+        if args.batch != 1:
+            raise ValueError("--dynamic reads one stream: leave --batch at 1")
+        k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
+        nll, n = lm.dynamic_nll(net, vocab, ids, args.dynamic, k1=k1, k2=k2,
+                                independent=options["independent"])
+        print(f"dynamic evaluation: online SGD at lr {args.dynamic:g}, TBPTT k1={k1} "
+              f"k2={k2} (the model file is unchanged)")
     print(f"test log probability: {-nll / math.log(10):f}")
     print(f"PPL net: {math.exp(nll / n):f}")
     print(f"{_token_name(vocab)}: {n}")
@@ -311,12 +344,20 @@ def _add_lm_commands(commands) -> None:
 
     t = lm_commands.add_parser(
         "train", parents=[threads], help="train a model on a text file",
-        description="Train with TBPTT and SGD as RNNLM does: every --bptt-block words the "
-                    "errors are back-propagated through the last --bptt-block + --bptt "
-                    "steps (TBPTT k1 = block, k2 = block + bptt; --bptt 0 is RNNLM's plain "
-                    "one-step BP); the learning rate is halved every epoch once the "
-                    "validation entropy stops improving, and training stops when it stops "
-                    "improving again.")
+        description="Train a language model the way the RNNLM toolkit 0.4b does, with "
+                    "its flags meaning what they mean there. By default (one stream, "
+                    "SGD: --batch 1 --optimizer sgd) training follows RNNLM's update "
+                    "order in bptt's online C kernel: the output layer is updated after "
+                    "every word, and every --bptt-block words the errors of those words "
+                    "go back through --bptt + --bptt-block - 1 states to update V and U "
+                    "(--bptt 0: plain one-step BP every word). --batch N > 1 or another "
+                    "optimizer trains N parallel streams with TBPTT(k1 = --bptt-block, "
+                    "k2 = --bptt + --bptt-block - 1), all gradients every k1 steps. The "
+                    "learning rate is kept while the validation entropy improves by more "
+                    "than --min-improvement, then halved every epoch, and training stops "
+                    "the second time it fails to improve, keeping the best weights. "
+                    "The defaults (hidden 100, 100 classes, bptt 4, block 10, alpha 0.1, "
+                    "beta 1e-7, gradient cutoff 15) are RNNLM's.")
     t.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
     t.add_argument("--valid", metavar="FILE",
                    help="validation text: drives the learning rate (rnnlm schedule)")
@@ -325,32 +366,48 @@ def _add_lm_commands(commands) -> None:
     t.add_argument("--hidden", type=int, default=100, help="hidden units (default 100)")
     t.add_argument("--hidden-activation", choices=["sigmoid", "tanh", "relu", "linear"],
                    default="sigmoid", help="default sigmoid, as RNNLM")
-    t.add_argument("--classes", type=int,
-                   help="frequency classes of the output layer (default: 100 at word "
-                        "level, 0 = full softmax at char level)")
-    t.add_argument("--bptt", type=int, default=4, help="extra steps back (default 4)")
+    t.add_argument("--classes", "--class", type=int, dest="classes",
+                   help="frequency classes of the output layer, RNNLM's -class (default: "
+                        "100 at word level, 0 = full softmax at char level)")
+    t.add_argument("--bptt", type=int, default=4,
+                   help="RNNLM's -bptt: states back beyond the block, plus one (default 4)")
     t.add_argument("--bptt-block", type=int, default=10,
-                   help="steps between updates (default 10)")
+                   help="RNNLM's -bptt-block: words between back-propagations (default 10)")
     t.add_argument("--lr", "--alpha", type=float, default=0.1, dest="lr",
-                   help="initial learning rate (default 0.1)")
+                   help="initial learning rate, RNNLM's -alpha (default 0.1)")
     t.add_argument("--batch", type=int, default=1,
                    help="parallel streams per update (default 1, as RNNLM)")
     t.add_argument("--epochs", type=int, default=20,
                    help="most epochs (default 20; the schedule usually stops earlier)")
     t.add_argument("--optimizer", default="sgd",
                    choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+    t.add_argument("--update-order", choices=["rnnlm", "block"],
+                   help="rnnlm: RNNLM's online SGD (one stream, SGD only); block: every "
+                        "gradient once per block (default: rnnlm with --batch 1 and SGD, "
+                        "else block)")
     t.add_argument("--schedule", choices=["rnnlm", "constant", "step", "exponential"],
                    help="default: rnnlm with --valid, constant without")
+    t.add_argument("--min-improvement", type=float, default=1.003,
+                   help="RNNLM's -min-improvement: the factor by which each epoch's "
+                        "validation entropy must improve before the rate is halved "
+                        "(default 1.003)")
+    t.add_argument("--gradient-cutoff", type=float,
+                   help="RNNLM's -gradient-cutoff: clip the errors sent back to the hidden "
+                        "layer (rnnlm update order; default 15, 0 = off)")
     t.add_argument("--clip", type=float,
-                   help="clip each gradient entry to [-clip, clip] (default: off; RNNLM's "
-                        "-gradient-cutoff 15 clips the back-propagated errors instead)")
-    t.add_argument("--l2", "--beta", type=float, default=0.0, dest="l2",
-                   help="L2 weight decay (default 0)")
+                   help="clip each weight gradient entry to [-clip, clip] (block update "
+                        "order; default off)")
+    t.add_argument("--l2", "--beta", type=float, dest="l2",
+                   help="weight decay: in the rnnlm update order RNNLM's -beta, applied "
+                        "every 10th word to the rows that word updates (default 1e-7); "
+                        "in the block order L2 on V, U, W (default 0)")
     t.add_argument("--min-count", type=int, default=1,
                    help="rarer tokens become <unk> (default 1)")
     t.add_argument("--max-vocab", type=int, help="keep at most this many tokens")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=1, help="initial weights (default 1)")
+    t.add_argument("--seed", "--rand-seed", type=int, default=1, dest="seed",
+                   help="initial weights, RNNLM's -rand-seed (default 1; bptt draws "
+                        "with its own generator)")
     t.add_argument("--checkpoint", metavar="FILE",
                    help="save the training state after every epoch and resume from it")
     t.add_argument("--force", action="store_true",
@@ -370,6 +427,13 @@ def _add_lm_commands(commands) -> None:
     e.add_argument("--test", required=True, metavar="FILE")
     e.add_argument("--batch", type=int, default=1,
                    help="parallel streams (default 1: exact, in order as RNNLM)")
+    e.add_argument("--dynamic", type=float, metavar="LR",
+                   help="RNNLM's -dynamic: keep training on the test text with online SGD "
+                        "at this learning rate while scoring it (each word scored before "
+                        "its update)")
+    e.add_argument("--bptt", type=int, default=4, help="with --dynamic, as in lm train")
+    e.add_argument("--bptt-block", type=int, default=10,
+                   help="with --dynamic, as in lm train")
     e.set_defaults(run=lm_eval)
 
     g = lm_commands.add_parser("generate", parents=[threads], help="sample text")

@@ -44,10 +44,12 @@ import numpy as np
 from . import io as _io
 from ._checks import check_int, check_real, check_token_ids
 from .model import ElmanRNN
+from .online import OnlineSettings, OnlineTrainer
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 from .threads import blas_threads
 
-__all__ = ["build", "train", "rnnlm_window", "perplexity", "generate",
+__all__ = ["build", "train", "default_update_order", "rnnlm_window", "perplexity",
+           "dynamic_nll", "generate",
            "sentence_log_probs", "save_lm", "load_lm"]
 
 VOCAB_PREFIX = "vocab/"
@@ -154,24 +156,31 @@ def build(vocab: Vocabulary, n_hidden: int, n_classes: int | None = None, *,
 
 
 def rnnlm_window(bptt: int, bptt_block: int = 10) -> tuple[int, int]:
-    """TBPTT (k1, k2) for RNNLM's ``-bptt bptt -bptt-block bptt_block``: every
-    bptt_block steps, back-propagate the errors of those steps through the last
-    bptt_block + bptt steps, so k1 = bptt_block and k2 = bptt_block + bptt."""
+    """TBPTT (k1, k2) for RNNLM's ``-bptt bptt -bptt-block bptt_block``.
+
+    RNNLM stores ``-bptt n`` as n + 1 and, every bptt_block words, back-propagates the
+    errors of those words through bptt + bptt_block - 1 states (its loop runs
+    (n + 1) + bptt_block - 2 steps back), so k1 = bptt_block, k2 = bptt_block + bptt -
+    1. ``-bptt 0`` is its plain back-propagation: every word, one step, (k1, k2) =
+    (1, 1)."""
     bptt = check_int("bptt", bptt, minimum=0)
     bptt_block = check_int("bptt_block", bptt_block, minimum=1)
-    return bptt_block, bptt_block + bptt
+    if bptt == 0:
+        return 1, 1
+    return bptt_block, bptt_block + bptt - 1
 
 
 # ------------------------------------------------------------------ training
 
 def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
-          k1: int = 10, k2: int | None = 14, lr: float = 0.1, batch: int = 1,
+          k1: int = 10, k2: int | None = 13, lr: float = 0.1, batch: int = 1,
           epochs: int = 20, optimizer="sgd", schedule="rnnlm",
           truncate: int | None = None, clip: float | None = None,
           clip_norm: float | None = None, l2: float = 0.0, patience: int | None = None,
           restore_best: bool = True, verbose=False, threads: int | None = None,
           checkpoint=None, resume: bool = False, overwrite: bool = False,
-          callbacks: Iterable[Callable] = (), independent: bool = False):
+          callbacks: Iterable[Callable] = (), independent: bool = False,
+          update_order: str | None = None, error_clip: float | None = None):
     """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
 
     train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``).
@@ -184,6 +193,12 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     k1, k2 : every k1 steps, back-propagate the last k1 outputs' errors through the
         last k2 steps (k2 None: k2 = k1). The defaults are RNNLM's ``-bptt 4
         -bptt-block 10``; :func:`rnnlm_window` converts RNNLM's options.
+    update_order : "rnnlm" (RNNLM's online SGD: output layer after every word, V and U
+        every k1 words, in the C kernel of bptt.online; one stream and SGD only),
+        "block" (all gradients every k1 steps), or None: "rnnlm" when training one
+        stream with SGD (``batch=1, optimizer="sgd"``, RNNLM's own setting), else
+        "block". With "rnnlm", ``l2`` is RNNLM's ``-beta`` and ``error_clip`` its
+        ``-gradient-cutoff`` (:func:`bptt.training.fit`).
     lr, optimizer, schedule : as in :func:`bptt.training.fit`. "sgd" with lr 0.1 and
         the "rnnlm" schedule (keep lr while the validation loss improves, then halve
         it every epoch, stop at the second time it fails to improve) is RNNLM's
@@ -224,13 +239,21 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                          "(e.g. schedule=None for a constant learning rate)")
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
+    if update_order is None:
+        update_order = default_update_order(batch, optimizer)
     with blas_threads(threads) if threads is not None else nullcontext():
         return net.fit(X, D, epochs=epochs, lr=lr, optimizer=optimizer, k1=k1, k2=k2,
                        truncate=truncate, clip=clip, clip_norm=clip_norm, l2=l2,
                        valid=valid, schedule=schedule, patience=patience,
                        restore_best=restore_best, verbose=verbose,
                        checkpoint=checkpoint, resume=resume, overwrite=overwrite,
-                       callbacks=callbacks, reset_token=restart)
+                       callbacks=callbacks, reset_token=restart, update_order=update_order,
+                       error_clip=error_clip)
+
+
+def default_update_order(batch: int, optimizer) -> str:
+    """"rnnlm" for RNNLM's own setting, one stream trained with SGD; else "block"."""
+    return "rnnlm" if batch == 1 and optimizer == "sgd" else "block"
 
 
 # ------------------------------------------------------------------ scoring
@@ -268,6 +291,41 @@ def perplexity(net: ElmanRNN, ids, batch: int = 1, *, vocab: Vocabulary | None =
     """
     nll, n = stream_nll(net, ids, batch, vocab=vocab, independent=independent)
     return math.exp(nll / n)
+
+
+def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 10,
+                k2: int = 13, beta: float = 1e-7, error_clip: float | None = 15.0,
+                independent: bool = False) -> tuple[float, int]:
+    """Dynamic evaluation, RNNLM's ``-dynamic``: (total negative log-likelihood in
+    nats, tokens predicted) of a stream read from the fresh state while a copy of the
+    model keeps training on it with online SGD in RNNLM's update order (bptt.online):
+    learning rate lr, TBPTT(k1, k2), RNNLM's beta and gradient cutoff, each token
+    scored before the update it causes. net itself is left unchanged."""
+    vocab = _check_vocab(vocab)
+    net = _check_lm(net, vocab)
+    lr = check_real("lr", lr, low=0.0, low_open=True)
+    k1 = check_int("k1", k1, minimum=1)
+    k2 = check_int("k2", k2, minimum=k1)
+    beta = check_real("beta", beta, low=0.0)
+    if error_clip is not None:
+        error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
+    restart = _restart_token(vocab, independent)
+    arr = check_token_ids("ids", ids, 1, net.n_in, 1)
+    _check_known("ids", arr, vocab)
+    X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
+    learner = ElmanRNN._from_arrays(net._to_arrays(), "the model")
+    trainer = OnlineTrainer(learner, OnlineSettings(
+        "rnnlm", k1, k2, beta, error_clip or 0.0, -1 if restart is None else restart))
+    total, scored = 0.0, 0
+    for loss, done, given in trainer.chunks(np.ascontiguousarray(X.reshape(-1), np.intp),
+                                            np.ascontiguousarray(D.reshape(-1), np.intp),
+                                            lr):
+        total += loss
+        scored += done
+        if done < given:
+            raise FloatingPointError(f"dynamic evaluation diverged at token {scored + 1}: "
+                                     f"non-finite loss; lower the learning rate {lr:g}")
+    return total, scored
 
 
 def _sentence_ids(vocab: Vocabulary, line, i: int) -> np.ndarray:
