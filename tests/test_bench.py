@@ -165,3 +165,17 @@ def test_vectorized_float32_paths_stay_accurate():
     Y64, S64 = net64.forward(X)
     np.testing.assert_allclose(S32, S64, atol=2e-5)
     np.testing.assert_allclose(Y32.sum(-1), 1, atol=1e-5)
+
+
+def test_the_table_footer_explains_its_columns(rows, capsys, monkeypatch):
+    text = bench.footer(rows)
+    for column in ("bptt ms", "GFLOP/s", "share of GEMM limit", "?gemm peak", "× ref"):
+        assert column in text
+    peak = rows[0].gflop / (rows[0].limit_ms / 1e3)
+    assert f"float32 {peak:.1f} GFLOP/s" in text
+    # printed under the table by python -m bptt.bench (the run itself replaced)
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: rows)
+    monkeypatch.setattr(bench, "set_threads", lambda threads: "threads left alone")
+    assert bench.main(["--quick", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert out.index(bench.HEADER) < out.index("share of GEMM limit: the time those FLOPs")

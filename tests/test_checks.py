@@ -56,13 +56,21 @@ def test_constructor_arguments(kwargs, error, match):
     (np.full((T, B), 2**62), ValueError, r"X holds ids outside"),
     (np.full((T, B), 2**64 - 1, np.uint64), ValueError, r"X holds ids outside"),
     (np.zeros((T, B, 1, 1), int), ValueError, r"X must have shape \(\?, \?\)"),
-    ([[1, 2], [3]], ValueError, "X could not be read"),
 ])
 def test_bad_inputs(net, X, error, match):
     with pytest.raises(error, match=match):
         net.forward(X)
     with pytest.raises(error, match=match):
         net.loss_and_grad(X, good()["D"])
+
+
+def test_a_list_is_a_list_of_sequences(net):
+    # token ids 1, 2 and 3: the 3 is out of range for n_in=3
+    with pytest.raises(ValueError, match=r"X holds ids outside \[0, 3\)"):
+        net.forward([[1, 2], [3]])
+    # loss_and_grad reads a list as an array-like (T, B)
+    with pytest.raises(ValueError, match="X could not be read"):
+        net.loss_and_grad([[1, 2], [3]], good()["D"])
 
 
 @pytest.mark.parametrize("D,error,match", [
@@ -139,3 +147,27 @@ def test_any_memory_layout_gives_the_same_answer(net, layout):
     for k in grads:
         np.testing.assert_array_equal(grads[k], expected[1][k])
     np.testing.assert_array_equal(np.asarray(X), before)    # the caller's data untouched
+
+
+def test_float_targets_for_a_softmax_say_that_class_ids_are_expected(net):
+    X, D = good()["X"], good()["D"]
+    with pytest.raises(TypeError, match=r"integer class ids \(T, B\) \(e.g. D.astype"):
+        net.loss_and_grad(X, D.astype(np.float64))
+    with pytest.raises(TypeError, match="integer class ids"):
+        net.fit(X, D.astype(np.float64), epochs=1, lr=0.1)
+    one_hot = np.eye(net.n_out)[D]                          # target distributions
+    np.testing.assert_allclose(net.loss_and_grad(X, one_hot)[0],
+                               net.loss_and_grad(X, D)[0], rtol=1e-12)
+
+
+def test_shape_errors_name_the_time_major_layout(net):
+    X = good()["X"]                                         # (T, B, I) = (4, 2, 3)
+    batch_first = X.transpose(1, 0, 2)
+    for call in (lambda: net.loss_and_grad(batch_first, good()["D"]),
+                 lambda: net.evaluate(batch_first, good()["D"]),
+                 lambda: net.fit(batch_first, good()["D"], epochs=1, lr=0.1)):
+        with pytest.raises(ValueError, match=r"time-major \(T, B, \.\.\.\); pass "
+                                             r"batch_first=True for \(B, T, \.\.\.\)"):
+            call()
+    net.fit(batch_first, good()["D"].T, epochs=1, lr=0.1, batch_first=True,
+            valid=(batch_first, good()["D"].T))

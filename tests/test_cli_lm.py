@@ -11,6 +11,7 @@ import pytest
 
 import bptt
 from bptt import cli, lm
+from bptt import io as bptt_io
 from conftest import grammar_text
 
 
@@ -147,7 +148,7 @@ def test_char_level_round_trip(files, tmp_path, restore_threads):
      "bptt_block must be >= 1"),
     (["lm", "eval", "--model", "{missing}", "--test", "{test}"], "no such file"),
     (["lm", "eval", "--model", "{plain}", "--test", "{test}"], "no vocabulary"),
-    (["lm", "eval", "--model", "{train}", "--test", "{test}"], "not a readable"),
+    (["lm", "eval", "--model", "{train}", "--test", "{test}"], "not a bptt model file"),
     (["lm", "generate", "--model", "{lm}", "--temperature", "-1"], "temperature"),
     (["lm", "score", "--model", "{lm}", "--text", "{missing}"], "no such file"),
     (["lm", "train", "--model", "{out}"], "--train"),
@@ -269,3 +270,80 @@ def test_rnnlm_flags_are_accepted(files, tmp_path):
                  str(tmp_path / "b.npz"), "--hidden", "8", "--epochs", "1",
                  "--update-order", "block"])
     assert "block update order" in block
+
+
+# ------------------------------------------------------------ progress, checkpoints, Ctrl-C
+
+
+def train_argv(files, model, *extra):
+    return ["lm", "train", "--train", str(files["train"]), "--valid", str(files["valid"]),
+            "--model", str(model), "--hidden", "8", "--classes", "4", *extra]
+
+
+def test_progress_gives_one_line_per_epoch_in_words_per_second(files, capsys):
+    model = files["folder"] / "progress.npz"
+    assert cli.main(train_argv(files, model, "--epochs", "3", "--schedule", "constant",
+                               "--progress")) == 0
+    captured = capsys.readouterr()
+    assert len(re.findall(r"^Iter: ", captured.out, re.MULTILINE)) == 3
+    # stderr: only the line rewritten during each epoch, in words/s, cleared at its end
+    assert "\n" not in captured.err and "words/s" in captured.err
+    assert "seq/s" not in captured.err and "train " not in captured.err
+
+
+def test_checkpoint_is_not_overwritten_and_a_finished_run_says_so(files, capsys):
+    model = files["folder"] / "ck-model.npz"
+    checkpoint = files["folder"] / "ck.npz"
+    argv = train_argv(files, model, "--epochs", "2", "--schedule", "constant",
+                      "--checkpoint", str(checkpoint))
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "training time:" in first
+    assert cli.main(argv) == 0                              # rerun: complete already
+    again = capsys.readouterr().out
+    assert f"the run in {checkpoint} is already complete (2 epochs)" in again
+    assert "training time" not in again and "Iter:" not in again
+    assert cli.main(argv + ["--force"]) == 0                # afresh
+    assert len(re.findall(r"^Iter: ", capsys.readouterr().out, re.MULTILINE)) == 2
+    # the library refuses to replace a checkpoint silently
+    net, vocab = lm.load_lm(model)
+    ids = vocab.encode_file(str(files["train"]))
+    with pytest.raises(ValueError, match="exists: pass resume=True .* overwrite=True"):
+        lm.train(net, vocab, ids, epochs=1, schedule=None, checkpoint=checkpoint)
+
+
+def test_ctrl_c_stops_cleanly_exits_130_and_says_how_to_resume(files, tmp_path):
+    import signal
+    import subprocess
+    checkpoint = tmp_path / "run.npz"
+    argv = train_argv(files, tmp_path / "m.npz", "--epochs", "500", "--schedule",
+                      "constant", "--checkpoint", str(checkpoint))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bptt", *argv], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        # Python's own SIGINT handling, even if this runner ignores SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = child.stdout.readline()
+        while line and not line.startswith("Iter:"):        # training is under way
+            line = child.stdout.readline()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.match(r"training interrupted (in epoch \d+ after (update|step) \d+ of \d+|"
+                    r"after epoch \d+); ", lines[0]), lines[0]
+    command = lines[0].split("resume with ")[1]
+    assert command == "python -m bptt " + " ".join(argv)
+    done = len(bptt_io.from_json_array(bptt_io.load_arrays(checkpoint)["train/meta"],
+                                       "meta")["history"]["epoch"])
+    assert 1 <= done < 500
+    # the printed command resumes (here with fewer epochs, to finish at once)
+    resume = command.split()[3:]
+    resume[resume.index("500")] = str(done + 1)
+    out = subprocess.run([sys.executable, "-m", "bptt", *resume], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert len(re.findall(r"^Iter: ", out, re.MULTILINE)) == 1

@@ -47,7 +47,7 @@ def test_load_refuses_pickled_objects(tmp_path):
     arrays["param/V"] = np.array([object()], dtype=object)
     path = tmp_path / "evil.npz"
     write_npz(path, **arrays)
-    with pytest.raises(ValueError, match="not a readable bptt model file"):
+    with pytest.raises(ValueError, match="not a bptt model file"):
         bptt.load(path)
 
 
@@ -76,10 +76,10 @@ def test_load_refuses_truncated_and_foreign_files(tmp_path):
     data = path.read_bytes()
     for cut in (10, len(data) // 2, len(data) - 10):
         (tmp_path / "cut.npz").write_bytes(data[:cut])
-        with pytest.raises(ValueError, match="not a readable bptt model file"):
+        with pytest.raises(ValueError, match="not a bptt model file"):
             bptt.load(tmp_path / "cut.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a bptt model file"):
         bptt.load(tmp_path / "text.npz")
     with pytest.raises(FileNotFoundError):
         bptt.load(tmp_path / "missing.npz")
@@ -146,3 +146,23 @@ def test_step_by_step_equals_forward():
         np.testing.assert_array_equal(y, Y[t])
         np.testing.assert_array_equal(h, S[t])
     np.testing.assert_array_equal(net.predict(X), Y)
+
+
+def test_a_file_that_is_not_a_model_is_called_so_without_talk_of_pickles(tmp_path):
+    import pickle
+    np.save(tmp_path / "array.npy", np.arange(3))
+    (tmp_path / "data.pkl").write_bytes(pickle.dumps({"a": 1}))
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "other.npz", x=np.arange(3))
+    for name, detail in (("array.npy", "a single NumPy array"),
+                         ("data.pkl", "not an .npz archive"),
+                         ("notes.txt", "not an .npz archive"), ("empty.npz", "empty"),
+                         ("objects.npz", "arrays of another kind"),
+                         ("other.npz", "no format_version")):
+        with pytest.raises(ValueError) as caught:
+            bptt.load(tmp_path / name)
+        message = str(caught.value)
+        assert f"{name} is not a bptt model file (an .npz archive" in message
+        assert detail in message and "pickle" not in message, message

@@ -178,3 +178,132 @@ def test_one_model_shared_by_threads_is_safe():
                                 range(16)))
     for r in results:
         np.testing.assert_array_equal(r, expected)
+
+
+# ------------------------------------------------------------ lists, chunks, layout
+
+
+def ragged(tokens=False, seed=0, lengths=(4, 9, 1, 6, 9, 2, 7)):
+    """A model and lists of sequences of different lengths, with targets and masks."""
+    rng = np.random.default_rng(seed)
+    net = bptt.ElmanRNN(3, 5, 4, dtype="float64", seed=1)
+    X = [rng.integers(0, 3, t) if tokens else rng.standard_normal((t, 3)) for t in lengths]
+    D = [rng.integers(0, 4, t) for t in lengths]
+    mask = [rng.uniform(size=t) for t in lengths]
+    h0 = rng.standard_normal((len(lengths), 5))
+    return net, X, D, mask, h0
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_lists_of_sequences_equal_each_sequence_alone(tokens):
+    net, X, D, mask, h0 = ragged(tokens)
+    alone = [x[:, None] for x in X]                      # (T_i, 1, ...)
+    Y = net.predict(X, h0, batch_size=3)                 # several padded groups
+    Ys, Ss = net.forward(X, h0)
+    logp = net.log_prob(X, D, h0, batch_size=2)
+    assert isinstance(Y, list) and len(Y) == len(X)
+    for i, x in enumerate(alone):
+        Yi, Si = net.forward(x, h0[i:i + 1])
+        np.testing.assert_allclose(Y[i], Yi[:, 0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(Ys[i], Yi[:, 0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(Ss[i], Si[:, 0], rtol=0, atol=1e-12)
+        alone_logp = net.log_prob(x, D[i][:, None], h0[i:i + 1])[:, 0]
+        np.testing.assert_allclose(logp[i], alone_logp, rtol=0, atol=1e-12)
+    total = sum(net.evaluate(x, d[:, None], h0[i:i + 1], m[:, None])
+                for i, (x, d, m) in enumerate(zip(alone, D, mask)))
+    assert net.evaluate(X, D, h0, mask, batch_size=2) == pytest.approx(total, rel=1e-12)
+    assert net.evaluate(X, D) == pytest.approx(
+        sum(net.evaluate(x, d[:, None]) for x, d in zip(alone, D)), rel=1e-12)
+
+
+def test_lists_are_checked():
+    net, X, D, mask, _ = ragged()
+    with pytest.raises(ValueError, match=r"D\[1\] \(and mask\[1\]\) must have X\[1\]'s"):
+        net.evaluate(X, D[:1] + [d[:-1] for d in D[1:]])
+    with pytest.raises(TypeError, match=r"X\[1\] has dtype float32 but X\[0\] has float64"):
+        net.predict([X[0], X[1].astype(np.float32)])
+    with pytest.raises(TypeError, match="batch_first=True applies to arrays"):
+        net.predict(X, batch_first=True)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(7, 5\)"):
+        net.predict(X, np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_batch_size_chunks_equal_the_whole(untied):
+    rng = np.random.default_rng(2)
+    net = bptt.ElmanRNN(3, 6, 4, dtype="float64", untied_steps=8 if untied else None)
+    X = rng.standard_normal((8, 11, 3))
+    D = rng.integers(0, 4, (8, 11))
+    mask = rng.uniform(size=(8, 11))
+    h0 = rng.standard_normal((11, 6))
+    Y = net.forward(X, h0)[0]
+    for size in (1, 4, 11, 100):
+        np.testing.assert_allclose(net.predict(X, h0, batch_size=size), Y, rtol=0,
+                                   atol=1e-12)
+        assert net.evaluate(X, D, h0, mask, batch_size=size) == pytest.approx(
+            net.evaluate(X, D, h0, mask, batch_size=11), rel=1e-12)
+        np.testing.assert_allclose(net.log_prob(X, D, h0, batch_size=size),
+                                   net.log_prob(X, D, h0), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        net.predict(X, batch_size=0)
+
+
+def test_predict_memory_is_bounded_by_batch_size(monkeypatch):
+    # chunks of 4 sequences: no scratch of the states of all 64 sequences at once
+    from bptt import model
+    net = bptt.ElmanRNN(3, 6, 4, dtype="float64")
+    X = np.random.default_rng(0).standard_normal((10, 64, 3))
+    sizes = []
+    get = model.Workspace.get
+
+    def spy(self, name, shape, dtype):
+        sizes.append((name, shape))
+        return get(self, name, shape, dtype)
+
+    monkeypatch.setattr(model.Workspace, "get", spy)
+    net.predict(X, batch_size=4)
+    states = [shape for name, shape in sizes if name == "eval_S"]
+    assert states and all(shape[1] == 4 for shape in states)
+
+
+def test_batch_first_is_the_transposed_layout():
+    rng = np.random.default_rng(3)
+    net = bptt.ElmanRNN(3, 5, 4, dtype="float64")
+    X = rng.standard_normal((6, 2, 3))                  # (T, B, I)
+    D = rng.integers(0, 4, (6, 2))
+    mask = rng.uniform(size=(6, 2))
+    Xb, Db, Mb = X.transpose(1, 0, 2), D.T, mask.T      # (B, T, ...)
+    Y, S = net.forward(X)
+    Yb, Sb = net.forward(Xb, batch_first=True)
+    np.testing.assert_array_equal(Yb, Y.transpose(1, 0, 2))
+    np.testing.assert_array_equal(Sb, S.transpose(1, 0, 2))
+    np.testing.assert_array_equal(net.predict(Xb, batch_first=True), Y.transpose(1, 0, 2))
+    assert net.evaluate(Xb, Db, mask=Mb, batch_first=True) == net.evaluate(X, D, mask=mask)
+    np.testing.assert_array_equal(net.log_prob(Xb, Db, batch_first=True),
+                                  net.log_prob(X, D).T)
+    loss, grads = net.loss_and_grad(Xb, Db, mask=Mb, batch_first=True)
+    assert loss == net.loss_and_grad(X, D, mask=mask)[0]
+    # the layout is named when the shapes do not fit
+    with pytest.raises(ValueError, match=r"time-major \(T, B, \.\.\.\); pass batch_first"):
+        net.evaluate(Xb, D)
+    with pytest.raises(TypeError, match="batch_first must be True or False"):
+        net.predict(X, batch_first="yes")
+
+
+def test_resets_follow_the_sequences_through_chunks_and_batch_first():
+    rng = np.random.default_rng(4)
+    net = bptt.ElmanRNN(4, 5, 4, dtype="float64")
+    X = rng.integers(0, 4, (9, 6))
+    D = rng.integers(0, 4, (9, 6))
+    resets = rng.uniform(size=(9, 6)) < 0.3
+    Y = net.predict(X, resets=resets)
+    np.testing.assert_allclose(net.predict(X, resets=resets, batch_size=4), Y, rtol=0,
+                               atol=1e-12)
+    np.testing.assert_array_equal(net.predict(X.T, resets=resets.T, batch_first=True),
+                                  Y.swapaxes(0, 1))
+    np.testing.assert_allclose(net.log_prob(X, D, resets=resets, batch_size=2),
+                               net.log_prob(X, D, resets=resets), rtol=0, atol=1e-12)
+    assert net.evaluate(X, D, resets=resets, batch_size=5) == pytest.approx(
+        net.evaluate(X, D, resets=resets), rel=1e-12)
+    with pytest.raises(TypeError, match="resets applies to arrays"):
+        net.predict([X[:, 0], X[:3, 1]], resets=resets)

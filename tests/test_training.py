@@ -210,7 +210,8 @@ def test_divergence_stops_with_the_last_finite_weights():
     net, X, D = diverging_problem()
     seen = []
     with pytest.raises(bptt.TrainingDiverged, match=r"epoch \d+, batch 1"):
-        net.fit(X, D, epochs=50, lr=1e6, callbacks=[lambda n, h: seen.append(copy_params(n))])
+        net.fit(X, D, epochs=50, lr=1e6, on_loss_growth="ignore",
+                callbacks=[lambda n, h: seen.append(copy_params(n))])
     assert seen, "diverged in the first step: the test would check nothing"
     assert_params_equal(net.parameters(), seen[-1])      # one batch per epoch here
     assert all(np.isfinite(v).all() for v in net.parameters().values())
@@ -218,7 +219,8 @@ def test_divergence_stops_with_the_last_finite_weights():
 
 def test_divergence_skip_lowers_the_learning_rate():
     net, X, D = diverging_problem()
-    history = net.fit(X, D, epochs=50, lr=1e6, on_divergence="skip")
+    history = net.fit(X, D, epochs=50, lr=1e6, on_divergence="skip",
+                      on_loss_growth="ignore")
     assert history.skipped_updates > 0
     assert np.isfinite(history.train_loss[-1])         # skipped steps are not counted
     assert history.lr[-1] < 1e6
@@ -275,9 +277,10 @@ def test_history_figures():
     history = net.fit(task.X, task.D, epochs=3, lr=0.01, batch_size=4)
     assert history.epoch == [1, 2, 3]
     assert history.lr == [0.01] * 3
-    for i in range(3):
-        assert history.sequences_per_second[i] == pytest.approx(8 / history.seconds[i])
-        assert history.steps_per_second[i] == pytest.approx(160 / history.seconds[i])
+    for i in range(3):       # rates of the training pass: the epoch minus validation
+        train_seconds = history.seconds[i] - history.valid_seconds[i]
+        assert history.sequences_per_second[i] == pytest.approx(8 / train_seconds)
+        assert history.steps_per_second[i] == pytest.approx(160 / train_seconds)
     # the train loss is the mean per target step during the epoch; after it, lower
     assert net.evaluate(task.X, task.D) / 160 < history.train_loss[0]
 
@@ -397,3 +400,205 @@ def test_rnnlm_schedule_undoes_an_epoch_that_made_validation_worse():
     for i in worse:
         best_epoch = int(np.argmin(history.valid_loss[:i]))
         assert_params_equal(snapshots[i], snapshots[best_epoch])
+
+
+# ------------------------------------------------------------ interruption, checkpoints
+
+
+class _CtrlCAt(bptt.optimizers.Adam):
+    """Adam that presses Ctrl-C (SIGINT to this process) during its n-th update."""
+
+    def __init__(self, lr, n):
+        super().__init__(lr)
+        self.n, self.calls = n, 0
+
+    def step(self, params, grads):
+        self.calls += 1
+        if self.calls == self.n:
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+        super().step(params, grads)
+
+
+@pytest.mark.skipif(__import__("signal").getsignal(__import__("signal").SIGINT)
+                    is not __import__("signal").default_int_handler,
+                    reason="SIGINT does not have Python's default handler here")
+def test_ctrl_c_stops_after_the_update_and_the_checkpoint_resumes_bit_identically(tmp_path):
+    train = tasks.delayed_recall(32, length=12, n_symbols=5, delay=2, seed=0)
+    options = dict(mask=train.mask, lr=0.01, batch_size=8, seed=3)     # 4 updates an epoch
+    path = tmp_path / "run.npz"
+    net = bptt.ElmanRNN(5, 12, 5, seed=0)
+    opt = _CtrlCAt(0.01, n=7)                                          # epoch 2, update 3
+    with pytest.raises(bptt.TrainingInterrupted) as caught:
+        net.fit(train.X, train.D, epochs=5, optimizer=opt, checkpoint=path, **options)
+    message = str(caught.value)
+    assert message.startswith("training interrupted in epoch 2 after update 3 of 4; ")
+    assert f"{path} holds 1 complete epoch; resume" in message and "resume=True" in message
+    assert "\n" not in message and isinstance(caught.value, KeyboardInterrupt)
+    assert opt.t == 7 and len(caught.value.history) == 1 and caught.value.epoch == 2
+    # the handler is gone: the next Ctrl-C is a plain KeyboardInterrupt again
+    assert __import__("signal").getsignal(__import__("signal").SIGINT) is \
+        __import__("signal").default_int_handler
+    resumed = bptt.ElmanRNN(5, 12, 5, seed=0)
+    resumed.fit(train.X, train.D, epochs=5, optimizer="adam", checkpoint=path, resume=True,
+                **options)
+    whole = bptt.ElmanRNN(5, 12, 5, seed=0)
+    whole.fit(train.X, train.D, epochs=5, optimizer="adam", **options)
+    assert_params_equal(resumed.parameters(), whole.parameters())
+
+
+def test_a_fresh_run_does_not_overwrite_a_checkpoint_unless_asked(tmp_path):
+    task = tasks.noisy_sine(4, length=10, seed=0)
+    path = tmp_path / "run.npz"
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+    net.fit(task.X, task.D, epochs=2, lr=0.01, checkpoint=path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="run.npz exists: pass resume=True .* overwrite"):
+        net.fit(task.X, task.D, epochs=1, lr=0.01, checkpoint=path)
+    assert path.read_bytes() == before
+    history = net.fit(task.X, task.D, epochs=1, lr=0.01, checkpoint=path, overwrite=True)
+    assert len(history) == 1
+    meta = bptt_io.from_json_array(bptt_io.load_arrays(path)["train/meta"], "meta")
+    assert meta["history"]["epoch"] == [1]
+    # resuming a finished run trains nothing and says so
+    with pytest.warns(UserWarning, match="already complete .1 epochs.: nothing to train"):
+        again = net.fit(task.X, task.D, epochs=1, lr=0.01, checkpoint=path, resume=True)
+    assert len(again) == 1
+
+
+@pytest.mark.parametrize("policy", ["warn", "stop"])
+def test_an_exploding_finite_loss_warns_and_can_stop(policy):
+    task = tasks.noisy_sine(16, length=20, seed=0, dtype="float64")
+    net = bptt.ElmanRNN(1, 8, 1, output="linear", loss="sse", dtype="float64", seed=0)
+    with pytest.warns(bptt.LossGrowthWarning, match="training loss grew from .* by epoch"):
+        history = net.fit(task.X, task.D, epochs=6, lr=1e4, on_loss_growth=policy)
+    assert all(np.isfinite(history.train_loss))
+    assert history.train_loss[-1] > 1e3 * min(history.train_loss)
+    if policy == "stop":
+        assert history.stopped_early and len(history) < 6
+    else:
+        assert len(history) == 6
+
+
+def test_a_sane_run_gives_no_loss_growth_warning():
+    import warnings
+    task = tasks.noisy_sine(16, length=20, seed=0)
+    net = bptt.ElmanRNN(1, 8, 1, output="linear", loss="sse", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bptt.LossGrowthWarning)
+        net.fit(task.X, task.D, epochs=5, lr=0.01, optimizer="adam")
+    with pytest.raises(ValueError, match="on_loss_growth must be one of"):
+        net.fit(task.X, task.D, epochs=1, lr=0.01, on_loss_growth="explode")
+
+
+# ------------------------------------------------------------ History
+
+
+def test_history_says_what_its_losses_are_and_prints_a_short_table():
+    task = tasks.noisy_sine(8, length=20, seed=0, dtype="float64")
+    valid = tasks.noisy_sine(4, length=20, seed=1, dtype="float64")
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse", dtype="float64")
+    history = net.fit(task.X, task.D, epochs=30, lr=0.01, valid=(valid.X, valid.D))
+    assert "half the squared error" in history.loss_unit
+    # valid_loss is half the mean squared error per step for one output
+    mse = np.mean((net.predict(valid.X) - valid.D) ** 2)
+    assert history.valid_loss[-1] == pytest.approx(mse / 2, rel=1e-9)
+    text = str(history)
+    lines = text.splitlines()
+    assert lines[0].split() == ["epoch", "train", "loss", "valid", "loss", "lr", "seconds"]
+    assert len(lines) < 20 and "... 20 epochs ..." in text and "losses: half" in text
+    assert lines[1].split()[0] == "1" and lines[11].split()[0].rstrip("*") == "30"
+    assert repr(history).startswith("History(30 epochs, train_loss ")
+    assert len(repr(history)) < 120
+    clf = bptt.ElmanRNN(3, 4, 3)
+    X = np.zeros((5, 2), int)
+    assert "nats per target step" in clf.fit(X, X, epochs=1, lr=0.1).loss_unit
+
+
+def test_history_seconds_cover_the_whole_epoch_and_validation(monkeypatch):
+    from bptt import training
+    clock = [0.0]
+    monkeypatch.setattr(training, "_clock", lambda: clock[0])
+    evaluate = training._valid_loss
+
+    def slow_validation(*args):                 # validation "takes" 5 s
+        clock[0] += 5.0
+        return evaluate(*args)
+
+    monkeypatch.setattr(training, "_valid_loss", slow_validation)
+    task = tasks.noisy_sine(8, length=20, seed=0)
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+
+    def train_step(*args):                      # every epoch's training "takes" 2 s
+        clock[0] += 2.0
+        return original(*args)
+
+    original = training._epochwise
+    monkeypatch.setattr(training, "_epochwise", train_step)
+    history = net.fit(task.X, task.D, epochs=2, lr=0.01, valid=(task.X, task.D))
+    assert history.seconds == [7.0, 7.0] and history.valid_seconds == [5.0, 5.0]
+    assert history.sequences_per_second == [8 / 2.0, 8 / 2.0]
+    assert "14.00 s in epochs (10.00 s validating)" in str(history)
+
+
+def test_help_lists_the_options_of_fit():
+    import pydoc
+    text = pydoc.render_doc(bptt.ElmanRNN(2, 3, 2).fit, renderer=pydoc.plaintext)
+    for option in ("epochs", "lr", "batch_size", "k1", "checkpoint", "overwrite",
+                   "on_loss_growth", "batch_first", "TrainingInterrupted"):
+        assert option in text, option
+    assert "see bptt.training.fit" not in text
+
+
+def test_progress_can_leave_the_epoch_line_to_the_caller(capsys):
+    import io
+    from bptt.progress import Progress
+    stream = io.StringIO()
+    task = tasks.noisy_sine(8, length=20, seed=0)
+    net = bptt.ElmanRNN(1, 4, 1, output="linear", loss="sse")
+    net.fit(task.X, task.D, epochs=2, lr=0.01,
+            verbose=Progress(stream=stream, unit="words", summaries=False))
+    text = stream.getvalue()
+    assert "words/s" in text and "\n" not in text       # progress only, no epoch lines
+    # streams (TBPTT): rates in steps (tokens for token ids), not sequences
+    net.fit(task.X, task.D, epochs=2, lr=0.01, k1=5, verbose=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "steps/s" in err and "seq/s" not in err
+    lm = bptt.ElmanRNN(5, 4, 5)
+    ids = np.zeros((20, 2), int)
+    lm.fit(ids, ids, epochs=1, lr=0.01, k1=5, verbose=True)
+    assert "tokens/s" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("signal").getsignal(__import__("signal").SIGINT)
+                    is not __import__("signal").default_int_handler,
+                    reason="SIGINT does not have Python's default handler here")
+def test_ctrl_c_in_the_online_kernel_stops_after_the_epoch_with_the_checkpoint(tmp_path):
+    import os
+    import signal
+    ids = np.random.default_rng(0).integers(0, 6, (400, 1))
+    path = tmp_path / "lm.npz"
+    net = bptt.ElmanRNN(6, 8, 6, hidden="sigmoid")
+
+    def ctrl_c(net, history):
+        if len(history) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(bptt.TrainingInterrupted, match="interrupted after epoch 2; "):
+        net.fit(ids[:-1], ids[1:], epochs=5, lr=0.1, k1=5, k2=9, checkpoint=path,
+                callbacks=[ctrl_c])               # one stream, SGD: the online kernel
+    meta = bptt_io.from_json_array(bptt_io.load_arrays(path)["train/meta"], "meta")
+    assert meta["history"]["epoch"] == [1, 2]
+
+
+def test_history_table_shows_the_best_epoch_among_the_elided_ones():
+    n = 30
+    history = bptt.History(epoch=list(range(1, n + 1)), train_loss=[1.0] * n,
+                           valid_loss=[1.0] * 14 + [0.5] + [1.0] * 15, lr=[0.1] * n,
+                           seconds=[1.0] * n, valid_seconds=[0.5] * n, best_epoch=15)
+    lines = str(history).splitlines()
+    assert [line.split()[0] for line in lines[1:14]] == [
+        "1", "2", "3", "4", "5", "...", "15*", "...", "26", "27", "28", "29", "30"]
+    assert lines[6] == "  ... 9 epochs ..." and lines[8] == "  ... 10 epochs ..."
+    assert lines[-1] == "30.00 s in epochs (15.00 s validating), 0.00 s preparing the data"

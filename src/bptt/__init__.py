@@ -4,9 +4,9 @@ from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load
 from .text import Vocabulary
 from .threads import blas_threads, get_num_threads, set_num_threads
-from .training import History, TrainingDiverged
+from .training import History, LossGrowthWarning, TrainingDiverged, TrainingInterrupted
 
-__all__ = ["ElmanRNN", "History", "RNNClassifier", "RNNRegressor", "TrainingDiverged",
-           "Vocabulary", "blas_threads", "get_num_threads", "lm", "load", "set_num_threads",
-           "tasks"]
+__all__ = ["ElmanRNN", "History", "LossGrowthWarning", "RNNClassifier", "RNNRegressor",
+           "TrainingDiverged", "TrainingInterrupted", "Vocabulary", "blas_threads",
+           "get_num_threads", "lm", "load", "set_num_threads", "tasks"]
 __version__ = "0.1.0"

@@ -165,12 +165,36 @@ def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
     return arr.astype(np.int64, copy=False)
 
 
+# what every shape error about time-major data adds
+LAYOUT = ("ElmanRNN's arrays are time-major (T, B, ...); pass batch_first=True for "
+          "(B, T, ...) arrays")
+
+
 def _check_rank(name: str, arr: np.ndarray, shape: tuple, meaning: str) -> None:
     """Compare arr.shape to shape, where None entries match any size."""
     if arr.ndim != len(shape) or any(e is not None and e != a
                                      for e, a in zip(shape, arr.shape)):
         expected = "(" + ", ".join("?" if e is None else str(e) for e in shape) + ")"
-        raise ValueError(f"{name} must have shape {expected} ({meaning}), got {arr.shape}")
+        raise ValueError(f"{name} must have shape {expected} ({meaning}), got "
+                         f"{arr.shape}; {LAYOUT}")
+
+
+def time_major(name: str, value, batch_first: bool):
+    """value with its first two axes swapped when batch_first (a view, no copy);
+    None and lists of per-sequence arrays (which have no batch axis) as they are."""
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be True or False, got {batch_first!r}")
+    if not batch_first or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        raise TypeError(f"batch_first=True applies to arrays (B, T, ...); {name} is a "
+                        f"list of per-sequence arrays (T_i, ...), which needs no "
+                        f"batch_first")
+    arr = np.asarray(value)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must have a batch and a time axis (B, T, ...) with "
+                         f"batch_first=True, got shape {arr.shape}")
+    return np.swapaxes(arr, 0, 1)
 
 
 _NO_RESETS = np.empty(0, np.uint8)
@@ -237,6 +261,11 @@ def check_targets(D, T: int, B: int, n_out: int, dtype: np.dtype, output: str,
         _check_rank("D", arr, (T, B), "class ids, same T and B as X")
         classes = _check_ids("D", arr, n_out).reshape(-1)
         return Targets(np.empty((0, n_out), dtype), classes)
+    if output == "softmax" and arr.ndim == 2 and arr.shape == (T, B):
+        raise TypeError(f"D holds floats (dtype {arr.dtype}) of shape (T, B): a softmax "
+                        f"model takes integer class ids (T, B) (e.g. D.astype(np.int64)) "
+                        f"or float target distributions (T, B, n_out), such as one-hot "
+                        f"rows")
     _check_rank("D", arr, (T, B, n_out), "same T and B as X, n_out targets")
     rows = _check_float("D", arr, dtype).reshape(T * B, n_out)
     if loss == "cross_entropy":

@@ -5,11 +5,12 @@ summed cross-entropy over softmax outputs and class targets. Each implementation
 is timed in this one process run: the Cython kernels (as the training loop calls
 them: inputs validated once, gradients into preallocated arrays, the update in
 place), the plain NumPy reference (bptt.reference) and, when torch is installed,
-PyTorch's CPU nn.RNN. Times are medians over repeats after warm-up. GFLOP/s and
-the share of the GEMM limit follow docs/math.md (FLOP model): a step's FLOPs are
-3 * T * 2B(IH + HH + HO), and the limit is those FLOPs at the ?gemm peak measured
-in this same run at the same thread count. Every ratio printed is a ratio of the
-times printed next to it.
+PyTorch's CPU nn.RNN. Times are medians over repeats after warm-up. A step's
+FLOPs are 3 * T * 2B(IH + HH + HO) (I = 0 for token inputs); the share of the GEMM
+limit compares the step's time with those FLOPs run at the ?gemm peak measured in
+this same run at the same thread count (docs/math.md, FLOP model; the footer under
+the table says so too). Every ratio printed is a ratio of the times printed next
+to it.
 
 --profile splits the kernels' step into forward recursion (per-step GEMMs),
 backward recursion (per-step GEMMs), batched GEMMs (over all steps at once),
@@ -416,6 +417,24 @@ HEADER = ("| case | dtype | bptt ms | GFLOP/s | share of GEMM limit | NumPy ref 
           "| × ref | torch ms | × torch |\n|---|---|---|---|---|---|---|---|---|")
 
 
+def footer(rows: list[Row]) -> str:
+    """The notes printed under the table: what its columns mean, and the peaks."""
+    peaks = {r.dtype: r.gflop / (r.limit_ms / 1e3) for r in rows}
+    measured = ", ".join(f"{dtype} {peak:.1f} GFLOP/s" for dtype, peak in peaks.items())
+    return (
+        "bptt ms: median time of one training step (forward, loss, BPTT, SGD update) of "
+        "the Cython kernels.\n"
+        "GFLOP/s: the step's matrix-product FLOPs, 3 * T * 2B(IH + HH + HO) (I = 0 for "
+        "token inputs), per second.\n"
+        "share of GEMM limit: the time those FLOPs take at the ?gemm peak divided by the "
+        "step's time; 100% means the step runs as fast as one large matrix product, "
+        "above 100% faster than the peak measured.\n"
+        "?gemm peak: the best of 10 sgemm/dgemm calls on 1024 x 1024 matrices in this "
+        "run, at the same thread count" + (f" ({measured})" if measured else "") + ".\n"
+        "× ref, × torch: the NumPy reference's and PyTorch's time divided by bptt's "
+        "(above 1: bptt is faster); — where not measured.")
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -548,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         print(HEADER)
         rows = run(grid, dtypes, args.threads, repeats, budget, not args.no_reference,
                    not args.no_torch, log=log, profile=args.profile)
+        print("\n" + footer(rows))
         if args.profile:
             print("\nms per step by phase (share of the step):")
             print(format_profile(rows))

@@ -7,13 +7,15 @@ when installed).
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
 
-Errors (a missing file, a bad option) exit with status 2 and a message on stderr.
+Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
+Ctrl-C stops training cleanly (status 130) and says how to resume.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -22,11 +24,15 @@ import numpy as np
 
 from . import lm, tasks
 from .model import ElmanRNN
+from .progress import Progress
 from .schedules import RNNLM
 from .optimizers import OPTIMIZERS
 from .text import Vocabulary
 from .threads import set_num_threads
-from .training import TrainingDiverged
+from .training import TrainingDiverged, TrainingInterrupted
+
+# the exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
 
 # RNNLM 0.4b's defaults for -beta and -gradient-cutoff, used in its update order
 RNNLM_BETA = 1e-7
@@ -77,9 +83,14 @@ def demo(args: argparse.Namespace) -> int:
     net = ElmanRNN(train.n_in, args.hidden, train.n_out, hidden=args.hidden_activation,
                    output=train.output, loss=train.loss, seed=args.seed)
     start = time.perf_counter()
-    net.fit(train.X, train.D, mask=train.mask, epochs=args.epochs, lr=args.lr,
-            optimizer="adam", batch_size=32, clip_norm=5.0, seed=args.seed,
-            verbose=not args.quiet)
+    try:
+        net.fit(train.X, train.D, mask=train.mask, epochs=args.epochs, lr=args.lr,
+                optimizer="adam", batch_size=32, clip_norm=5.0, seed=args.seed,
+                verbose=not args.quiet)
+    except TrainingInterrupted as exc:
+        print(f"{str(exc).split(';')[0]}; the demo keeps no checkpoint: rerun it to "
+              f"start again", file=sys.stderr)
+        return INTERRUPTED
     seconds = time.perf_counter() - start
     what, value, baseline = _score(net, test)
     print(f"{what}: {value:.4f} (without memory: {baseline:.4f}); "
@@ -143,11 +154,13 @@ def _describe(net: ElmanRNN) -> str:
     return f"{net.n_in} -> {net.n_hidden} {net.hidden} -> {net.n_out} {output}"
 
 
-def _epoch_printer(vocab: Vocabulary):
-    """A fit callback printing RNNLM's per-epoch line (entropies in bits per token)."""
+def _epoch_printer(vocab: Vocabulary, epochs_run: list):
+    """A fit callback printing RNNLM's per-epoch line (entropies in bits per token),
+    which also appends each epoch it reports to epochs_run."""
     unit = "Words/sec" if vocab.level == "word" else "Chars/sec"
 
     def report(net, history) -> bool:
+        epochs_run.append(history.epoch[-1])
         i = len(history) - 1
         train = history.train_loss[i]
         line = (f"Iter: {history.epoch[i] - 1:3d}  Alpha: {history.lr[i]:f}  "
@@ -218,28 +231,56 @@ def lm_train(args: argparse.Namespace) -> int:
           f"{args.batch} stream{'s' if args.batch > 1 else ''}, at most {args.epochs} "
           f"epochs" + (", independent sentences" if args.independent else ""), flush=True)
     start = time.perf_counter()
+    # one line per epoch: RNNLM's, on stdout; --progress adds a line that is rewritten
+    # during the epoch and cleared at its end (stderr)
+    progress = Progress(unit=names, summaries=False) if args.progress else False
+    epochs_run: list[int] = []
     try:
-        history = lm.train(net, vocab, train_ids, valid_ids, k1=k1, k2=k2, lr=args.lr,
-                           batch=args.batch, epochs=args.epochs, optimizer=args.optimizer,
-                           schedule=_schedule(schedule, args.min_improvement),
-                           clip=args.clip, l2=l2, update_order=order,
-                           error_clip=cutoff or None,
-                           verbose=args.progress, checkpoint=args.checkpoint,
-                           resume=args.checkpoint is not None,
-                           callbacks=[_epoch_printer(vocab)],
-                           independent=args.independent)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "the run in checkpoint", UserWarning)
+            history = lm.train(net, vocab, train_ids, valid_ids, k1=k1, k2=k2, lr=args.lr,
+                               batch=args.batch, epochs=args.epochs,
+                               optimizer=args.optimizer,
+                               schedule=_schedule(schedule, args.min_improvement),
+                               clip=args.clip, l2=l2, update_order=order,
+                               error_clip=cutoff or None,
+                               verbose=progress, checkpoint=args.checkpoint,
+                               resume=args.checkpoint is not None and not args.force,
+                               overwrite=args.force,
+                               callbacks=[_epoch_printer(vocab, epochs_run)],
+                               independent=args.independent)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as exc:
+        print(_interrupted_line(exc, args), file=sys.stderr)
+        return INTERRUPTED
     seconds = time.perf_counter() - start
+    if not epochs_run:
+        print(f"the run in {args.checkpoint} is already complete ({len(history)} epochs): "
+              f"nothing to train (--force trains again from scratch)")
     if history.best_epoch is not None:
         best = history.valid_loss[history.best_epoch - 1]
         print(f"best valid PPL: {math.exp(best):.2f} (iter {history.best_epoch - 1}); "
               f"the model keeps these weights")
-    print(f"training time: {seconds:.1f} s")
+    if epochs_run:
+        print(f"training time: {seconds:.1f} s")
     lm.save_lm(args.model, net, vocab, independent=args.independent)
     print(f"model saved to {args.model}")
     return 0
+
+
+def _interrupted_line(exc: TrainingInterrupted, args: argparse.Namespace) -> str:
+    """One line: where training stopped, and the command that resumes it."""
+    where = str(exc).split(";")[0]
+    if args.checkpoint is None:
+        return (f"{where}; without --checkpoint there is nothing to resume (add "
+                f"--checkpoint FILE to be able to)")
+    if not os.path.exists(args.checkpoint):
+        return f"{where}; no epoch was complete, so {args.checkpoint} was not written yet"
+    command = "python -m bptt " + shlex.join(a for a in args.argv if a != "--force")
+    return (f"{where}; {args.checkpoint} holds {len(exc.history)} complete epoch"
+            f"{'' if len(exc.history) == 1 else 's'}: resume with {command}")
 
 
 def _load_lm(args: argparse.Namespace, *inputs: tuple[str, str]):
@@ -373,6 +414,9 @@ def _add_lm_commands(commands) -> None:
                         "with its own generator)")
     t.add_argument("--checkpoint", metavar="FILE",
                    help="save the training state after every epoch and resume from it")
+    t.add_argument("--force", action="store_true",
+                   help="with --checkpoint: start afresh, replacing an existing "
+                        "checkpoint instead of resuming from it")
     t.add_argument("--progress", action="store_true",
                    help="a progress line during each epoch (stderr)")
     t.add_argument("--independent", action="store_true",
@@ -433,11 +477,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=demo)
     _add_lm_commands(commands)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError) as exc:
         parser.exit(2, f"error: {exc}\n")
+    except KeyboardInterrupt:                # outside training: nothing to resume
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ class Batch:
     """One validated minibatch: T steps of B sequences (flattened to T*B rows)."""
     inputs: Inputs
     targets: Targets
-    weights: np.ndarray          # (T*B,) mask weights, never empty here
+    weights: np.ndarray          # (T*B,) mask weights (empty: all 1)
     n_sequences: int
 
     @property
@@ -63,7 +63,8 @@ def _select(batch: Batch, columns: np.ndarray) -> Batch:
         return np.ascontiguousarray(
             flat.reshape((T, B) + flat.shape[1:])[:, columns]).reshape((-1,) + flat.shape[1:])
 
-    inputs = Inputs(T, len(columns), take(batch.inputs.rows), take(batch.inputs.tokens))
+    inputs = Inputs(T, len(columns), take(batch.inputs.rows), take(batch.inputs.tokens),
+                    take(batch.inputs.resets))
     targets = Targets(take(batch.targets.rows), take(batch.targets.classes))
     return Batch(inputs, targets, take(batch.weights), len(columns))
 
@@ -81,6 +82,63 @@ def _check_list(name: str, value, n: int) -> list:
     if not isinstance(value, (list, tuple)) or len(value) != n:
         raise ValueError(f"{name} must be a list of {n} per-sequence arrays like X")
     return list(value)
+
+
+def _list_dtype(name: str, arrays: list[np.ndarray]) -> np.dtype:
+    """The padded dtype of a list of per-sequence arrays: intp for integer ids, else
+    their common float dtype (mixed dtypes are refused: no silent casts)."""
+    if all(a.dtype.kind in "iu" for a in arrays):
+        return np.dtype(np.intp)
+    first = arrays[0].dtype
+    for i, a in enumerate(arrays):
+        if a.dtype != first:
+            raise TypeError(f"{name}[{i}] has dtype {a.dtype} but {name}[0] has {first}: "
+                            f"give every sequence the same dtype")
+    return first
+
+
+@dataclass
+class PaddedGroup:
+    """Sequences of a list padded together into time-major arrays."""
+    index: np.ndarray            # their positions in the list
+    lengths: np.ndarray          # their lengths T_i
+    X: np.ndarray                # (T, b, ...) with T = max T_i, zeros after T_i
+    D: np.ndarray | None         # the same for the targets, when given
+    mask: np.ndarray             # (T, b) weights: the given mask or 1, 0 on padding
+
+
+def padded_groups(X, D, mask, size: int, dtype) -> list[PaddedGroup]:
+    """Lists of per-sequence arrays X[i] (T_i, ...), with D[i] and mask[i] (T_i, ...)
+    when not None, sorted by length and cut into groups of at most `size` sequences,
+    each padded to time-major arrays (so a group wastes little work on padding)."""
+    n = len(X)
+    if n == 0:
+        raise ValueError("X must hold at least one sequence")
+    D = None if D is None else _check_list("D", D, n)
+    masks = None if mask is None else _check_list("mask", mask, n)
+    xs = [np.asarray(seq) for seq in X]
+    ds = None if D is None else [np.asarray(d) for d in D]
+    for i, arr in enumerate(xs):
+        if arr.ndim == 0 or len(arr) == 0:
+            raise ValueError(f"X[{i}] must be a non-empty sequence (T_i, ...)")
+        if ds is not None and (ds[i].ndim == 0 or len(ds[i]) != len(arr)) or (
+                masks is not None and len(np.asarray(masks[i])) != len(arr)):
+            raise ValueError(f"D[{i}] (and mask[{i}]) must have X[{i}]'s length "
+                             f"{len(arr)}")
+    lengths = np.array([len(arr) for arr in xs])
+    x_dtype = _list_dtype("X", xs)
+    d_dtype = None if ds is None else _list_dtype("D", ds)
+    order = np.argsort(lengths, kind="stable")
+    groups = []
+    for start in range(0, n, size):
+        idx = order[start:start + size]
+        T = int(lengths[idx].max())
+        groups.append(PaddedGroup(
+            idx, lengths[idx], _pad([xs[i] for i in idx], T, x_dtype),
+            None if ds is None else _pad([ds[i] for i in idx], T, d_dtype),
+            _pad([np.ones(lengths[i]) if masks is None else np.asarray(masks[i])
+                  for i in idx], T, dtype)))
+    return groups
 
 
 class SequenceData:
@@ -106,37 +164,8 @@ class SequenceData:
 
     @staticmethod
     def _bucket_lists(X: list, D, mask, net, batch_size) -> list[Batch]:
-        n = len(X)
-        if n == 0:
-            raise ValueError("X must hold at least one sequence")
-        D = _check_list("D", D, n)
-        masks = None if mask is None else _check_list("mask", mask, n)
-        lengths = []
-        for i, seq in enumerate(X):
-            arr = np.asarray(seq)
-            if arr.ndim == 0 or len(arr) == 0:
-                raise ValueError(f"X[{i}] must be a non-empty sequence (T_i, ...)")
-            if len(np.asarray(D[i])) != len(arr) or (
-                    masks is not None and len(np.asarray(masks[i])) != len(arr)):
-                raise ValueError(f"D[{i}] (and mask[{i}]) must have X[{i}]'s length "
-                                 f"{len(arr)}")
-            lengths.append(len(arr))
-        order = np.argsort(lengths, kind="stable")
-        size = batch_size or n
-        buckets = []
-        for start in range(0, n, size):
-            idx = order[start:start + size]
-            T = max(lengths[i] for i in idx)
-            x_dtype = np.intp if np.issubdtype(np.asarray(X[idx[0]]).dtype, np.integer) \
-                else np.asarray(X[idx[0]]).dtype
-            d_dtype = np.intp if np.issubdtype(np.asarray(D[idx[0]]).dtype, np.integer) \
-                else np.asarray(D[idx[0]]).dtype
-            Xb = _pad([np.asarray(X[i]) for i in idx], T, x_dtype)
-            Db = _pad([np.asarray(D[i]) for i in idx], T, d_dtype)
-            Mb = _pad([np.ones(lengths[i]) if masks is None else np.asarray(masks[i])
-                       for i in idx], T, net.dtype)
-            buckets.append(_as_batch(Xb, Db, Mb, net))
-        return buckets
+        return [_as_batch(g.X, g.D, g.mask, net)
+                for g in padded_groups(X, D, mask, batch_size or len(X), net.dtype)]
 
     def batches_in_order(self) -> list[Batch]:
         if self._buckets is not None:

@@ -6,7 +6,9 @@ Data are sample-major, as scikit-learn has them:
 - X (n_samples, T) integer token ids in [0, vocab_size) when ``vocab_size`` is set;
 - X (n_samples, n_features) floats when ``vocab_size`` is None: each row is read as
   a sequence of n_features steps with one input each (what makes tabular data, and
-  scikit-learn's generic checks, meaningful for a sequence model).
+  scikit-learn's generic checks, meaningful for a sequence model);
+- a list of sequences of different lengths, X[i] (T_i, n_features) or (T_i,) floats
+  or token ids (padded and masked inside; equal lengths are read as an array).
 
 They are transposed to bptt's time-major layout (docs/math.md) internally.
 Any numeric input is accepted and converted to the estimator's ``dtype`` (the core
@@ -23,13 +25,15 @@ derive from scikit-learn's classes of the same name so its code catches them.
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import sys
 import warnings
 
 import numpy as np
 
-from ._checks import check_dtype, check_int
+from ._checks import check_choice, check_dtype, check_int, check_real
+from .init import SCHEMES
 from .model import ElmanRNN
 
 __all__ = ["DataConversionWarning", "NotFittedError", "RNNClassifier", "RNNRegressor"]
@@ -111,15 +115,86 @@ def _as_numeric(name: str, value) -> np.ndarray:
     return arr
 
 
+def _token_ids(name: str, arr: np.ndarray, vocab: int) -> np.ndarray:
+    """Integer token ids in [0, vocab) as intp (whole floats accepted)."""
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all()
+                                      and (arr == np.round(arr)).all()):
+        raise ValueError(f"{name} must hold integer token ids (vocab_size is set); it "
+                         f"holds non-integer values, NaN or infinity")
+    if arr.min() < 0 or arr.max() >= vocab:
+        raise ValueError(f"{name} holds token ids outside [0, vocab_size={vocab}): "
+                         f"min {arr.min()}, max {arr.max()}")
+    return arr.astype(np.intp, copy=False)
+
+
 def _finite(name: str, arr: np.ndarray) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity (as {arr.dtype})")
     return arr
 
 
-def _time_major(Xs: np.ndarray) -> np.ndarray:
-    """Sample-major (n, T[, F]) to bptt's contiguous time-major (T, n[, F])."""
+def _time_major(Xs):
+    """Sample-major (n, T[, F]) to bptt's contiguous time-major (T, n[, F]); a list of
+    sequences (each (T_i, ...), already time-major) and None as they are."""
+    if Xs is None or isinstance(Xs, list):
+        return Xs
     return np.ascontiguousarray(np.swapaxes(Xs, 0, 1))
+
+
+def _is_ragged(X) -> bool:
+    """Whether X is a list of sequences of different lengths (a list of equal-length
+    sequences is read as an array)."""
+    if not isinstance(X, (list, tuple)) or len(X) < 2:
+        return False
+    try:
+        return len({len(x) for x in X}) > 1
+    except TypeError:                    # scalars: not sequences
+        return False
+
+
+def _take(data, index: np.ndarray):
+    """The samples `index` of sample-major data: an array, a list, or None."""
+    if data is None:
+        return None
+    if isinstance(data, list):
+        return [data[i] for i in index]
+    return data[index]
+
+
+def _split(n: int, fraction: float, groups: np.ndarray | None,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sample indices: ceil(fraction * n) samples held out at
+    random for validation, spread over the groups in proportion when groups are
+    given (a stratified split)."""
+    n_valid = math.ceil(fraction * n)
+    if n_valid >= n:
+        raise ValueError(f"validation_fraction={fraction} of {n} samples leaves none for "
+                         f"training (change validation_fraction, or early_stopping=False)")
+    order = rng.permutation(n)
+    if groups is not None:           # grouped, random within each group
+        order = order[np.argsort(groups[order], kind="stable")]
+    # evenly spaced positions: each group gives its share
+    valid = order[((np.arange(n_valid) + 0.5) * n / n_valid).astype(np.intp)]
+    return np.setdiff1d(np.arange(n), valid), np.sort(valid)
+
+
+class _NoImprovement:
+    """A fit callback that stops training after n epochs whose loss (validation, or
+    training) did not beat the best so far by more than tol (scikit-learn's
+    n_iter_no_change and tol)."""
+
+    def __init__(self, n: int, tol: float, key: str) -> None:
+        self.n, self.tol, self.key = n, tol, key
+        self.best, self.count = np.inf, 0
+
+    def __call__(self, net, history) -> bool:
+        loss = getattr(history, self.key)[-1]
+        if loss > self.best - self.tol or not np.isfinite(loss):
+            self.count += 1
+        else:
+            self.count = 0
+        self.best = min(self.best, loss)
+        return self.count >= self.n
 
 
 def _seed(random_state) -> int | None:
@@ -177,11 +252,14 @@ class _RNNEstimator:
 
     _estimator_type: str = ""
 
-    def __init__(self, *, n_hidden=32, hidden="tanh", epochs=50, lr=0.01, optimizer="adam",
-                 batch_size=32, truncate=None, clip_norm=5.0, l2=0.0, dtype="float64",
-                 vocab_size=None, random_state=None, verbose=False):
+    def __init__(self, *, n_hidden=32, hidden="tanh", init="normal", epochs=100, lr=0.003,
+                 optimizer="adam", batch_size=32, truncate=None, clip_norm=5.0, l2=0.0,
+                 early_stopping=True, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, dtype="float64", vocab_size=None,
+                 random_state=None, verbose=False):
         self.n_hidden = n_hidden
         self.hidden = hidden
+        self.init = init
         self.epochs = epochs
         self.lr = lr
         self.optimizer = optimizer
@@ -189,6 +267,11 @@ class _RNNEstimator:
         self.truncate = truncate
         self.clip_norm = clip_norm
         self.l2 = l2
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
         self.dtype = dtype
         self.vocab_size = vocab_size
         self.random_state = random_state
@@ -276,9 +359,13 @@ class _RNNEstimator:
 
     def _read_X(self, X, vocab: int | None, dtype: np.dtype) -> tuple[np.ndarray, str, int]:
         """X as sample-major floats (n, T, F) of dtype, or token ids (n, T) when vocab
-        is set; with its layout ("features", "columns" or "tokens") and n_features."""
+        is set; with its layout ("features", "columns" or "tokens") and n_features.
+        A list of sequences of different lengths becomes a list of (T_i, F) floats or
+        (T_i,) token ids (layout "features" or "tokens")."""
         if X is None:
             raise ValueError("X must be an array, got None")
+        if _is_ragged(X):
+            return self._read_list(X, vocab, dtype)
         arr = _as_numeric("X", X)
         expected = ("2-D (n_samples, T) integer token ids" if vocab is not None else
                     "2-D (n_samples, n_features), read as sequences of n_features steps "
@@ -299,18 +386,42 @@ class _RNNEstimator:
             raise ValueError(f"X has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
                              f"is required.")
         if vocab is not None:
-            if arr.dtype.kind == "f" and not (np.isfinite(arr).all()
-                                              and (arr == np.round(arr)).all()):
-                raise ValueError("X must hold integer token ids (vocab_size is set); it "
-                                 "holds non-integer values, NaN or infinity")
-            if arr.min() < 0 or arr.max() >= vocab:
-                raise ValueError(f"X holds token ids outside [0, vocab_size={vocab}): "
-                                 f"min {arr.min()}, max {arr.max()}")
-            return arr.astype(np.intp, copy=False), "tokens", vocab
+            return _token_ids("X", arr, vocab), "tokens", vocab
         arr = _finite("X", arr.astype(dtype, copy=False))
         if arr.ndim == 2:
             return arr[:, :, np.newaxis], "columns", arr.shape[1]
         return arr, "features", arr.shape[2]
+
+    def _read_list(self, X, vocab: int | None, dtype: np.dtype) -> tuple[list, str, int]:
+        """A list of sequences X[i]: (T_i, n_features) or (T_i,) floats (one feature),
+        or (T_i,) token ids when vocab is set."""
+        seqs = []
+        for i, x in enumerate(X):
+            name = f"X[{i}]"
+            arr = _as_numeric(name, x)
+            if vocab is not None:
+                if arr.ndim != 1:
+                    raise ValueError(f"{name} must be a 1-D sequence (T_i,) of integer "
+                                     f"token ids, got shape {arr.shape}")
+                arr = _token_ids(name, arr, vocab)
+            else:
+                if arr.ndim == 1:
+                    arr = arr[:, np.newaxis]
+                if arr.ndim != 2:
+                    raise ValueError(f"{name} must be a sequence (T_i, n_features) (the "
+                                     f"estimators' lists hold one sample-major sequence "
+                                     f"each), got shape {arr.shape}")
+                arr = _finite(name, arr.astype(dtype, copy=False))
+                if arr.shape[1] == 0 or (seqs and arr.shape[1] != seqs[0].shape[1]):
+                    raise ValueError(f"{name} has {arr.shape[1]} features a step; every "
+                                     f"sequence needs the same number, at least 1")
+            if arr.shape[0] == 0:
+                raise ValueError(f"{name} has 0 time steps while a minimum of 1 is "
+                                 f"required.")
+            seqs.append(arr)
+        if vocab is not None:
+            return seqs, "tokens", vocab
+        return seqs, "features", seqs[0].shape[1]
 
     def _validate_X(self, X) -> np.ndarray:
         """X for a fitted estimator: read as in fit, and checked against what fit saw."""
@@ -319,12 +430,19 @@ class _RNNEstimator:
         vocab = net.n_in if self._layout == "tokens" else None
         if X is None:
             raise ValueError("X must be an array, got None")
+        if _is_ragged(X):
+            seqs = self._read_list(X, vocab, net.dtype)[0]
+            if vocab is None and seqs[0].shape[1] != net.n_in:
+                raise ValueError(f"X's sequences have {seqs[0].shape[1]} features a step, "
+                                 f"but {name} takes {net.n_in}")
+            return seqs
         arr = _as_numeric("X", X)
         if self._layout != "tokens" and arr.ndim in (2, 3):
             if arr.ndim != (3 if self._layout == "features" else 2):
-                raise ValueError(
-                    f"X must be {'3-D' if self._layout == 'features' else '2-D'} like "
-                    f"the X {name} was fitted on, got shape {arr.shape}")
+                layout = ("3-D (n_samples, T, n_features)" if self._layout == "features"
+                          else "2-D (n_samples, n_features)")
+                raise ValueError(f"X must be {layout}, sample-major like the X {name} was "
+                                 f"fitted on, got shape {arr.shape}")
             if arr.shape[-1] != self.n_features_in_:      # scikit-learn's wording
                 raise ValueError(f"X has {arr.shape[-1]} features, but {name} is expecting "
                                  f"{self.n_features_in_} features as input "
@@ -332,6 +450,8 @@ class _RNNEstimator:
         return self._read_X(arr, vocab, net.dtype)[0]
 
     def _validate_y(self, y, n_samples: int) -> np.ndarray:
+        """y as an array of n_samples rows (per-step y of a list of sequences: see
+        _list_y)."""
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
                              f"target y is None")
@@ -353,32 +473,87 @@ class _RNNEstimator:
 
     # ------------------------------------------------------------ training, outputs
 
-    def _fit_network(self, Xs: np.ndarray, layout: str, n_features: int, D: np.ndarray,
-                     mask, n_out: int, output: str, loss: str) -> None:
-        """Build and train the network on sample-major Xs and time-major D (T, n, ...),
-        then set the learned attributes common to both estimators."""
+    def _fit_network(self, Xs, layout: str, n_features: int, D, mask, n_out: int,
+                     output: str, loss: str, groups: np.ndarray | None = None,
+                     standardise: tuple | None = None) -> None:
+        """Build (or, with warm_start, reuse) and train the network on sample-major Xs
+        and targets D and mask (arrays (n, T, ...) or lists of sequences), then set the
+        learned attributes common to both estimators. groups: labels for a stratified
+        validation split; standardise: (mean, scale) of the targets, by which a reused
+        linear output layer is brought to the standardised units D is in."""
         seed = _seed(self.random_state)
-        n_in = n_features if layout == "tokens" else Xs.shape[2]
-        net = ElmanRNN(n_in, self.n_hidden, n_out, hidden=self.hidden, output=output,
-                       loss=loss, dtype=self.dtype, seed=seed)
-        history = net.fit(_time_major(Xs), D, mask=mask, epochs=self.epochs, lr=self.lr,
-                          optimizer=self.optimizer, batch_size=self.batch_size,
-                          truncate=self.truncate, clip_norm=self.clip_norm, l2=self.l2,
-                          seed=seed, verbose=_check_bool("verbose", self.verbose))
+        n_in = n_features if layout == "tokens" else (
+            Xs[0].shape[1] if isinstance(Xs, list) else Xs.shape[2])
+        config = dict(n_in=n_in, n_hidden=self.n_hidden, n_out=n_out, hidden=self.hidden,
+                      output=output, loss=loss, dtype=check_dtype(self.dtype).name,
+                      init=check_choice("init", self.init, SCHEMES))
+        net = self._warm_model(config)
+        if net is None:
+            net = ElmanRNN(**config, seed=seed)
+        elif standardise is not None:
+            mean, scale = standardise
+            net.W = net.W / scale
+            net.b_o = (net.b_o - mean) / scale
+        early = _check_bool("early_stopping", self.early_stopping)
+        stop = _NoImprovement(
+            check_int("n_iter_no_change", self.n_iter_no_change, minimum=1),
+            check_real("tol", self.tol, low=0.0), "valid_loss" if early else "train_loss")
+        valid = None
+        if early:
+            fraction = check_real("validation_fraction", self.validation_fraction, low=0.0,
+                                  high=1.0, low_open=True, high_open=True)
+            train, held = _split(len(Xs), fraction, groups,
+                                 np.random.default_rng(None if seed is None else [seed, 1]))
+            valid = tuple(_time_major(_take(a, held)) for a in (Xs, D, mask))
+            Xs, D, mask = (_take(a, train) for a in (Xs, D, mask))
+        history = net.fit(_time_major(Xs), _time_major(D), mask=_time_major(mask),
+                          epochs=self.epochs, lr=self.lr, optimizer=self.optimizer,
+                          batch_size=self.batch_size, truncate=self.truncate,
+                          clip_norm=self.clip_norm, l2=self.l2, valid=valid,
+                          callbacks=[stop], seed=seed,
+                          verbose=_check_bool("verbose", self.verbose))
         self.model_ = net
         self.history_ = history
         self.n_features_in_ = n_features
         self._layout = layout
 
-    def _last_step_mask(self, T: int, n: int) -> np.ndarray:
-        mask = np.zeros((T, n), check_dtype(self.dtype))
-        mask[-1] = 1
-        return mask
-
-    def _outputs(self, Xs: np.ndarray, per_step: bool) -> np.ndarray:
-        """Network outputs for sample-major inputs: (n, O) of the last step, or
-        (n, T, O) with per_step; computed in chunks of samples (bounded memory)."""
+    def _warm_model(self, config: dict) -> ElmanRNN | None:
+        """With warm_start, the fitted network if it has the configuration wanted."""
+        if not _check_bool("warm_start", self.warm_start) or not hasattr(self, "model_"):
+            return None
         net = self.model_
+        return net if net.config() | {"seed": None, "untied_steps": None, "classes": None} \
+            == config | {"seed": None, "untied_steps": None, "classes": None} else None
+
+    def _last_step(self, values: np.ndarray, Xs):
+        """Sample-major targets with values[i] at sequence i's last step (zeros
+        elsewhere) and the mask selecting that step; arrays, or lists for a list Xs."""
+        dtype = check_dtype(self.dtype)
+        if isinstance(Xs, list):
+            D, mask = [], []
+            for x, value in zip(Xs, values):
+                d = np.zeros((len(x),) + values.shape[1:], values.dtype)
+                d[-1] = value
+                m = np.zeros(len(x), dtype)
+                m[-1] = 1
+                D.append(d)
+                mask.append(m)
+            return D, mask
+        n, T = Xs.shape[:2]
+        D = np.zeros((n, T) + values.shape[1:], values.dtype)
+        D[:, -1] = values
+        mask = np.zeros((n, T), dtype)
+        mask[:, -1] = 1
+        return D, mask
+
+    def _outputs(self, Xs, per_step: bool):
+        """Network outputs for sample-major inputs: (n, O) of the last step, or
+        (n, T, O) with per_step; computed in chunks of samples (bounded memory). For
+        a list of sequences, (n, O), or per step a list of (T_i, O)."""
+        net = self.model_
+        if isinstance(Xs, list):
+            Ys = net.predict(Xs)
+            return Ys if per_step else np.stack([Y[-1] for Y in Ys])
         n, T = Xs.shape[:2]
         out = np.empty((n, T, net.n_out) if per_step else (n, net.n_out), net.dtype)
         chunk = max(1, PREDICT_ELEMENTS // (T * (net.n_hidden + net.n_out)))
@@ -387,6 +562,35 @@ class _RNNEstimator:
             Y = net.predict(_time_major(Xs[start:stop]))          # (T, b, O)
             out[start:stop] = np.swapaxes(Y, 0, 1) if per_step else Y[-1]
         return out
+
+
+def _list_y(y, lengths: list[int]) -> tuple[object, bool]:
+    """y for a list of sequences of these lengths: a list of per-step targets
+    (len(y[i]) == lengths[i] for every i) comes back concatenated along the steps
+    with True; anything else as it is, with False (one target per sequence)."""
+    if isinstance(y, (list, tuple)) and len(y) == len(lengths):
+        try:
+            per_step = all(np.ndim(v) >= 1 and len(v) == t for v, t in zip(y, lengths))
+        except TypeError:
+            per_step = False
+        if per_step:
+            return np.concatenate([np.asarray(v) for v in y]), True
+    return y, False
+
+
+def _steps(pred: list, y) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step predictions of a list of sequences and their targets y (a list of the
+    same lengths), each concatenated along the steps."""
+    y_steps, per_step = _list_y(y, [len(p) for p in pred])
+    if not per_step:
+        raise ValueError("y must be a list of per-step targets y[i] of X[i]'s length, like "
+                         "the predictions")
+    return np.concatenate(pred), y_steps
+
+
+def _per_sequence(values: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+    """Rows concatenated along the steps of sequences, cut back per sequence."""
+    return np.split(values, np.cumsum(lengths)[:-1])
 
 
 # ---------------------------------------------------------------- classifier
@@ -398,14 +602,28 @@ class RNNClassifier(_RNNEstimator):
     fit(X, y) with y (n_samples,) labels of any type (one per sequence, read from the
     softmax output of the last step), or (n_samples, T) one label per step
     (``per_step_`` is inferred from y's shape). A y of shape (n_samples, 1) is a
-    column vector (raveled with a DataConversionWarning) unless T == 1.
+    column vector (raveled with a DataConversionWarning) unless T == 1. X may be a
+    list of sequences of different lengths, X[i] (T_i, n_features) or (T_i,) token
+    ids; y is then (n_samples,) or a list of per-step labels y[i] (T_i,), and
+    predictions per step come back as lists.
 
     Parameters
     ----------
     n_hidden : hidden units H.
     hidden : hidden activation, "tanh", "sigmoid", "relu" or "linear".
+    init : weight initialisation (bptt.init.SCHEMES); "normal" (N(0, 1/fan_in)) trains
+        reliably whatever the seed, where "uniform" often sits at the chance loss.
     epochs, lr, optimizer, batch_size, truncate, clip_norm, l2 : passed to
-        ElmanRNN.fit (bptt.training.fit); truncate None is full BPTT.
+        ElmanRNN.fit (bptt.training.fit); truncate None is full BPTT; epochs is the
+        most epochs to run.
+    early_stopping : hold out validation_fraction of the samples (stratified by
+        label for a label per sequence), stop when the validation loss has not
+        improved by more than tol for n_iter_no_change epochs, and keep the weights
+        of the best validation epoch. False: train on all samples; then
+        n_iter_no_change and tol watch the training loss (as scikit-learn's MLP).
+    validation_fraction, n_iter_no_change, tol : see early_stopping.
+    warm_start : a new fit continues from the fitted network (same sizes and
+        classes) instead of starting afresh.
     dtype : "float64" (default: scikit-learn's precision, and its checks compare
         predictions at tolerances float32 does not meet) or "float32" (faster).
     vocab_size : None for float inputs; an int for X of integer token ids.
@@ -425,28 +643,40 @@ class RNNClassifier(_RNNEstimator):
 
     _estimator_type = "classifier"
 
-    def __init__(self, *, n_hidden=32, hidden="tanh", epochs=50, lr=0.01, optimizer="adam",
-                 batch_size=32, truncate=None, clip_norm=5.0, l2=0.0, dtype="float64",
-                 vocab_size=None, random_state=None, verbose=False):
-        super().__init__(n_hidden=n_hidden, hidden=hidden, epochs=epochs, lr=lr,
+    def __init__(self, *, n_hidden=32, hidden="tanh", init="normal", epochs=100, lr=0.003,
+                 optimizer="adam", batch_size=32, truncate=None, clip_norm=5.0, l2=0.0,
+                 early_stopping=True, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, dtype="float64", vocab_size=None,
+                 random_state=None, verbose=False):
+        super().__init__(n_hidden=n_hidden, hidden=hidden, init=init, epochs=epochs, lr=lr,
                          optimizer=optimizer, batch_size=batch_size, truncate=truncate,
-                         clip_norm=clip_norm, l2=l2, dtype=dtype, vocab_size=vocab_size,
-                         random_state=random_state, verbose=verbose)
+                         clip_norm=clip_norm, l2=l2, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+                         dtype=dtype, vocab_size=vocab_size, random_state=random_state,
+                         verbose=verbose)
 
     def fit(self, X, y):
         """Train on sequences X and labels y; returns self."""
         Xs, layout, n_features = self._validate_fit_X(X)
-        n, T = Xs.shape[:2]
-        y = self._validate_y(y, n)
-        if y.ndim == 2 and y.shape[1] == 1 and T != 1:
-            warnings.warn(_with_sklearn_base(DataConversionWarning)(
-                "A column-vector y was passed when a 1d array was expected. Please change "
-                "the shape of y to (n_samples,), for example using ravel(); a label per "
-                "step needs y of shape (n_samples, T)."), stacklevel=2)
-            y = y[:, 0]
-        if y.ndim == 2 and y.shape[1] != T or y.ndim > 2:
-            raise ValueError(f"y must have shape (n_samples,) (a label per sequence) or "
-                             f"(n_samples, T) = ({n}, {T}) (a label per step), got {y.shape}")
+        n = len(Xs)
+        lengths = [len(x) for x in Xs] if isinstance(Xs, list) else None
+        y, per_step = _list_y(y, lengths) if lengths else (y, False)
+        if not per_step:
+            T = None if lengths else Xs.shape[1]
+            y = self._validate_y(y, n)
+            if y.ndim == 2 and y.shape[1] == 1 and T != 1:
+                warnings.warn(_with_sklearn_base(DataConversionWarning)(
+                    "A column-vector y was passed when a 1d array was expected. Please "
+                    "change the shape of y to (n_samples,), for example using ravel(); a "
+                    "label per step needs y of shape (n_samples, T)."), stacklevel=2)
+                y = y[:, 0]
+            if y.ndim > 2 or y.ndim == 2 and (lengths or y.shape[1] != T):
+                per_step_shape = ("a list of label sequences y[i] of X[i]'s length"
+                                  if lengths else f"(n_samples, T) = ({n}, {T})")
+                raise ValueError(f"y must have shape (n_samples,) (a label per sequence) "
+                                 f"or {per_step_shape} (a label per step), got {y.shape}")
+            per_step = y.ndim == 2
         if y.dtype.kind == "f":
             _finite("y", y)
             if (y != np.round(y)).any():
@@ -461,16 +691,17 @@ class RNNClassifier(_RNNEstimator):
         if len(classes) < 2:
             raise ValueError(f"y holds 1 class ({classes[0]!r}); RNNClassifier needs at "
                              f"least 2 classes")
+        if _check_bool("warm_start", self.warm_start) and hasattr(self, "classes_") and \
+                not np.array_equal(classes, self.classes_):
+            raise ValueError(f"warm_start needs y to have the classes of the previous fit "
+                             f"{self.classes_.tolist()}, got {classes.tolist()}")
         codes = codes.reshape(y.shape)
-        per_step = y.ndim == 2
         if per_step:
-            D, mask = np.ascontiguousarray(codes.T), None
+            D, mask = (_per_sequence(codes, lengths) if lengths else codes), None
         else:
-            D = np.zeros((T, n), np.intp)
-            D[-1] = codes
-            mask = self._last_step_mask(T, n)
+            D, mask = self._last_step(codes, Xs)
         self._fit_network(Xs, layout, n_features, D, mask, len(classes), "softmax",
-                          "cross_entropy")
+                          "cross_entropy", groups=None if per_step else codes)
         self.classes_ = classes
         self.per_step_ = per_step
         return self
@@ -482,13 +713,18 @@ class RNNClassifier(_RNNEstimator):
         return self._outputs(Xs, self.per_step_)
 
     def predict(self, X) -> np.ndarray:
-        """Labels (n_samples,), or (n_samples, T) per step."""
+        """Labels (n_samples,), or (n_samples, T) per step (for a list of sequences,
+        a list of (T_i,) label arrays)."""
         proba = self.predict_proba(X)          # first: NotFittedError before classes_
+        if isinstance(proba, list):
+            return [self.classes_[np.argmax(p, axis=-1)] for p in proba]
         return self.classes_[np.argmax(proba, axis=-1)]
 
     def score(self, X, y) -> float:
         """Accuracy: the fraction of labels (sequences, or steps) predicted right."""
         pred = self.predict(X)
+        if isinstance(pred, list):             # per step, sequences of any lengths
+            pred, y = _steps(pred, y)
         y = np.asarray(y)
         if y.shape != pred.shape and y.shape == pred.shape + (1,):
             y = y[..., 0]
@@ -522,29 +758,54 @@ class RNNRegressor(_RNNEstimator):
 
     _estimator_type = "regressor"
 
-    def __init__(self, *, n_hidden=32, hidden="tanh", epochs=50, lr=0.01, optimizer="adam",
-                 batch_size=32, truncate=None, clip_norm=5.0, l2=0.0, dtype="float64",
-                 vocab_size=None, per_step=False, random_state=None, verbose=False):
-        super().__init__(n_hidden=n_hidden, hidden=hidden, epochs=epochs, lr=lr,
+    def __init__(self, *, n_hidden=32, hidden="tanh", init="normal", epochs=100, lr=0.003,
+                 optimizer="adam", batch_size=32, truncate=None, clip_norm=5.0, l2=0.0,
+                 early_stopping=True, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, dtype="float64", vocab_size=None,
+                 per_step=False, random_state=None, verbose=False):
+        super().__init__(n_hidden=n_hidden, hidden=hidden, init=init, epochs=epochs, lr=lr,
                          optimizer=optimizer, batch_size=batch_size, truncate=truncate,
-                         clip_norm=clip_norm, l2=l2, dtype=dtype, vocab_size=vocab_size,
-                         random_state=random_state, verbose=verbose)
+                         clip_norm=clip_norm, l2=l2, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+                         dtype=dtype, vocab_size=vocab_size, random_state=random_state,
+                         verbose=verbose)
         self.per_step = per_step
 
     def fit(self, X, y):
         """Train on sequences X and targets y; returns self."""
         Xs, layout, n_features = self._validate_fit_X(X)
-        n, T = Xs.shape[:2]
-        y = _finite("y", _as_numeric("y", self._validate_y(y, n)).astype(np.float64))
-        per_step = y.ndim == 3 or _check_bool("per_step", self.per_step)
-        if per_step and (y.ndim not in (2, 3) or y.shape[1] != T):
-            raise ValueError(f"per-step targets need y of shape (n_samples, T) or "
-                             f"(n_samples, T, n_targets) with (n_samples, T) = ({n}, {T}), "
-                             f"got {y.shape}")
-        if not per_step and y.ndim > 2:
-            raise ValueError(f"y must have shape (n_samples,) or (n_samples, n_targets), "
-                             f"got {y.shape}")
-        targets = y.reshape((n, T, -1) if per_step else (n, -1))
+        n = len(Xs)
+        per_step_wanted = _check_bool("per_step", self.per_step)
+        if isinstance(Xs, list):
+            lengths = [len(x) for x in Xs]
+            y, per_step = _list_y(y, lengths)
+            if per_step_wanted and not per_step:
+                raise ValueError("per-step targets for a list of sequences need y as a "
+                                 "list of arrays y[i] (T_i,) or (T_i, n_targets) of X[i]'s "
+                                 "length")
+            if not per_step:
+                y = self._validate_y(y, n)
+            y = _finite("y", _as_numeric("y", y).astype(np.float64))
+            if y.ndim > 2:
+                raise ValueError(f"y must have shape (n_samples,) or (n_samples, "
+                                 f"n_targets), or be a list of per-step targets, got "
+                                 f"{y.shape}")
+            targets = y.reshape(len(y), -1)          # per sequence, or per step
+            squeeze = y.ndim == 1
+        else:
+            T = Xs.shape[1]
+            y = _finite("y", _as_numeric("y", self._validate_y(y, n)).astype(np.float64))
+            per_step = y.ndim == 3 or per_step_wanted
+            if per_step and (y.ndim not in (2, 3) or y.shape[1] != T):
+                raise ValueError(f"per-step targets need y of shape (n_samples, T) or "
+                                 f"(n_samples, T, n_targets) with (n_samples, T) = "
+                                 f"({n}, {T}), got {y.shape}")
+            if not per_step and y.ndim > 2:
+                raise ValueError(f"y must have shape (n_samples,) or (n_samples, "
+                                 f"n_targets), got {y.shape}")
+            targets = y.reshape((n, T, -1) if per_step else (n, -1))
+            squeeze = y.ndim == (2 if per_step else 1)
         k = targets.shape[-1]
         if k == 0:
             raise ValueError(f"y has 0 targets (shape={y.shape})")
@@ -554,19 +815,19 @@ class RNNRegressor(_RNNEstimator):
         scale[scale == 0] = 1.0
         standard = ((targets - mean) / scale).astype(check_dtype(self.dtype))
         if per_step:
-            D, mask = _time_major(standard), None
+            D = _per_sequence(standard, lengths) if isinstance(Xs, list) else standard
+            mask = None
         else:
-            D = np.zeros((T, n, k), standard.dtype)
-            D[-1] = standard
-            mask = self._last_step_mask(T, n)
-        self._fit_network(Xs, layout, n_features, D, mask, k, "linear", "sse")
+            D, mask = self._last_step(standard, Xs)
+        self._fit_network(Xs, layout, n_features, D, mask, k, "linear", "sse",
+                          standardise=(mean, scale))
         # ... and fold the scaling into the linear output layer: model_ predicts y
         net = self.model_
         net.W = net.W * scale
         net.b_o = net.b_o * scale + mean
         self.n_outputs_ = k
         self.per_step_ = per_step
-        self._squeeze = y.ndim == (2 if per_step else 1)
+        self._squeeze = squeeze
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -574,12 +835,16 @@ class RNNRegressor(_RNNEstimator):
         or per step (n_samples, T) or (n_samples, T, n_targets)."""
         Xs = self._validate_X(X)
         out = self._outputs(Xs, self.per_step_)
+        if isinstance(out, list):
+            return [o[..., 0] if self._squeeze else o for o in out]
         return out[..., 0] if self._squeeze else out
 
     def score(self, X, y) -> float:
         """R² (coefficient of determination), averaged uniformly over targets as
         sklearn.metrics.r2_score does; per step, the steps count as samples."""
         pred = self.predict(X)
+        if isinstance(pred, list):             # per step, sequences of any lengths
+            pred, y = _steps(pred, y)
         y = _as_numeric("y", y)
         if y.shape != pred.shape and y.size == pred.size and y.shape[:1] == pred.shape[:1]:
             y = y.reshape(pred.shape)          # (n,) against (n, 1) and the like

@@ -65,16 +65,23 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with a ValueError naming the file.
     """
     path = os.fspath(path)
+    what = f"{path} is not a bptt model file (an .npz archive written by ElmanRNN.save)"
+    with open(path, "rb") as f:            # FileNotFoundError as it is
+        start = f.read(6)
+    if start == b"\x93NUMPY":
+        raise ValueError(f"{what}: it holds a single NumPy array (.npy)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{what}: " + ("it is empty" if not start else
+                                        "it is not an .npz archive, or a damaged one"))
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{path} is not a readable bptt model file: {exc}") from exc
+        # e.g. truncated, or object arrays, which bptt never writes
+        raise ValueError(f"{what}: it is damaged or holds arrays of another kind") from exc
     version = arrays.get("format_version")
     if version is None or version.shape != () or version.dtype.kind not in "iu":
-        raise ValueError(f"{path} is not a bptt model file (no format_version)")
+        raise ValueError(f"{what}: it has no format_version")
     if int(version) != FORMAT_VERSION:
         raise ValueError(f"{path} has format version {int(version)}; this bptt reads "
                          f"version {FORMAT_VERSION}")

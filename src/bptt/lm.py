@@ -177,8 +177,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
           epochs: int = 20, optimizer="sgd", schedule="rnnlm",
           truncate: int | None = None, clip: float | None = None,
           clip_norm: float | None = None, l2: float = 0.0, patience: int | None = None,
-          restore_best: bool = True, verbose: bool = False, threads: int | None = None,
-          checkpoint=None, resume: bool = False,
+          restore_best: bool = True, verbose=False, threads: int | None = None,
+          checkpoint=None, resume: bool = False, overwrite: bool = False,
           callbacks: Iterable[Callable] = (), independent: bool = False,
           update_order: str | None = None, error_clip: float | None = None):
     """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
@@ -206,8 +206,9 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         the k1 steps and averaged over the ``batch`` streams. ``epochs`` is the most
         epochs to run (the schedule usually stops earlier).
     truncate, clip, clip_norm, l2, patience, restore_best, checkpoint, resume,
-        callbacks, verbose : passed to :func:`bptt.training.fit` (restore_best: end
-        with the weights of the best validation epoch, as RNNLM keeps them).
+        overwrite, callbacks, verbose : passed to :func:`bptt.training.fit`
+        (restore_best: end with the weights of the best validation epoch, as RNNLM
+        keeps them).
     threads : BLAS threads for this call (bptt.blas_threads), None: the default policy.
     independent : RNNLM's ``-independent``: reset the state to the fresh state at
         every sentence (before every ``vocab.eos_id`` input) in training and
@@ -245,8 +246,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                        truncate=truncate, clip=clip, clip_norm=clip_norm, l2=l2,
                        valid=valid, schedule=schedule, patience=patience,
                        restore_best=restore_best, verbose=verbose,
-                       checkpoint=checkpoint, resume=resume, callbacks=callbacks,
-                       reset_token=restart, update_order=update_order,
+                       checkpoint=checkpoint, resume=resume, overwrite=overwrite,
+                       callbacks=callbacks, reset_token=restart, update_order=update_order,
                        error_clip=error_clip)
 
 

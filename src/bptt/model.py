@@ -5,6 +5,7 @@ workspace and call bptt._kernels; no math happens here (docs/architecture.md).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_class_bounds, check_dtype, check_h0,
                       check_inputs, check_int, check_mask, check_output_loss,
-                      check_resets, check_size, check_targets, check_truncate)
+                      check_resets, check_size, check_targets, check_truncate, time_major)
+from .data import Batch, _select, padded_groups
 from .init import SCHEMES, initial_parameters
 from .sparse import SparseGrad
 
@@ -27,8 +29,10 @@ if TYPE_CHECKING:
 
 ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
-# rows x units of scratch that evaluate() uses per chunk of steps
+# rows x units of scratch that predict, evaluate and log_prob use per chunk of steps
 EVALUATION_ROWS = 2**22
+# sequences per chunk of predict, evaluate and log_prob (their default batch_size)
+INFERENCE_BATCH = 512
 
 
 class Workspace:
@@ -189,44 +193,53 @@ class ElmanRNN:
 
     # ------------------------------------------------------------ public calls
 
-    def forward(self, X, h0=None, resets=None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, X, h0=None, resets=None, *, batch_first: bool = False):
         """Outputs Y (T, B, n_out) and states S (T, B, n_hidden) = s(1..T).
 
-        X: floats (T, B, n_in) or integer token ids (T, B); h0: initial state
-        (B, n_hidden), zeros when None. S[-1] continues the sequences as h0.
+        X: floats (T, B, n_in) or integer token ids (T, B), time-major; h0: initial
+        state (B, n_hidden), zeros when None. S[-1] continues the sequences as h0.
         resets: None, or (T, B) bools: True where sequence b's state is reset to zero
         before step t (step t then reads no previous state, as at step 0 without h0).
+        batch_first: X (and resets) are (B, T, ...) and Y, S come back as (B, T, ...).
+        X may also be a list of per-sequence arrays (T_i, n_in) or (T_i,) of any
+        lengths (h0 then (len(X), n_hidden)): the result is then the lists of their
+        Y_i (T_i, n_out) and S_i (T_i, n_hidden), each as if run alone.
         """
+        if _is_list(X):
+            _list_options(batch_first, resets)
+            Ys, Ss = self._per_sequence(X, None, h0, INFERENCE_BATCH,
+                                        lambda g, h: self.forward(g.X, h), 2)
+            return Ys, Ss
+        X, resets = _time_major(batch_first, X=X, resets=resets)
         inputs = self._check_inputs(X, resets)
         h0 = check_h0(h0, inputs.B, self.n_hidden, self.dtype)
         T, B = inputs.T, inputs.B
         S = np.empty((T, B, self.n_hidden), self.dtype)
         Y = np.empty((T, B, self.n_out), self.dtype)
-        if T * B == 0:
-            return Y, S
-        with self._kernel_section(B):
-            self._forward_states(inputs, h0, S)
-            if self.classes is None:
-                _kernels.forward_output(S.reshape(T * B, -1), self.W, self.b_o,
-                                        ACTIVATION_CODES[self.output], Y.reshape(T * B, -1))
-            else:
-                _kernels.class_output_forward(
-                    S.reshape(T * B, -1), self.W, self.b_o, self.W_c, self.b_c,
-                    self._class_starts, self._workspace.get(
-                        "Zc", (T * B, len(self.classes) - 1), self.dtype),
-                    Y.reshape(T * B, -1))
+        if T * B:
+            with self._kernel_section(B):
+                self._forward_states(inputs, h0, S)
+                self._outputs(S.reshape(T * B, -1), Y.reshape(T * B, -1))
+        if batch_first:
+            return Y.swapaxes(0, 1), S.swapaxes(0, 1)
         return Y, S
 
     def loss_and_grad(self, X, D, h0=None, mask=None, truncate: int | None = None,
-                      resets=None) -> tuple[float, dict[str, np.ndarray]]:
+                      resets=None, *, batch_first: bool = False
+                      ) -> tuple[float, dict[str, np.ndarray]]:
         """Loss C (docs/math.md, Losses) and its gradient dC/dtheta for every parameter.
 
-        D: float targets (T, B, n_out), or integer class ids (T, B) for softmax.
+        Unlike the other methods, a list here is an array-like, not a list of
+        sequences. X: floats (T, B, n_in) or token ids (T, B), time-major
+        (batch_first: (B, T, ...)).
+        D: float targets (T, B, n_out) (for softmax, target distributions such as
+        one-hot rows), or integer class ids (T, B) for softmax.
         mask: (T, B) weights of each step's contribution (None: all 1).
         truncate: None for full BPTT, or tau >= 0: each output's error is carried
         back through at most tau recurrent steps (tau = 0 is the report's plain BP).
         resets: as in forward; no error is carried back across a reset.
         """
+        X, D, mask, resets = _time_major(batch_first, X=X, D=D, mask=mask, resets=resets)
         inputs, targets, weights, h0 = self._check_data(X, D, mask, h0, resets)
         T, B = inputs.T, inputs.B
         tau = check_truncate(truncate)
@@ -238,9 +251,35 @@ class ElmanRNN:
             loss = self._loss_and_grad(inputs, targets, weights, h0, tau, grads)
         return loss, grads
 
-    def predict(self, X, h0=None, resets=None) -> np.ndarray:
-        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0, resets)[0]."""
-        return self.forward(X, h0, resets)[0]
+    def predict(self, X, h0=None, resets=None, *, batch_size: int = INFERENCE_BATCH,
+                batch_first: bool = False):
+        """Outputs Y (T, B, n_out) for inputs X: forward(X, h0, resets)[0], computed
+        batch_size sequences at a time (and in chunks of steps), so the memory beyond Y
+        stays bounded. X as in forward: time-major arrays (batch_first: (B, T, ...), Y
+        then (B, T, n_out)), or a list of sequences (T_i, ...) giving a list of Y_i."""
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if _is_list(X):
+            _list_options(batch_first, resets)
+            return self._per_sequence(X, None, h0, batch_size,
+                                      lambda g, h: self.predict(g.X, h,
+                                                                batch_size=batch_size), 1)
+        X, resets = _time_major(batch_first, X=X, resets=resets)
+        inputs = self._check_inputs(X, resets)
+        h0 = check_h0(h0, inputs.B, self.n_hidden, self.dtype)
+        T, B = inputs.T, inputs.B
+        Y = np.empty((T, B, self.n_out), self.dtype)
+        for columns, chunk, chunk_h0 in _column_chunks(inputs, None, None, h0, batch_size):
+            b = chunk.B
+            out = Y if b == B else self._workspace.get("predict_Y", (T, b, self.n_out),
+                                                       self.dtype)
+            with self._kernel_section(b):
+                for start, stop, S in self._state_chunks(chunk.inputs, chunk_h0):
+                    rows = slice(start * b, stop * b)
+                    self._outputs(S.reshape(-1, self.n_hidden),
+                                  out.reshape(T * b, -1)[rows])
+            if out is not Y:
+                Y[:, columns] = out
+        return Y.swapaxes(0, 1) if batch_first else Y
 
     def step(self, x, h=None) -> tuple[np.ndarray, np.ndarray]:
         """One time step for streaming and generation.
@@ -252,40 +291,90 @@ class ElmanRNN:
         Y, S = self.forward(x[np.newaxis], h)
         return Y[0], S[0]
 
-    def evaluate(self, X, D, h0=None, mask=None, resets=None) -> float:
+    def evaluate(self, X, D, h0=None, mask=None, resets=None, *,
+                 batch_size: int = INFERENCE_BATCH, batch_first: bool = False) -> float:
         """The loss C (as loss_and_grad computes it) without gradients.
 
-        Long sequences are processed in chunks of steps carrying the state, so
-        memory stays bounded whatever T is. resets: as in forward.
+        batch_size sequences at a time, and long sequences in chunks of steps carrying
+        the state, so memory stays bounded whatever B and T are. X, D, mask, resets as
+        in loss_and_grad, or lists of per-sequence arrays (T_i, ...) (the sum of each
+        sequence's loss).
         """
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if _is_list(X):
+            _list_options(batch_first, resets)
+            groups = self._groups(X, D, mask, batch_size)
+            h0 = self._list_h0(h0, len(X))
+            return sum(self.evaluate(g.X, g.D, None if h0 is None else h0[g.index],
+                                     g.mask, batch_size=batch_size) for g in groups)
+        X, D, mask, resets = _time_major(batch_first, X=X, D=D, mask=mask, resets=resets)
         inputs, targets, weights, h0 = self._check_data(X, D, mask, h0, resets)
-        T, B = inputs.T, inputs.B
-        if T * B == 0:
-            return 0.0
-        with self._kernel_section(B):
-            return self._evaluate(inputs, targets, weights, h0)
+        total = 0.0
+        for _, chunk, chunk_h0 in _column_chunks(inputs, targets, weights, h0, batch_size):
+            with self._kernel_section(chunk.B):
+                total += self._evaluate(chunk.inputs, chunk.targets, chunk.weights,
+                                        chunk_h0)
+        return total
 
     def save(self, path) -> None:
         """Write the model to an .npz file atomically (bptt.load reads it back)."""
         _io.save_arrays(path, self._to_arrays())
 
-    def log_prob(self, X, D, h0=None, resets=None) -> np.ndarray:
+    def log_prob(self, X, D, h0=None, resets=None, *, batch_size: int = INFERENCE_BATCH,
+                 batch_first: bool = False):
         """ln P(D[t, b] | inputs up to t): (T, B) float64 log-probabilities of class
-        targets under a softmax output (full or class-factorised). resets: as in
-        forward."""
+        targets under a softmax output (full or class-factorised), batch_size
+        sequences at a time. resets: as in forward. Time-major arrays (batch_first:
+        (B, T) in and out), or lists of per-sequence X_i, D_i giving a list of (T_i,)
+        arrays."""
         if self.output != "softmax" or self.loss != "cross_entropy":
             raise ValueError("log_prob needs output='softmax' with loss='cross_entropy'")
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if _is_list(X):
+            _list_options(batch_first, resets)
+            return self._per_sequence(
+                X, D, h0, batch_size,
+                lambda g, h: self.log_prob(g.X, g.D, h, batch_size=batch_size), 1)
+        X, D, resets = _time_major(batch_first, X=X, D=D, resets=resets)
         inputs = self._check_inputs(X, resets)
         T, B = inputs.T, inputs.B
         targets = self._check_targets(D, T, B)
         if targets.classes.size != T * B:
             raise TypeError("log_prob needs integer class ids as D")
         h0 = check_h0(h0, B, self.n_hidden, self.dtype)
-        row_loss = np.zeros(T * B)
-        if T * B:
-            with self._kernel_section(B):
-                self._evaluate(inputs, targets, np.empty(0, self.dtype), h0, row_loss)
-        return -row_loss.reshape(T, B)
+        out = np.zeros((T, B))
+        for columns, chunk, chunk_h0 in _column_chunks(inputs, targets, None, h0,
+                                                       batch_size):
+            row_loss = np.zeros(T * chunk.B)
+            with self._kernel_section(chunk.B):
+                self._evaluate(chunk.inputs, chunk.targets, np.empty(0, self.dtype),
+                               chunk_h0, row_loss)
+            out[:, columns] = -row_loss.reshape(T, chunk.B)
+        return out.T if batch_first else out
+
+    # ------------------------------------------------------------ lists of sequences
+
+    def _groups(self, X, D, mask, batch_size: int):
+        return padded_groups(X, D, mask, batch_size, self.dtype)
+
+    def _list_h0(self, h0, n: int) -> np.ndarray | None:
+        """h0 for a list of n sequences: None, or a row (n, n_hidden) per sequence."""
+        return check_h0(h0, n, self.n_hidden, self.dtype)
+
+    def _per_sequence(self, X, D, h0, batch_size: int, run, n_results: int):
+        """run(group, h0 rows) on the padded groups of a list of sequences, its
+        time-major results (T, b, ...) cut back into per-sequence lists (T_i, ...)."""
+        groups = self._groups(X, D, None, batch_size)
+        h0 = self._list_h0(h0, len(X))
+        lists = [[None] * len(X) for _ in range(n_results)]
+        for g in groups:
+            results = run(g, None if h0 is None else h0[g.index])
+            if n_results == 1:
+                results = (results,)
+            for out, result in zip(lists, results):
+                for b, (i, length) in enumerate(zip(g.index, g.lengths)):
+                    out[i] = np.ascontiguousarray(result[:length, b])
+        return lists[0] if n_results == 1 else tuple(lists)
 
     def _check_data(self, X, D, mask, h0, resets=None) -> tuple[
             Inputs, Targets, np.ndarray, np.ndarray | None]:
@@ -350,9 +439,9 @@ class ElmanRNN:
         return net
 
     def fit(self, X, D, **options) -> "History":
-        """Train on (X, D); see bptt.training.fit for the options. Returns a History."""
-        from .training import fit
-        return fit(self, X, D, **options)
+        # its docstring and signature are bptt.training.fit's (set at the end of this
+        # module), so that help(net.fit) lists the options
+        return _training.fit(self, X, D, **options)
 
     # ------------------------------------------------------------ kernel calls
     # These take validated arguments only; callers are inside _kernel_section.
@@ -499,25 +588,44 @@ class ElmanRNN:
                                      ws.ones(n, dtype), self._packed(), ws.prof)
         return float(loss)
 
-    def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
-                  h0: np.ndarray | None, row_loss: np.ndarray | None = None) -> float:
-        """Summed loss over chunks of steps small enough for bounded scratch memory;
-        row_loss (T*B,), when given, receives each row's loss."""
+    def _state_chunks(self, inputs: Inputs, h0: np.ndarray | None
+                      ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, stop, S) for chunks of steps small enough for bounded scratch memory,
+        S (stop - start, B, H) the states of those steps, the state carried across."""
         T, B, H, O = inputs.T, inputs.B, self.n_hidden, self.n_out
         chunk = T if self.untied_steps is not None \
             else max(1, min(T, EVALUATION_ROWS // (B * max(O, H))))
-        total = 0.0
         state = h0
         for start in range(0, T, chunk):
             stop = min(T, start + chunk)
-            rows = slice(start * B, stop * B)
             S = self._workspace.get("eval_S", (stop - start, B, H), self.dtype)
             self._forward_states(inputs.steps(start, stop), state, S)
+            yield start, stop, S
+            state = S[-1].copy()
+
+    def _evaluate(self, inputs: Inputs, targets: Targets, weights: np.ndarray,
+                  h0: np.ndarray | None, row_loss: np.ndarray | None = None) -> float:
+        """Summed loss over chunks of steps (_state_chunks); row_loss (T*B,), when
+        given, receives each row's loss."""
+        B = inputs.B
+        total = 0.0
+        for start, stop, S in self._state_chunks(inputs, h0):
+            rows = slice(start * B, stop * B)
             total += self._output_layer(S, targets.steps(start, stop, B), weights[rows],
                                         None, None,
                                         None if row_loss is None else row_loss[rows])
-            state = S[-1].copy()
         return total
+
+    def _outputs(self, rows: np.ndarray, Y: np.ndarray) -> None:
+        """The outputs Y (n, n_out) of the states rows (n, H) (eqs. 3-4)."""
+        if self.classes is None:
+            _kernels.forward_output(rows, self.W, self.b_o, ACTIVATION_CODES[self.output],
+                                    Y)
+        else:
+            _kernels.class_output_forward(
+                rows, self.W, self.b_o, self.W_c, self.b_c, self._class_starts,
+                self._workspace.get("Zc", (rows.shape[0], len(self.classes) - 1),
+                                    self.dtype), Y)
 
     def _hidden_backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
                          n_out: int, tau: int, grads: dict, DH: np.ndarray,
@@ -541,3 +649,49 @@ class ElmanRNN:
         if with_sparse:
             sparse["V"] = SparseGrad._trusted(touched[:n_rows], grads["V"][:n_rows],
                                               self.V.shape, 0)
+
+
+def _is_list(X) -> bool:
+    return isinstance(X, (list, tuple))
+
+
+def _list_options(batch_first, resets) -> None:
+    """Refuse what does not apply to a list of separate sequences."""
+    time_major("X", [], batch_first)       # refuses batch_first=True for a list
+    if resets is not None:
+        raise TypeError("resets applies to arrays (T, B); the sequences of a list each "
+                        "start from their own state already")
+
+
+def _time_major(batch_first: bool, **arrays) -> tuple:
+    """The arrays (by name) in time-major layout (see _checks.time_major)."""
+    return tuple(time_major(name, value, batch_first) for name, value in arrays.items())
+
+
+_NO_TARGETS = Targets(np.empty((0, 0)), np.empty(0, np.intp))
+
+
+def _column_chunks(inputs: Inputs, targets: Targets | None, weights: np.ndarray | None,
+                   h0: np.ndarray | None, size: int
+                   ) -> Iterator[tuple[slice, Batch, np.ndarray | None]]:
+    """(columns, Batch of those sequences, their h0) for chunks of at most `size` of
+    the B sequences; the whole (no copy) when B <= size."""
+    B = inputs.B
+    whole = Batch(inputs, _NO_TARGETS if targets is None else targets,
+                  np.empty(0) if weights is None else weights, B)
+    if B <= size:
+        yield slice(0, B), whole, h0
+        return
+    for start in range(0, B, size):
+        stop = min(B, start + size)
+        yield (slice(start, stop), _select(whole, np.arange(start, stop)),
+               None if h0 is None else h0[start:stop])
+
+
+# training imports this module (through bptt.online), so it comes last
+from . import training as _training  # noqa: E402
+
+ElmanRNN.fit.__doc__ = _training.fit.__doc__
+ElmanRNN.fit.__signature__ = inspect.signature(_training.fit).replace(parameters=[
+    inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    *list(inspect.signature(_training.fit).parameters.values())[1:]])

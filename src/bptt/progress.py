@@ -10,12 +10,18 @@ from typing import TextIO
 class Progress:
     """Reports the batches of each epoch and a summary line when the epoch ends."""
 
-    def __init__(self, epochs: int, stream: TextIO | None = None, unit: str = "seq") -> None:
+    def __init__(self, epochs: int = 0, stream: TextIO | None = None, unit: str = "seq",
+                 summaries: bool = True) -> None:
+        """epochs: shown as "epoch i/epochs" (fit sets it); unit: what the rate
+        counts (sequences, steps, words, ...); summaries: False leaves the epoch's
+        line to the caller (e.g. a callback): the progress line is cleared instead."""
         self.epochs = epochs
         self.stream = stream if stream is not None else sys.stderr
         self.unit = unit
+        self.summaries = summaries
         self._bar = None
         self._last_write = 0.0
+        self._width = 0
 
     def start(self, epoch: int, n_batches: int) -> None:
         self._epoch = epoch
@@ -43,15 +49,24 @@ class Progress:
         now = time.perf_counter()
         if now - self._last_write >= 0.2 or self._done == self._n_batches:
             self._last_write = now
-            self.stream.write(f"\repoch {self._epoch + 1}/{self.epochs} "
-                              f"{100 * self._done / max(self._n_batches, 1):3.0f}%  "
-                              f"loss {mean_loss:.4f}  {rate:,.0f} {self.unit}/s")
+            line = (f"epoch {self._epoch + 1}/{self.epochs} "
+                    f"{100 * self._done / max(self._n_batches, 1):3.0f}%  "
+                    f"loss {mean_loss:.4f}  {rate:,.0f} {self.unit}/s")
+            self._width = max(self._width, len(line))
+            self.stream.write("\r" + line.ljust(self._width))
             self.stream.flush()
 
-    def end(self, summary: str) -> None:
+    def end(self, summary: str | None) -> None:
+        """The epoch is over: replace the progress line by summary (a line of its
+        own), or, with None or when built with summaries=False, clear it."""
         if self._bar is not None:
             self._bar.close()
+        if summary is None or not self.summaries:
+            if self._bar is None:
+                self.stream.write("\r" + " " * self._width + "\r")
+        elif self._bar is not None:
             self.stream.write(summary + "\n")
         else:
-            self.stream.write("\r" + summary + " " * 20 + "\n")
+            self.stream.write("\r" + summary.ljust(self._width) + "\n")
+        self._width = 0
         self.stream.flush()

@@ -27,14 +27,20 @@ checkpoints) or when lr changes.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+import threading
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import io as _io
-from ._checks import check_choice, check_int, check_real
+from ._checks import check_choice, check_int, check_real, time_major
 from .data import Batch, SequenceData, stream_batch
 from .online import OnlineSettings, OnlineTrainer
 from .optimizers import (SGD, Optimizer, add_l2, clip_by_global_norm, clip_by_value,
@@ -44,6 +50,11 @@ from .schedules import RNNLM, Schedule, make_schedule
 from .sparse import LazyDecay, SparseGrad, values_of
 
 DIVERGENCE_POLICIES = ("raise", "skip")
+LOSS_GROWTH_POLICIES = ("warn", "stop", "ignore")
+# an epoch whose training loss exceeds this multiple of the lowest so far is exploding
+LOSS_GROWTH = 1e3
+# the clock of History's seconds (a module attribute, so that tests can replace it)
+_clock = time.perf_counter
 UPDATE_ORDERS = ("block", "rnnlm")
 
 
@@ -51,26 +62,114 @@ class TrainingDiverged(FloatingPointError):
     """A loss or gradient became NaN or infinite; the weights are the last finite ones."""
 
 
-@dataclass
+class LossGrowthWarning(RuntimeWarning):
+    """The training loss grew by orders of magnitude: the training is diverging while
+    the numbers stay finite (fit's on_loss_growth says what happens then)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """fit stopped cleanly at a Ctrl-C (SIGINT), between two updates.
+
+    The message says where it stopped and how to resume. Attributes: history (the
+    epochs completed), checkpoint (the path, or None), epoch (1-based, the epoch it
+    stopped in). The model holds the weights after the last whole update; the
+    checkpoint, if any, holds the last completed epoch, whole.
+    """
+
+    def __init__(self, message: str, history: "History", checkpoint, epoch: int) -> None:
+        super().__init__(message)
+        self.history, self.checkpoint, self.epoch = history, checkpoint, epoch
+
+
+def _warn(warning: Warning) -> None:
+    """warnings.warn, attributed to the first caller outside the bptt package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(warning, stacklevel=level)
+
+
+def loss_unit(output: str, loss: str) -> str:
+    """What History's losses measure for a model with this output and loss."""
+    if loss == "sse":
+        return ("half the squared error summed over the outputs, per target step "
+                "(MSE / 2 with one output)")
+    if output == "sigmoid":
+        return "binary cross-entropy summed over the outputs, nats per target step"
+    return "cross-entropy, nats per target step (token)"
+
+
+@dataclass(repr=False)
 class History:
-    """Per-epoch figures of a fit. Losses are means per unit of mask weight (per
-    target step when there is no mask): for cross-entropy, nats per token."""
+    """Per-epoch figures of a fit (print it for a table).
+
+    train_loss, valid_loss : means per unit of mask weight (per target step when
+        there is no mask); ``loss_unit`` says what they measure: for cross-entropy,
+        nats per token; for loss="sse", half the squared error summed over the
+        outputs (MSE / 2 for one output). train_loss is the mean over the epoch's
+        updates, valid_loss is measured after the epoch.
+    seconds : the whole epoch (training pass, validation, bookkeeping);
+        valid_seconds : its validation part; sequences_per_second and
+        steps_per_second : the training pass's rates (seconds - valid_seconds).
+    prepare_seconds : checking and batching the data before the first epoch.
+    """
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     valid_loss: list[float | None] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    valid_seconds: list[float] = field(default_factory=list)
     sequences_per_second: list[float] = field(default_factory=list)
     steps_per_second: list[float] = field(default_factory=list)
     skipped_updates: int = 0
     best_epoch: int | None = None
     stopped_early: bool = False
+    prepare_seconds: float = 0.0
+    loss_unit: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def __len__(self) -> int:
         return len(self.epoch)
+
+    def __repr__(self) -> str:
+        if not self.epoch:
+            return "History(0 epochs)"
+        best = "" if self.best_epoch is None else f", best_epoch={self.best_epoch}"
+        return (f"History({len(self)} epochs, train_loss {self.train_loss[0]:.4g} -> "
+                f"{self.train_loss[-1]:.4g}{best}, {sum(self.seconds):.1f} s)")
+
+    def __str__(self) -> str:
+        """A table of the epochs: all of them up to 12, else the first and last five
+        and the best (marked *)."""
+        has_valid = any(v is not None for v in self.valid_loss)
+        header = "epoch  train loss" + ("  valid loss" if has_valid else "") + \
+            "        lr  seconds"
+        shown = range(len(self))
+        if len(self) > 12:
+            best = [] if self.best_epoch is None else [self.best_epoch - 1]
+            shown = sorted({*range(5), *range(len(self) - 5, len(self)), *best})
+        rows, last = [], -1
+        for i in shown:
+            if i > last + 1:
+                rows.append(f"  ... {i - last - 1} epochs ...")
+            last = i
+            valid = self.valid_loss[i]
+            mark = "*" if self.epoch[i] == self.best_epoch else " "
+            rows.append(f"{self.epoch[i]:5d}{mark} {self.train_loss[i]:10.5g}"
+                        + ((f"  {valid:10.5g}" if valid is not None else " " * 12)
+                           if has_valid else "")
+                        + f"  {self.lr[i]:8.3g}  {self.seconds[i]:7.2f}")
+        validating = f" ({sum(self.valid_seconds):.2f} s validating)" if has_valid else ""
+        notes = [f"losses: {self.loss_unit}" if self.loss_unit else "",
+                 f"* best validation epoch {self.best_epoch}" if self.best_epoch else "",
+                 "stopped early" if self.stopped_early else "",
+                 f"{self.skipped_updates} updates skipped" if self.skipped_updates else "",
+                 f"{sum(self.seconds):.2f} s in epochs{validating}, "
+                 f"{self.prepare_seconds:.2f} s preparing the data"]
+        return "\n".join([header] + rows + [n for n in notes if n])
 
 
 @dataclass
@@ -339,7 +438,7 @@ def _valid_loss(net, valid: SequenceData | None,
     return total / max(valid.total_weight, 1e-300)
 
 
-def _valid_data(valid, net, tbptt: bool) -> SequenceData | None:
+def _valid_data(valid, net, tbptt: bool, batch_first: bool) -> SequenceData | None:
     if valid is None:
         return None
     if not isinstance(valid, (tuple, list)) or len(valid) not in (2, 3):
@@ -347,7 +446,87 @@ def _valid_data(valid, net, tbptt: bool) -> SequenceData | None:
     X, D, mask = (tuple(valid) + (None,))[:3]
     if tbptt and isinstance(X, (list, tuple)):
         raise TypeError("with k1/k2, valid must hold arrays (T, B, ...) like X")
+    X, D, mask = (time_major(name, value, batch_first)
+                  for name, value in (("valid X", X), ("valid D", D), ("valid mask", mask)))
     return SequenceData(X, D, mask, net, None)
+
+
+class _Interrupted(Exception):
+    """Raised between two updates once a SIGINT has arrived (see _catch_interrupt)."""
+
+
+class _Steps:
+    """What the training loops report after every update (or, in the online kernel,
+    chunk of steps): progress (when shown), how far the epoch is, and the stop at a
+    pending Ctrl-C."""
+
+    def __init__(self, progress: Progress | None, interrupt: threading.Event) -> None:
+        self.progress, self.interrupt = progress, interrupt
+        self.done = self.total = self.count = 0
+        self.total_steps: int | None = None
+
+    def start(self, epoch: int, n_updates: int, n_steps: int | None = None) -> None:
+        """n_updates: reports expected; n_steps: where the reports count steps (the
+        online kernel's chunks), the epoch's steps, else None."""
+        self.done, self.total, self.count, self.total_steps = 0, n_updates, 0, n_steps
+        if self.progress:
+            self.progress.start(epoch, n_updates)
+
+    def advance(self, count: int, mean_loss: float) -> None:
+        self.done += 1
+        self.count += count
+        if self.progress:
+            self.progress.advance(count, mean_loss)
+        if self.interrupt.is_set():
+            raise _Interrupted
+
+    def where(self, epoch: int) -> str:
+        """Where in (0-based) epoch `epoch` training stands."""
+        if self.total_steps is not None and self.count < self.total_steps:
+            return f"in epoch {epoch + 1} after step {self.count} of {self.total_steps}"
+        if self.total_steps is None and self.done < self.total:
+            return f"in epoch {epoch + 1} after update {self.done} of {self.total}"
+        return f"after epoch {epoch + 1}"
+
+
+@contextmanager
+def _catch_interrupt() -> Iterator[threading.Event]:
+    """While training, turn the first SIGINT (Ctrl-C) into a flag that the loop reads
+    between two updates, so that weights, optimizer state and checkpoint stay whole;
+    a second Ctrl-C interrupts at once. Only in the main thread and when SIGINT has
+    Python's default handler (otherwise nothing changes)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield flag
+        return
+
+    def handler(signum, frame) -> None:
+        flag.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted(history: History, epoch: int, steps: _Steps, checkpoint) -> \
+        TrainingInterrupted:
+    """The exception for a Ctrl-C in (0-based) epoch `epoch`, with a one-line message."""
+    where = steps.where(epoch)
+    if checkpoint is None:
+        how = "no checkpoint to resume from (pass checkpoint=PATH to be able to resume)"
+    elif not os.path.exists(checkpoint):
+        how = f"no epoch was complete, so {os.fspath(checkpoint)} was not written yet"
+    else:
+        saved = len(history)
+        how = (f"{os.fspath(checkpoint)} holds {saved} complete epoch"
+               f"{'' if saved == 1 else 's'}; resume with the same call and "
+               f"checkpoint={os.fspath(checkpoint)!r}, resume=True")
+    return TrainingInterrupted(f"training interrupted {where}; {how}", history,
+                               checkpoint, epoch + 1)
 
 
 def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
@@ -355,16 +534,18 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         truncate: int | None = None, clip: float | None = None,
         clip_norm: float | None = None, l2: float = 0.0, mask=None, valid=None,
         shuffle: bool = True, seed: int | None = None,
-        callbacks: Iterable[Callable] = (), verbose: bool = False,
+        callbacks: Iterable[Callable] = (), verbose: bool | Progress = False,
         schedule: str | Schedule | None = None, patience: int | None = None,
         restore_best: bool = True, on_divergence: str = "raise",
-        checkpoint=None, resume: bool = False, update_order: str = "block",
+        on_loss_growth: str = "warn", checkpoint=None, resume: bool = False,
+        overwrite: bool = False, batch_first: bool = False, update_order: str = "block",
         error_clip: float | None = None, reset_token: int | None = None,
         sparse: bool = True) -> History:
     """Train net on (X, D) and return a History.
 
-    X, D, mask: time-major arrays (T, B, ...) or lists of per-sequence arrays
-    (T_i, ...) of different lengths (padded, masked and bucketed by length).
+    X, D, mask: time-major arrays (T, B, ...) (with batch_first=True: (B, T, ...)),
+    or lists of per-sequence arrays (T_i, ...) of different lengths (padded, masked
+    and bucketed by length).
     epochs: number of passes over the data; lr: learning rate (eq. 6).
     optimizer: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", their
     lazy variants "lazy_momentum", "lazy_nesterov", "lazy_rmsprop", "lazy_adam"
@@ -381,13 +562,20 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     weights of the best validation epoch.
     shuffle, seed: minibatch order (the same seed gives the same result).
     callbacks: functions f(net, history) called after each epoch; a True return
-    stops training. verbose: progress bar and a line per epoch on stderr.
+    stops training. verbose: True shows a progress line during each epoch and a
+    summary line after it on stderr; a bptt.progress.Progress shows its own way.
     on_divergence: "raise" (TrainingDiverged, weights of the last finite step) or
     "skip" (drop the step, return to the weights before the previous update, which
     led to it, and halve the learning rate; keeps one copy of the weights).
+    on_loss_growth: when an epoch's training loss exceeds 1000 times the lowest so
+    far (a divergence that stays finite), "warn" (a bptt.LossGrowthWarning),
+    "stop" (warn and stop after that epoch) or "ignore".
     checkpoint: file written atomically after every epoch with the model and the
     whole training state; resume=True continues from it when it exists, ending
-    bit-identical to an uninterrupted run.
+    bit-identical to an uninterrupted run. An existing checkpoint is not replaced
+    by a fresh run (resume=False) unless overwrite=True.
+    batch_first: X, D, mask (and valid's) arrays are (B, T, ...), as PyTorch's
+    batch_first; lists of sequences are not affected.
     update_order: "block" (every k1 steps all gradients of the block are applied) or
     "rnnlm", RNNLM's online SGD on one token stream (bptt.online): the output layer is
     updated after every word and V, U every k1 words, the biases not at all (RNNLM has
@@ -408,7 +596,12 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     touching every row). Momentum, Nesterov, RMSProp and Adam stay dense (exact);
     their lazy_* variants update the touched slices and their moments only, and
     add l2 to the touched slices only. False: dense gradients throughout.
+
+    Ctrl-C (SIGINT) stops training cleanly after the current update with
+    bptt.TrainingInterrupted (a KeyboardInterrupt) saying where it stopped and how
+    to resume; the checkpoint keeps the last completed epoch.
     """
+    prepare_start = _clock()
     epochs = check_int("epochs", epochs, minimum=1)
     lr = check_real("lr", lr, low=0.0, low_open=True)
     tbptt = k1 is not None or k2 is not None
@@ -434,6 +627,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                                                             low_open=True),
         l2=check_real("l2", l2, low=0.0),
         on_divergence=check_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES))
+    on_loss_growth = check_choice("on_loss_growth", on_loss_growth, LOSS_GROWTH_POLICIES)
     update_order = check_choice("update_order", update_order, UPDATE_ORDERS)
     if error_clip is not None:
         error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
@@ -456,10 +650,19 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     settings.sparse = bool(sparse) and _sparse_updates(opt, settings.l2)
     if settings.sparse and settings.l2 and isinstance(opt, SGD):
         settings.decay = LazyDecay(settings.l2)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH")
+    if checkpoint is not None and not resume and not overwrite and \
+            os.path.exists(checkpoint):
+        raise ValueError(f"checkpoint {os.fspath(checkpoint)} exists: pass resume=True to "
+                         f"continue that run, or overwrite=True to start afresh and "
+                         f"replace it")
 
+    X, D, mask = (time_major(name, value, batch_first)
+                  for name, value in (("X", X), ("D", D), ("mask", mask)))
     stream = _reset_at(stream_batch(X, D, mask, net), reset_token) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
-    valid_data = _valid_data(valid, net, tbptt)
+    valid_data = _valid_data(valid, net, tbptt, batch_first)
     online = _online_settings(net, stream, k1, k2, tau, opt, settings, update_order,
                               error_clip, reset_token)
     trainer = None if online is None else OnlineTrainer(net, online)
@@ -469,65 +672,102 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
 
     state = _TrainingState(net, opt, sched, np.random.default_rng(seed))
     if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs checkpoint=PATH")
         state.restore(checkpoint)
+        if state.finished or len(state.history) >= epochs:
+            _warn(UserWarning(f"the run in checkpoint {os.fspath(checkpoint)} is already "
+                              f"complete ({len(state.history)} epochs): nothing to train; "
+                              f"pass overwrite=True without resume to train again"))
 
     history, rng = state.history, state.rng
-    progress = Progress(epochs, unit="steps" if tbptt else "seq") if verbose else None
-    while len(history) < epochs and not state.finished:
-        epoch = len(history)
-        start = time.perf_counter()
-        if progress:
-            progress.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches())
-        lr_used = opt.lr
-        if trainer is not None:
-            loss_sum, weight_sum, sequences, steps = _online_epoch(
-                trainer, stream, opt, epoch, progress)
-        elif tbptt:
-            loss_sum, weight_sum, sequences, steps = _tbptt(
-                net, stream, k1, k2, tau, opt, settings, history, epoch, progress)
-        else:
-            loss_sum, weight_sum, sequences, steps = _epochwise(
-                net, data, rng if shuffle else None, tau, opt, settings, history, epoch,
-                progress)
-        seconds = time.perf_counter() - start
-        valid_loss = _valid_loss(net, valid_data, reset_token)
-        history.epoch.append(epoch + 1)
-        # NaN for an epoch whose every update was skipped as non-finite
-        history.train_loss.append(loss_sum / weight_sum if weight_sum else math.nan)
-        history.valid_loss.append(valid_loss)
-        history.lr.append(lr_used)
-        history.seconds.append(seconds)
-        history.sequences_per_second.append(sequences / max(seconds, 1e-9))
-        history.steps_per_second.append(steps / max(seconds, 1e-9))
-        improved = state.after_epoch(valid_loss, patience)
-        if isinstance(sched, RNNLM) and not improved and state.best_params is not None:
-            state.restore_best()     # RNNLM undoes an epoch that made validation worse
-        if sched is not None:
-            new_lr, stop = sched.step(epoch, opt.lr, valid_loss)
-            opt.lr = new_lr
-            state.finished |= stop
-        if any(bool(callback(net, history)) for callback in callbacks):
-            state.finished = True
-        if progress:
-            progress.end(_summary(history, epochs))
-        if checkpoint is not None:
-            state.save(checkpoint)
+    history.loss_unit = loss_unit(net.output, net.loss)
+    if isinstance(verbose, Progress):
+        progress = verbose
+        progress.epochs = epochs
+    else:
+        unit = "seq" if not tbptt else "tokens" if stream.inputs.tokens.size else "steps"
+        progress = Progress(epochs, unit=unit) if verbose else None
+    history.prepare_seconds += _clock() - prepare_start
+    with _catch_interrupt() as interrupt:
+        steps = _Steps(progress, interrupt)
+        while len(history) < epochs and not state.finished:
+            epoch = len(history)
+            start = _clock()
+            steps.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches(),
+                        stream.T if trainer is not None else None)
+            lr_used = opt.lr
+            try:
+                if trainer is not None:
+                    loss_sum, weight_sum, sequences, n_steps = _online_epoch(
+                        trainer, stream, opt, epoch, steps)
+                elif tbptt:
+                    loss_sum, weight_sum, sequences, n_steps = _tbptt(
+                        net, stream, k1, k2, tau, opt, settings, history, epoch, steps)
+                else:
+                    loss_sum, weight_sum, sequences, n_steps = _epochwise(
+                        net, data, rng if shuffle else None, tau, opt, settings, history,
+                        epoch, steps)
+            except _Interrupted:
+                if progress:
+                    progress.end(None)
+                raise _interrupted(history, epoch, steps, checkpoint) from None
+            valid_start = _clock()
+            valid_loss = _valid_loss(net, valid_data, reset_token)
+            end = _clock()
+            history.epoch.append(epoch + 1)
+            # NaN for an epoch whose every update was skipped as non-finite
+            train_loss = loss_sum / weight_sum if weight_sum else math.nan
+            history.train_loss.append(train_loss)
+            history.valid_loss.append(valid_loss)
+            history.lr.append(lr_used)
+            history.seconds.append(end - start)
+            history.valid_seconds.append(end - valid_start)
+            train_seconds = max(valid_start - start, 1e-9)
+            history.sequences_per_second.append(sequences / train_seconds)
+            history.steps_per_second.append(n_steps / train_seconds)
+            improved = state.after_epoch(valid_loss, patience)
+            if isinstance(sched, RNNLM) and not improved and state.best_params is not None:
+                state.restore_best()     # RNNLM undoes an epoch that made validation worse
+            if sched is not None:
+                new_lr, stop = sched.step(epoch, opt.lr, valid_loss)
+                opt.lr = new_lr
+                state.finished |= stop
+            if on_loss_growth != "ignore" and _loss_grew(history):
+                _warn(LossGrowthWarning(
+                    f"the training loss grew from {min(history.train_loss):.4g} to "
+                    f"{train_loss:.4g} by epoch {epoch + 1}: training is diverging; lower "
+                    f"lr or set clip_norm" + (", stopping (on_loss_growth='stop')"
+                                              if on_loss_growth == "stop" else "")))
+                state.finished |= on_loss_growth == "stop"
+            if progress:
+                progress.end(_summary(history, epochs, tbptt))
+            if any(bool(callback(net, history)) for callback in callbacks):
+                state.finished = True
+            if checkpoint is not None:
+                state.save(checkpoint)
+            if interrupt.is_set():
+                raise _interrupted(history, epoch, steps, checkpoint)
     history.stopped_early = state.finished and len(history) < epochs
     if valid_data is not None and restore_best and state.best_params is not None:
         state.restore_best()
     return history
 
 
-def _summary(history: History, epochs: int) -> str:
+def _loss_grew(history: History) -> bool:
+    """Whether the last epoch's training loss is LOSS_GROWTH times the lowest before."""
+    losses = [v for v in history.train_loss[:-1] if math.isfinite(v)]
+    last = history.train_loss[-1]
+    return bool(losses) and min(losses) > 0 and last > LOSS_GROWTH * min(losses)
+
+
+def _summary(history: History, epochs: int, tbptt: bool) -> str:
     i = len(history) - 1
     valid = history.valid_loss[i]
-    return (f"epoch {history.epoch[i]}/{epochs}  train {history.train_loss[i]:.4f}"
-            + ("" if valid is None else f"  valid {valid:.4f}")
-            + f"  lr {history.lr[i]:.3g}  {history.seconds[i]:.2f} s  "
+    rate = (f"{history.steps_per_second[i]:,.0f} steps/s" if tbptt else
             f"{history.sequences_per_second[i]:,.0f} seq/s  "
             f"{history.steps_per_second[i]:,.0f} steps/s")
+    return (f"epoch {history.epoch[i]}/{epochs}  train {history.train_loss[i]:.4f}"
+            + ("" if valid is None else f"  valid {valid:.4f}")
+            + f"  lr {history.lr[i]:.3g}  {history.seconds[i]:.2f} s  {rate}")
 
 
 class _TrainingState:
