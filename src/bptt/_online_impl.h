@@ -75,6 +75,13 @@ BPTT_INLINE void BPTT_SUFFIX(ol_xA)(Py_ssize_t m, Py_ssize_t n, const R *x, cons
                   + ((x4 * a[4 * lda + i] + x5 * a[5 * lda + i])
                      + (x6 * a[6 * lda + i] + x7 * a[7 * lda + i]));
     }
+    if (r + 4 <= m) {
+        const R *restrict a = A + r * lda;
+        const R x0 = x[r], x1 = x[r + 1], x2 = x[r + 2], x3 = x[r + 3];
+        for (i = 0; i < n; i++)
+            y[i] += (x0 * a[i] + x1 * a[lda + i]) + (x2 * a[2 * lda + i] + x3 * a[3 * lda + i]);
+        r += 4;
+    }
     for (; r < m; r++) BPTT_SUFFIX(ol_axpy)(n, x[r], A + r * lda, y);
 }
 
@@ -98,6 +105,18 @@ BPTT_INLINE void BPTT_SUFFIX(ol_back_and_update)(Py_ssize_t m, Py_ssize_t n, R *
                 bptt_store(row + k, decay != 0 ? keep * v + a * zk : v + a * zk);
             }
             if (k > 0) total = bptt_sum(acc);
+            if (k + 4 <= n) {   /* the tail: four lanes at a time, then one */
+                typedef float quad __attribute__((vector_size(16)));
+                quad part = {0, 0, 0, 0}, v, zk;
+                for (; k + 4 <= n; k += 4) {
+                    memcpy(&v, row + k, sizeof v);
+                    memcpy(&zk, z + k, sizeof zk);
+                    part += v * zk;
+                    v = decay != 0 ? keep * v + a * zk : v + a * zk;
+                    memcpy(row + k, &v, sizeof v);
+                }
+                total += (part[0] + part[2]) + (part[1] + part[3]);
+            }
             for (; k < n; k++) {
                 total += row[k] * z[k];
                 row[k] = keep * row[k] + a * z[k];
