@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import (all_configurations, assert_gradients_close, config_id, input_variants,
-                      make_case,
-                      numerical_gradient)
+                      make_case, numerical_gradient)
 
 def truncated_objective(case, tau):
     """sum_t C_t with s(t - tau - 1) frozen at the unperturbed weights' value."""

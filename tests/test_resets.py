@@ -6,8 +6,7 @@ import pytest
 
 from bptt import ElmanRNN, reference
 from conftest import (all_configurations, assert_gradients_close, config_id, input_variants,
-                      make_case,
-                      numerical_gradient)
+                      make_case, numerical_gradient)
 
 
 def some_resets(T, B, seed):

@@ -193,12 +193,16 @@ def _schedule(name: str, min_improvement: float):
 def _fill_recipe(args: argparse.Namespace, n_tokens: int) -> None:
     """The options lm train's --help promises when they are not given: one stream
     with SGD is RNNLM's recipe (lr 0.1, at most 20 epochs); otherwise bptt's fast
-    recipe, 32 streams with lazy Adam (lr 0.003, at most 8 epochs), for a training
+    recipe, 32 streams with lazy Adam (lr 0.003, at most 8 epochs), for a word-level
     text long enough for 32 streams of FAST_STREAM_TOKENS tokens (a shorter one would
-    give each stream too few updates): else one stream, RNNLM's recipe."""
+    give each stream too few updates): else one stream, RNNLM's recipe. Characters
+    get RNNLM's recipe with 200 hidden units (measured better there)."""
+    if args.hidden is None:
+        args.hidden = 100 if args.level == "word" else 200
     if args.batch is None:
-        long_enough = n_tokens >= FAST_BATCH * FAST_STREAM_TOKENS
-        args.batch = FAST_BATCH if long_enough and args.optimizer != "sgd" else 1
+        fast = (args.level == "word" and n_tokens >= FAST_BATCH * FAST_STREAM_TOKENS
+                and args.optimizer != "sgd")
+        args.batch = FAST_BATCH if fast else 1
     if args.optimizer is None:
         args.optimizer = "sgd" if args.batch == 1 else FAST_OPTIMIZER
     plain = args.optimizer in ("sgd", "adagrad")
@@ -376,7 +380,8 @@ Two recipes:
   default (no option):  bptt's fast recipe, the fastest measured that reaches RNNLM's
       Penn Treebank perplexity: 32 parallel streams, lazy Adam (lr 0.003), at most 8
       epochs, all gradients every --bptt-block words, sparse updates; for a training
-      text of fewer than 320,000 tokens, RNNLM's recipe below.
+      text of fewer than 320,000 words, and at char level (with 200 hidden units),
+      RNNLM's recipe below.
   --batch 1 (or --optimizer sgd):  RNNLM's own recipe and update order, in bptt's
       online C kernel: SGD at alpha 0.1, the output layer updated after every word,
       and every --bptt-block words the errors of those words carried back through
@@ -391,7 +396,8 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
                    help="validation text: drives the learning rate (rnnlm schedule)")
     t.add_argument("--model", required=True, metavar="OUT.npz", help="file to write")
     t.add_argument("--level", choices=["word", "char"], default="word")
-    t.add_argument("--hidden", type=int, default=100, help="hidden units (default 100)")
+    t.add_argument("--hidden", type=int,
+                   help="hidden units (default 100 at word level, 200 at char level)")
     t.add_argument("--hidden-activation", choices=["sigmoid", "tanh", "relu", "linear"],
                    default="sigmoid", help="default sigmoid, as RNNLM")
     t.add_argument("--classes", "--class", type=int, dest="classes",
@@ -405,8 +411,8 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
                    help="initial learning rate, RNNLM's -alpha (default 0.1 for sgd and "
                         "adagrad, 0.003 for the others)")
     t.add_argument("--batch", type=int,
-                   help="parallel streams per update (default 32; 1 with --optimizer sgd "
-                        "or a training text under 320,000 tokens)")
+                   help="parallel streams per update (default 32; 1 with --optimizer sgd, "
+                        "a training text under 320,000 words, or at char level)")
     t.add_argument("--epochs", type=int,
                    help="most epochs (default 20 for sgd and adagrad, 8 for the others; "
                         "the schedule may stop earlier)")
