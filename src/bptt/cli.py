@@ -6,6 +6,7 @@ when installed).
     python -m bptt lm eval --model M.npz --test F
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
+    python -m bptt lm export --model M.npz --embeddings OUT.txt [--onnx OUT.onnx]
 
 Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
 Ctrl-C stops training cleanly (status 130) and says how to resume.
@@ -332,6 +333,24 @@ def lm_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def lm_export(args: argparse.Namespace) -> int:
+    net, vocab = _load_lm(args)[:2]
+    if args.embeddings is None and args.onnx is None:
+        raise ValueError("lm export: give --embeddings FILE and/or --onnx FILE")
+    if args.embeddings is not None:
+        from .embeddings import save_word2vec
+        save_word2vec(args.embeddings, net, vocab)
+        print(f"{len(vocab)} embeddings of size {net.n_hidden} written to "
+              f"{args.embeddings} (word2vec text format)")
+    if args.onnx is not None:
+        try:
+            net.to_onnx(args.onnx, inputs="tokens")
+        except ImportError as exc:                   # the message says what to install
+            raise ValueError(str(exc)) from exc
+        print(f"ONNX graph written to {args.onnx} (input X: (T, B) int64 token ids)")
+    return 0
+
+
 def _add_lm_commands(commands) -> None:
     p = commands.add_parser(
         "lm", help="RNNLM-style language models: train, eval, generate, score",
@@ -458,6 +477,18 @@ def _add_lm_commands(commands) -> None:
     s.add_argument("--model", required=True, metavar="M.npz")
     s.add_argument("--text", required=True, metavar="FILE")
     s.set_defaults(run=lm_score)
+
+    x = lm_commands.add_parser(
+        "export", help="write a model's embeddings (word2vec text) or its ONNX graph",
+        description="Write the input embeddings (the rows of V) in the word2vec text "
+                    "format that gensim's KeyedVectors.load_word2vec_format reads "
+                    "(tokens with spaces, backslashes or control characters escaped: "
+                    "a space as \\s, a newline as \\n, see docs/formats.md), and/or "
+                    "the network as an ONNX graph over token ids (needs onnx).")
+    x.add_argument("--model", required=True, metavar="M.npz")
+    x.add_argument("--embeddings", metavar="OUT.txt", help="word2vec text file to write")
+    x.add_argument("--onnx", metavar="OUT.onnx", help="ONNX file to write")
+    x.set_defaults(run=lm_export, threads=None)
 
 
 def main(argv: list[str] | None = None) -> int:
