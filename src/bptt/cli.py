@@ -14,6 +14,7 @@ Ctrl-C stops training cleanly (status 130) and says how to resume.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import shlex
@@ -195,6 +196,8 @@ def lm_train(args: argparse.Namespace) -> int:
     folder = os.path.dirname(os.path.abspath(args.model))
     if not os.path.isdir(folder):
         raise ValueError(f"--model {args.model}: folder {folder} does not exist")
+    if args.plot is not None:
+        _check_plot(args.plot)
     _apply_threads(args)
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
     vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
@@ -268,7 +271,19 @@ def lm_train(args: argparse.Namespace) -> int:
         print(f"training time: {seconds:.1f} s")
     lm.save_lm(args.model, net, vocab, independent=args.independent)
     print(f"model saved to {args.model}")
+    if args.plot is not None:
+        history.plot(args.plot)
+        print(f"training curve written to {args.plot}")
     return 0
+
+
+def _check_plot(path: str) -> None:
+    """Refuse --plot before training when the picture could not be written."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'bptt[plot]'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {path}: folder {folder} does not exist")
 
 
 def _interrupted_line(exc: TrainingInterrupted, args: argparse.Namespace) -> str:
@@ -438,6 +453,9 @@ def _add_lm_commands(commands) -> None:
                         "checkpoint instead of resuming from it")
     t.add_argument("--progress", action="store_true",
                    help="a progress line during each epoch (stderr)")
+    t.add_argument("--plot", metavar="CURVE.png",
+                   help="write the training curve (loss per epoch, learning rate) as a "
+                        "PNG at the end (needs matplotlib)")
     t.add_argument("--independent", action="store_true",
                    help="RNNLM's -independent: reset the state at every sentence (line) "
                         "in training and evaluation, so the model scores and generates "

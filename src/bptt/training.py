@@ -35,7 +35,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -130,6 +130,13 @@ class History:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def plot(self, path: str | os.PathLike | None = None) -> Any:
+        """Training and validation loss per epoch and the learning rate, as a
+        matplotlib figure (returned); with path, also written as a PNG (headless,
+        atomically). Needs matplotlib: pip install 'bptt[plot]'."""
+        from .plotting import plot_history
+        return plot_history(self, path)
 
     def __len__(self) -> int:
         return len(self.epoch)
