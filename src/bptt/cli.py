@@ -8,6 +8,8 @@ when installed).
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
     python -m bptt lm export --model M.npz --embeddings OUT.txt [--onnx OUT.onnx]
 
+`python -m bptt -v ...` logs each epoch and each file written on stderr (-vv: debug);
+library code logs through logging.getLogger("bptt") and never prints.
 Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
 Ctrl-C stops training cleanly (status 130) and says how to resume.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import math
 import os
 import shlex
@@ -509,9 +512,28 @@ def _add_lm_commands(commands) -> None:
     x.set_defaults(run=lm_export, threads=None)
 
 
+class _LogHandler(logging.StreamHandler):
+    """The command line's handler on the "bptt" logger (one, however often main runs)."""
+
+
+def _configure_logging(verbosity: int) -> None:
+    """bptt's log records to stderr: warnings by default, -v info, -vv debug."""
+    level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    logger = logging.getLogger("bptt")
+    for handler in [h for h in logger.handlers if isinstance(h, _LogHandler)]:
+        logger.removeHandler(handler)
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bptt",
                                      description="bptt: Elman RNNs trained by BPTT")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more on stderr (before the command): -v each epoch and "
+                             "file written, -vv debug")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="train on a synthetic task and show it learned")
     p.add_argument("--task", choices=DEMO_TASKS, default="delayed_recall")
@@ -529,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    _configure_logging(args.verbose)
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError) as exc:

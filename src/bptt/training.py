@@ -26,6 +26,7 @@ checkpoints) or when lr changes.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -79,6 +80,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, history: "History", checkpoint, epoch: int) -> None:
         super().__init__(message)
         self.history, self.checkpoint, self.epoch = history, checkpoint, epoch
+
+
+logger = logging.getLogger(__name__)
 
 
 def _warn(warning: Warning) -> None:
@@ -747,6 +751,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                 state.finished |= on_loss_growth == "stop"
             if progress:
                 progress.end(_summary(history, epochs, tbptt))
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("%s", _summary(history, epochs, tbptt))
             if any(bool(callback(net, history)) for callback in callbacks):
                 state.finished = True
             if checkpoint is not None:
