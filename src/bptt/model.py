@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _kernels
 from . import io as _io
+from . import onnx_export as _onnx_export
 from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_class_bounds, check_dtype, check_h0,
@@ -322,8 +323,9 @@ class ElmanRNN:
 
     # ------------------------------------------------------------ interop
 
-    def to_onnx(self, path, opset: int = 18, *, inputs: str = "dense",
-                recurrence: str = "auto", h0: str = "optional") -> None:
+    def to_onnx(self, path, opset: int = _onnx_export.DEFAULT_OPSET, *,
+                inputs: str = "dense", recurrence: str = "auto",
+                h0: str = "optional") -> None:
         """Write the network as an ONNX graph to path, atomically (needs onnx:
         pip install 'bptt[onnx]').
 
@@ -335,8 +337,7 @@ class ElmanRNN:
         layers and a Scan otherwise (linear hidden layer, float64, untied U); "rnn"
         or "scan" force one. See bptt.onnx_export and docs/formats.md.
         """
-        from . import onnx_export
-        onnx_export.export(self, path, opset, inputs, recurrence, h0)
+        _onnx_export.export(self, path, opset, inputs, recurrence, h0)
 
     def to_torch(self, *, batch_first: bool = False):
         """(torch.nn.RNN, torch.nn.Linear) computing this network: the output layer

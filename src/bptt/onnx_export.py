@@ -248,6 +248,10 @@ def export(net: "ElmanRNN", path: str | os.PathLike, opset: int = DEFAULT_OPSET,
     """Write net's ONNX graph (build_model) to path atomically."""
     model = build_model(net, opset, inputs, recurrence, h0)
     data = model.SerializeToString()
-    _io.write_atomic(path, lambda f: f.write(data))
+
+    def write(f) -> None:
+        f.write(data)
+
+    _io.write_atomic(path, write)
     logger.info("wrote %s: ONNX opset %d, %s inputs, %d bytes", os.fspath(path), opset,
                 inputs, len(data))
