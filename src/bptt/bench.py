@@ -476,12 +476,12 @@ def plot(rows: list[Row], path: str, note: str = "") -> bool:
     except ImportError:
         return False
     labels = [f"{r.case}\n{r.dtype}" for r in rows]
-    series = [("bptt (Cython kernels)", [r.kernels_ms for r in rows], {}),
-              ("NumPy reference", [r.reference_ms for r in rows], {}),
-              ("PyTorch CPU (nn.RNN)", [r.torch_ms for r in rows], {}),
-              ("GEMM limit: the step's FLOPs at the ?gemm peak",
-               [r.limit_ms for r in rows],
-               dict(color="none", edgecolor="dimgray", hatch="//", linewidth=1.0))]
+    series: list[tuple[str, list[float | None], dict]] = [
+        ("bptt (Cython kernels)", [r.kernels_ms for r in rows], {}),
+        ("NumPy reference", [r.reference_ms for r in rows], {}),
+        ("PyTorch CPU (nn.RNN)", [r.torch_ms for r in rows], {}),
+        ("GEMM limit: the step's FLOPs at the ?gemm peak", [r.limit_ms for r in rows],
+         dict(color="none", edgecolor="dimgray", hatch="//", linewidth=1.0))]
     series = [s for s in series if any(v is not None for v in s[1])]
     width = 0.8 / len(series)
     ax = fig.subplots()
