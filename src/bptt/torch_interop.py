@@ -98,7 +98,8 @@ def to_torch(net: "ElmanRNN", *, batch_first: bool = False) -> tuple[Any, Any]:
     activation applies. The hidden bias goes to bias_ih, bias_hh is zero.
 
     Refuses a sigmoid or linear hidden layer (torch.nn.RNN has tanh and relu only),
-    a class-factorised softmax and untied recurrent weights.
+    a class-factorised softmax and untied recurrent weights. torch.nn.RNN reads
+    dense rows: token ids become one-hot rows (torch.nn.functional.one_hot).
     """
     torch = _import_torch()
     if not isinstance(batch_first, (bool, np.bool_)):
