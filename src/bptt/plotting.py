@@ -49,7 +49,7 @@ def plot_history(history: "History", path: str | os.PathLike | None = None) -> A
     if not len(history):
         raise ValueError("the history has no epochs to plot")
     fig = new_figure(path, (7.0, 5.6))
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
     ax_loss, ax_lr = fig.subplots(2, 1, sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1.2]})
     epochs = history.epoch
@@ -75,6 +75,11 @@ def plot_history(history: "History", path: str | os.PathLike | None = None) -> A
     positive = [lr for lr in history.lr if lr > 0]
     if positive and len(positive) == len(history.lr) and max(positive) > 1.5 * min(positive):
         ax_lr.set_yscale("log")
+        rates = sorted(set(positive))
+        if len(rates) <= 6:                  # a few halvings: tick the rates used
+            ax_lr.set_yticks(rates)
+        ax_lr.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))   # 0.05, not 5e-2
+        ax_lr.yaxis.set_minor_formatter(NullFormatter())
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("epoch")
     ax_lr.grid(alpha=0.3)
