@@ -42,6 +42,9 @@ INTERRUPTED = 130
 # RNNLM 0.4b's defaults for -beta and -gradient-cutoff, used in its update order
 RNNLM_BETA = 1e-7
 RNNLM_GRADIENT_CUTOFF = 15.0
+# lm train's default recipe: the fastest measured that reaches RNNLM's PTB perplexity
+FAST_BATCH, FAST_OPTIMIZER, FAST_LR, FAST_EPOCHS = 32, "lazy_adam", 0.003, 8
+FAST_STREAM_TOKENS = 10_000
 # task -> (epochs, training sequences) that learn it with the default model
 DEMO_TASKS = {"delayed_recall": (30, 1024), "temporal_parity": (30, 1024),
               "adding_problem": (60, 2048), "noisy_sine": (30, 1024)}
@@ -192,6 +195,24 @@ def _schedule(name: str, min_improvement: float):
     return name
 
 
+def _fill_recipe(args: argparse.Namespace, n_tokens: int) -> None:
+    """The options lm train's --help promises when they are not given: one stream
+    with SGD is RNNLM's recipe (lr 0.1, at most 20 epochs); otherwise bptt's fast
+    recipe, 32 streams with lazy Adam (lr 0.003, at most 8 epochs), for a training
+    text long enough for 32 streams of FAST_STREAM_TOKENS tokens (a shorter one would
+    give each stream too few updates): else one stream, RNNLM's recipe."""
+    if args.batch is None:
+        long_enough = n_tokens >= FAST_BATCH * FAST_STREAM_TOKENS
+        args.batch = FAST_BATCH if long_enough and args.optimizer != "sgd" else 1
+    if args.optimizer is None:
+        args.optimizer = "sgd" if args.batch == 1 else FAST_OPTIMIZER
+    plain = args.optimizer in ("sgd", "adagrad")
+    if args.lr is None:
+        args.lr = 0.1 if plain else FAST_LR
+    if args.epochs is None:
+        args.epochs = 20 if plain else FAST_EPOCHS
+
+
 def lm_train(args: argparse.Namespace) -> int:
     _existing_file(args.train, "--train")
     if args.valid is not None:
@@ -206,6 +227,7 @@ def lm_train(args: argparse.Namespace) -> int:
     vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
                                  max_size=args.max_vocab)
     train_ids = _encode(vocab, args.train, "--train")
+    _fill_recipe(args, train_ids.size)
     valid_ids = None if args.valid is None else _encode(vocab, args.valid, "--valid",
                                                         scored=True)
     classes = args.classes
@@ -382,20 +404,25 @@ def _add_lm_commands(commands) -> None:
 
     t = lm_commands.add_parser(
         "train", parents=[threads], help="train a model on a text file",
-        description="Train a language model the way the RNNLM toolkit 0.4b does, with "
-                    "its flags meaning what they mean there. By default (one stream, "
-                    "SGD: --batch 1 --optimizer sgd) training follows RNNLM's update "
-                    "order in bptt's online C kernel: the output layer is updated after "
-                    "every word, and every --bptt-block words the errors of those words "
-                    "go back through --bptt + --bptt-block - 1 states to update V and U "
-                    "(--bptt 0: plain one-step BP every word). --batch N > 1 or another "
-                    "optimizer trains N parallel streams with TBPTT(k1 = --bptt-block, "
-                    "k2 = --bptt + --bptt-block - 1), all gradients every k1 steps. The "
-                    "learning rate is kept while the validation entropy improves by more "
-                    "than --min-improvement, then halved every epoch, and training stops "
-                    "the second time it fails to improve, keeping the best weights. "
-                    "The defaults (hidden 100, 100 classes, bptt 4, block 10, alpha 0.1, "
-                    "beta 1e-7, gradient cutoff 15) are RNNLM's.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Train a language model with the RNNLM toolkit 0.4b's flags, meaning
+what they mean there (--alpha, --beta, --bptt, --bptt-block, --class, --hidden,
+--gradient-cutoff, --min-improvement, --independent, --rand-seed).
+
+Two recipes:
+  default (no option):  bptt's fast recipe, the fastest measured that reaches RNNLM's
+      Penn Treebank perplexity: 32 parallel streams, lazy Adam (lr 0.003), at most 8
+      epochs, all gradients every --bptt-block words, sparse updates; for a training
+      text of fewer than 320,000 tokens, RNNLM's recipe below.
+  --batch 1 (or --optimizer sgd):  RNNLM's own recipe and update order, in bptt's
+      online C kernel: SGD at alpha 0.1, the output layer updated after every word,
+      and every --bptt-block words the errors of those words carried back through
+      --bptt + --bptt-block - 1 states to update V and U (--bptt 0: one step, every
+      word); beta 1e-7 and gradient cutoff 15 as RNNLM; at most 20 epochs.
+Both keep the learning rate while the validation entropy improves by more than
+--min-improvement, then halve it every epoch, stop the second time it fails to
+improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word level
+(full softmax at char level), --bptt 4, --bptt-block 10 are RNNLM's defaults.""")
     t.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
     t.add_argument("--valid", metavar="FILE",
                    help="validation text: drives the learning rate (rnnlm schedule)")
@@ -411,17 +438,21 @@ def _add_lm_commands(commands) -> None:
                    help="RNNLM's -bptt: states back beyond the block, plus one (default 4)")
     t.add_argument("--bptt-block", type=int, default=10,
                    help="RNNLM's -bptt-block: words between back-propagations (default 10)")
-    t.add_argument("--lr", "--alpha", type=float, default=0.1, dest="lr",
-                   help="initial learning rate, RNNLM's -alpha (default 0.1)")
-    t.add_argument("--batch", type=int, default=1,
-                   help="parallel streams per update (default 1, as RNNLM)")
-    t.add_argument("--epochs", type=int, default=20,
-                   help="most epochs (default 20; the schedule usually stops earlier)")
-    t.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+    t.add_argument("--lr", "--alpha", type=float, dest="lr",
+                   help="initial learning rate, RNNLM's -alpha (default 0.1 for sgd and "
+                        "adagrad, 0.003 for the others)")
+    t.add_argument("--batch", type=int,
+                   help="parallel streams per update (default 32; 1 with --optimizer sgd "
+                        "or a training text under 320,000 tokens)")
+    t.add_argument("--epochs", type=int,
+                   help="most epochs (default 20 for sgd and adagrad, 8 for the others; "
+                        "the schedule may stop earlier)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="sgd, and adagrad without --l2, update only the rows of V and "
                         "W a block touches, with the dense result; lazy_* update those "
                         "rows and their moments only, which differs from their dense "
-                        "counterparts, which update every row (default sgd)")
+                        "counterparts, which update every row (default lazy_adam; sgd "
+                        "with --batch 1)")
     t.add_argument("--update-order", choices=["rnnlm", "block"],
                    help="rnnlm: RNNLM's online SGD (one stream, SGD only); block: every "
                         "gradient once per block (default: rnnlm with --batch 1 and SGD, "
