@@ -6,13 +6,18 @@ when installed).
     python -m bptt lm eval --model M.npz --test F
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
+    python -m bptt lm export --model M.npz --embeddings OUT.txt [--onnx OUT.onnx]
 
+`python -m bptt -v ...` logs each epoch and each file written on stderr (-vv: debug);
+library code logs through logging.getLogger("bptt") and never prints.
 Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
 Ctrl-C stops training cleanly (status 130) and says how to resume.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import math
 import os
 import shlex
@@ -219,6 +224,8 @@ def lm_train(args: argparse.Namespace) -> int:
     folder = os.path.dirname(os.path.abspath(args.model))
     if not os.path.isdir(folder):
         raise ValueError(f"--model {args.model}: folder {folder} does not exist")
+    if args.plot is not None:
+        _check_plot(args.plot)
     _apply_threads(args)
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
     vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
@@ -293,7 +300,19 @@ def lm_train(args: argparse.Namespace) -> int:
         print(f"training time: {seconds:.1f} s")
     lm.save_lm(args.model, net, vocab, independent=args.independent)
     print(f"model saved to {args.model}")
+    if args.plot is not None:
+        history.plot(args.plot)
+        print(f"training curve written to {args.plot}")
     return 0
+
+
+def _check_plot(path: str) -> None:
+    """Refuse --plot before training when the picture could not be written."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'bptt[plot]'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {path}: folder {folder} does not exist")
 
 
 def _interrupted_line(exc: TrainingInterrupted, args: argparse.Namespace) -> str:
@@ -355,6 +374,24 @@ def lm_score(args: argparse.Namespace) -> int:
     _encode(vocab, args.text, "--text", file=sys.stderr)     # stdout: the scores only
     scores = lm.sentence_log_probs(net, vocab, _read_lines(args.text))
     sys.stdout.write("".join(f"{s:f}\n" for s in scores))
+    return 0
+
+
+def lm_export(args: argparse.Namespace) -> int:
+    net, vocab = _load_lm(args)[:2]
+    if args.embeddings is None and args.onnx is None:
+        raise ValueError("lm export: give --embeddings FILE and/or --onnx FILE")
+    if args.embeddings is not None:
+        from .embeddings import save_word2vec
+        save_word2vec(args.embeddings, net, vocab)
+        print(f"{len(vocab)} embeddings of size {net.n_hidden} written to "
+              f"{args.embeddings} (word2vec text format)")
+    if args.onnx is not None:
+        try:
+            net.to_onnx(args.onnx, inputs="tokens")
+        except ImportError as exc:                   # the message says what to install
+            raise ValueError(str(exc)) from exc
+        print(f"ONNX graph written to {args.onnx} (input X: (T, B) int64 token ids)")
     return 0
 
 
@@ -456,6 +493,9 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
                         "checkpoint instead of resuming from it")
     t.add_argument("--progress", action="store_true",
                    help="a progress line during each epoch (stderr)")
+    t.add_argument("--plot", metavar="CURVE.png",
+                   help="write the training curve (loss per epoch, learning rate) as a "
+                        "PNG at the end (needs matplotlib)")
     t.add_argument("--independent", action="store_true",
                    help="RNNLM's -independent: reset the state at every sentence (line) "
                         "in training and evaluation, so the model scores and generates "
@@ -496,10 +536,41 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
     s.add_argument("--text", required=True, metavar="FILE")
     s.set_defaults(run=lm_score)
 
+    x = lm_commands.add_parser(
+        "export", help="write a model's embeddings (word2vec text) or its ONNX graph",
+        description="Write the input embeddings (the rows of V) in the word2vec text "
+                    "format that gensim's KeyedVectors.load_word2vec_format reads "
+                    "(tokens with spaces, backslashes or control characters escaped: "
+                    "a space as \\s, a newline as \\n, see docs/formats.md), and/or "
+                    "the network as an ONNX graph over token ids (needs onnx).")
+    x.add_argument("--model", required=True, metavar="M.npz")
+    x.add_argument("--embeddings", metavar="OUT.txt", help="word2vec text file to write")
+    x.add_argument("--onnx", metavar="OUT.onnx", help="ONNX file to write")
+    x.set_defaults(run=lm_export, threads=None)
+
+
+class _LogHandler(logging.StreamHandler):
+    """The command line's handler on the "bptt" logger (one, however often main runs)."""
+
+
+def _configure_logging(verbosity: int) -> None:
+    """bptt's log records to stderr: warnings by default, -v info, -vv debug."""
+    level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    logger = logging.getLogger("bptt")
+    for handler in [h for h in logger.handlers if isinstance(h, _LogHandler)]:
+        logger.removeHandler(handler)
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bptt",
                                      description="bptt: Elman RNNs trained by BPTT")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more on stderr (before the command): -v each epoch and "
+                             "file written, -vv debug")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="train on a synthetic task and show it learned")
     p.add_argument("--task", choices=DEMO_TASKS, default="delayed_recall")
@@ -517,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    _configure_logging(args.verbose)
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError) as exc:
