@@ -232,3 +232,23 @@ def test_dynamic_evaluation_bad_input():
         lm.dynamic_nll(net, vocab, ids, 0.1, k1=5, k2=4)
     with pytest.raises(ValueError, match="ids"):
         lm.dynamic_nll(net, vocab, np.array([len(vocab)]), 0.1)
+
+
+def test_rnnlm_order_resumes_bit_identically(tmp_path):
+    """Each epoch starts the stream afresh, so a run resumed from its checkpoint ends
+    with the weights of an uninterrupted one."""
+    ids, counts = _corpus(400, 30)
+    bounds = class_bounds(frequency_classes(counts, 4, "sqrt"))
+    options = dict(lr=0.1, optimizer="sgd", k1=5, k2=8, update_order="rnnlm",
+                   error_clip=5.0, l2=1e-4, shuffle=False,
+                   valid=(ids[:100, None], ids[1:101, None]), schedule="rnnlm")
+    whole = bptt.ElmanRNN(30, 8, 30, hidden="sigmoid", seed=4, classes=bounds)
+    whole.fit(ids[:-1, None], ids[1:, None], epochs=4, **options)
+    path = tmp_path / "run.npz"
+    part = bptt.ElmanRNN(30, 8, 30, hidden="sigmoid", seed=4, classes=bounds)
+    part.fit(ids[:-1, None], ids[1:, None], epochs=2, checkpoint=path, **options)
+    resumed = bptt.ElmanRNN(30, 8, 30, hidden="sigmoid", seed=4, classes=bounds)
+    resumed.fit(ids[:-1, None], ids[1:, None], epochs=4, checkpoint=path, resume=True,
+                **options)
+    for name, value in whole.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[name], value, err_msg=name)

@@ -84,9 +84,6 @@ class OnlineTrainer:
         """Train on the stream from its start, yielding (summed loss in nats, words done,
         words given) after each chunk; words done < words given when a loss was not
         finite (the weights are then those before that word) and the stream ends."""
-        net, s = self.net, self.settings
-        params = net.parameters()
-        empty = np.zeros(0, net.dtype)
         self.position[:] = 0
         for g in self.grads:
             g[...] = 0
@@ -94,16 +91,23 @@ class OnlineTrainer:
         n = inputs.shape[0]
         for start in range(0, n, CHUNK_WORDS):
             stop = min(n, start + CHUNK_WORDS)
-            loss, done = _online.train_chunk(
-                params["V"].reshape(-1), params["U"].reshape(-1), params["b_h"],
-                params["W"].reshape(-1), params["b_o"],
-                params["W_c"].reshape(-1) if self.C else empty,
-                params["b_c"] if self.C else empty, self.starts, self.word_class,
-                net.n_hidden, net.n_out, self.C, ACTIVATION_CODES[net.hidden],
-                ORDERS[s.order], s.k1, s.k2, lr, s.beta, s.error_clip, s.reset_token,
-                self.h0, self.states, self.errors, self.ring_inputs, self.work,
-                *self.grads, self.touched, self.position, inputs[start:stop],
-                targets[start:stop], stop == n, self.prof)
+            with self.net._lock:        # the weights change: one caller at a time
+                loss, done = self._train_chunk(inputs[start:stop], targets[start:stop],
+                                               lr, stop == n)
             yield loss, done, stop - start
             if done < stop - start:
                 return
+
+    def _train_chunk(self, inputs: np.ndarray, targets: np.ndarray, lr: float,
+                     last: bool) -> tuple[float, int]:
+        """One kernel call on the next chunk of the stream (_online.train_chunk)."""
+        net, s, p = self.net, self.settings, self.net.parameters()
+        empty = np.zeros(0, net.dtype)
+        W_c, b_c = (p["W_c"].reshape(-1), p["b_c"]) if self.C else (empty, empty)
+        return _online.train_chunk(
+            p["V"].reshape(-1), p["U"].reshape(-1), p["b_h"], p["W"].reshape(-1), p["b_o"],
+            W_c, b_c, self.starts, self.word_class, net.n_hidden, net.n_out, self.C,
+            ACTIVATION_CODES[net.hidden], ORDERS[s.order], s.k1, s.k2, lr, s.beta,
+            s.error_clip, s.reset_token, self.h0, self.states, self.errors,
+            self.ring_inputs, self.work, *self.grads, self.touched, self.position, inputs,
+            targets, last, self.prof)
