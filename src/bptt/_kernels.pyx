@@ -46,6 +46,8 @@ cdef extern from "_vecmath.h":
     void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n) noexcept nogil
     void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_t n) noexcept nogil
     double bptt_now() noexcept nogil
+    void bptt_adam_f(float* theta, const float* g, float* m, float* v, Py_ssize_t n,
+                     const float* c) noexcept nogil
 
 
 cpdef enum Activation:
@@ -909,6 +911,9 @@ cdef void _adam_piece(floating* theta, const floating* g, floating* m, floating*
     lr / (1 - beta1^t) and inv_sqrt_c2 = 1 / sqrt(1 - beta2^t) (bias corrections)."""
     cdef Py_ssize_t i
     cdef floating gi, mi, vi
+    if floating is float:
+        bptt_adam_f(theta, g, m, v, n, c)      # the same, vectorized (_vecmath.h)
+        return
     # the coefficients in locals: c might alias the arrays written, as far as the
     # compiler knows, which would stop it from vectorizing
     cdef floating beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2]

@@ -235,6 +235,27 @@ static void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_
 }
 #endif
 
+/* One Adam step on n contiguous entries, c = (beta1, 1 - beta1, beta2, 1 - beta2,
+   step_size, inv_sqrt_c2, eps), the operations of bptt._kernels._adam_piece in its
+   order; compiled per x86-64 level so that its square roots and divisions run on the
+   widest vectors (the lazy optimizers spend most of their update here) */
+BPTT_CLONES static void bptt_adam_f(float *restrict theta, const float *restrict g,
+                                    float *restrict m, float *restrict v, Py_ssize_t n,
+                                    const float *c)
+{
+    const float beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2];
+    const float one_minus_beta2 = c[3], step_size = c[4], inv_sqrt_c2 = c[5], eps = c[6];
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = beta1 * m[i] + one_minus_beta1 * gi;
+        float vi = beta2 * v[i] + one_minus_beta2 * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        theta[i] -= step_size * (mi / (sqrtf(vi) * inv_sqrt_c2 + eps));
+    }
+}
+
 static inline double bptt_now(void)
 {
 #if defined(_WIN32)
