@@ -6,6 +6,8 @@ when installed).
     python -m bptt lm eval --model M.npz --test F
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
+    python -m bptt lm import-rnnlm MODEL --out M.npz     an RNNLM 0.4b model file
+    python -m bptt lm export-rnnlm --model M.npz --out MODEL [--binary]
 
 Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
 Ctrl-C stops training cleanly (status 130) and says how to resume.
@@ -458,6 +460,41 @@ def _add_lm_commands(commands) -> None:
     s.add_argument("--model", required=True, metavar="M.npz")
     s.add_argument("--text", required=True, metavar="FILE")
     s.set_defaults(run=lm_score)
+
+    i = lm_commands.add_parser(
+        "import-rnnlm", help="convert an RNNLM 0.4b model file to a bptt model",
+        description="Read a model written by the RNNLM toolkit 0.4b (text or -binary) and "
+                    "write it as a bptt language model (docs/formats.md). Models with "
+                    "direct connections or a compression layer are refused.")
+    i.add_argument("rnnlm_model", metavar="MODEL")
+    i.add_argument("--out", required=True, metavar="M.npz")
+    i.set_defaults(run=lm_import_rnnlm)
+
+    x = lm_commands.add_parser(
+        "export-rnnlm", help="write a bptt model as an RNNLM 0.4b model file",
+        description="Write a bptt language model (sigmoid hidden layer) as a model file "
+                    "that RNNLM 0.4b's -test and -nbest read (docs/formats.md).")
+    x.add_argument("--model", required=True, metavar="M.npz")
+    x.add_argument("--out", required=True, metavar="MODEL")
+    x.add_argument("--binary", action="store_true",
+                   help="binary weights, as RNNLM's -binary (default: text)")
+    x.set_defaults(run=lm_export_rnnlm)
+
+
+def lm_import_rnnlm(args: argparse.Namespace) -> int:
+    from . import rnnlm_format
+    for note in rnnlm_format.import_rnnlm(args.rnnlm_model, args.out):
+        print(f"note: {note}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def lm_export_rnnlm(args: argparse.Namespace) -> int:
+    from . import rnnlm_format
+    for note in rnnlm_format.export_rnnlm(args.model, args.out, binary=args.binary):
+        print(f"note: {note}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
