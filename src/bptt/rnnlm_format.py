@@ -105,21 +105,38 @@ def _int_field(path, header: dict[str, str], key: str, minimum: int = 0) -> int:
     return value
 
 
-def _floats(path, data: bytes, what: str) -> np.ndarray:
-    try:
-        values = np.array([float(x) for x in data.split()], np.float64)
-    except ValueError:
-        raise ValueError(f"{path}: {what} holds something other than numbers") from None
-    return values
-
-
-def _take(path, values: np.ndarray, start: int, n: int, what: str) -> np.ndarray:
-    if start + n > values.size:
-        raise ValueError(f"{path} is truncated: {what} needs {n} numbers, "
-                         f"{max(values.size - start, 0)} remain")
-    out = values[start:start + n]
-    if not np.isfinite(out).all():
-        raise ValueError(f"{path}: {what} holds NaN or infinity")
+def _text_sections(path, rest: bytes, sizes: list[tuple[str, int]]) -> list[np.ndarray]:
+    """The numbers of each section "Title:" of a text model, in the order and of
+    the sizes given."""
+    sections: dict[str, list[bytes]] = {}
+    current = None
+    for line in rest.split(b"\n"):
+        line = line.strip()
+        if line.endswith(b":"):
+            current = line[:-1].decode("utf-8", "replace")
+            sections[current] = []
+        elif line:
+            if current is None:
+                raise ValueError(f"{path}: numbers before the first section title")
+            sections[current].append(line)
+    titles = [title for title, _ in sizes]
+    if list(sections) != titles:
+        missing = [t for t in titles if t not in sections]
+        raise ValueError(f"{path}: " + (f"truncated, no '{missing[0]}:' section"
+                                        if missing else
+                                        f"sections {list(sections)}, expected {titles}"))
+    out = []
+    for title, n in sizes:
+        lines = sections[title]
+        if len(lines) != n:
+            raise ValueError(f"{path}: {'truncated: ' if len(lines) < n else ''}section "
+                             f"'{title}:' holds {len(lines)} numbers, the header's sizes "
+                             f"call for {n}")
+        try:
+            out.append(np.array([float(x) for x in lines], np.float64))
+        except ValueError:
+            raise ValueError(f"{path}: section '{title}:' holds something other than "
+                             f"numbers") from None
     return out
 
 
@@ -191,12 +208,12 @@ def read_rnnlm(path: str | os.PathLike) -> RnnlmModel:
         raise ValueError(f"{path}: vocabulary counts must be >= 0 and classes in "
                          f"[0, {C})")
 
-    sizes = [("the hidden layer activation", H), ("the weights 0->1", H * (V + H))]
+    sizes = [("Hidden layer activation", H), ("Weights 0->1", H * (V + H))]
     if Hc:
-        sizes += [("the weights 1->c", Hc * H), ("the weights c->2", (V + C) * Hc)]
+        sizes += [("Weights 1->c", Hc * H), ("Weights c->2", (V + C) * Hc)]
     else:
-        sizes += [("the weights 1->2", (V + C) * H)]
-    sizes += [("the direct connections", direct)]
+        sizes += [("Weights 1->2", (V + C) * H)]
+    sizes += [("Direct connections", direct)]
     rest = data[pos:]
     if binary:
         need = 4 * sum(n for _, n in sizes)
@@ -205,19 +222,15 @@ def read_rnnlm(path: str | os.PathLike) -> RnnlmModel:
                              f": the binary weights must take {need} bytes after the "
                              f"vocabulary, found {len(rest)}")
         values = np.frombuffer(rest, "<f4").astype(np.float64)
+        arrays, start = [], 0
+        for _, n in sizes:
+            arrays.append(values[start:start + n])
+            start += n
     else:
-        # sections "Title:" then one number a line; the titles are skipped
-        text = b"\n".join(line for line in rest.split(b"\n") if not line.rstrip().endswith(b":"))
-        values = _floats(path, text, "the weights")
-        need = sum(n for _, n in sizes)
-        if values.size > need:
-            raise ValueError(f"{path}: {values.size - need} numbers more than the header's "
-                             f"sizes call for")
-    start = 0
-    arrays = []
-    for what, n in sizes:
-        arrays.append(_take(path, values, start, n, what))
-        start += n
+        arrays = _text_sections(path, rest, sizes)
+    for (title, _), block in zip(sizes, arrays):
+        if not np.isfinite(block).all():
+            raise ValueError(f"{path}: {title} holds NaN or infinity")
     state, syn0 = arrays[0], arrays[1].reshape(H, V + H)
     if Hc:
         syn1, sync = arrays[2].reshape(Hc, H), arrays[3].reshape(V + C, Hc)
