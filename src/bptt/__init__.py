@@ -1,5 +1,5 @@
 """bptt: exact BackPropagation Through Time for Elman recurrent networks, fast on the CPU."""
-from . import lm, tasks
+from . import lm, rnnlm_format, tasks
 from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load
 from .text import Vocabulary
@@ -8,5 +8,5 @@ from .training import History, LossGrowthWarning, TrainingDiverged, TrainingInte
 
 __all__ = ["ElmanRNN", "History", "LossGrowthWarning", "RNNClassifier", "RNNRegressor",
            "TrainingDiverged", "TrainingInterrupted", "Vocabulary", "blas_threads",
-           "get_num_threads", "lm", "load", "set_num_threads", "tasks"]
+           "get_num_threads", "lm", "load", "rnnlm_format", "set_num_threads", "tasks"]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from . import lm, tasks
+from . import lm, rnnlm_format, tasks
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -57,18 +57,19 @@ def _demo_data(name: str, n: int, seed: int) -> tasks.Task:
 def _score(net: ElmanRNN, task: tasks.Task) -> tuple[str, float, float]:
     """The task's figure of merit and what a baseline without memory reaches."""
     Y = net.predict(task.X)
-    mask = np.ones(task.D.shape[:2]) if task.mask is None else task.mask
+    D = np.asarray(task.D)                  # the demo's tasks are arrays
+    mask = np.ones(D.shape[:2]) if task.mask is None else task.mask
     if task.output == "softmax":
-        hits = (Y.argmax(-1) == task.D) * mask
+        hits = (Y.argmax(-1) == D) * mask
         return "held-out accuracy", hits.sum() / mask.sum(), 1.0 / task.n_out
     if task.output == "sigmoid":
-        hits = ((Y > 0.5) == (task.D > 0.5))[..., 0] * mask
+        hits = ((Y > 0.5) == (D > 0.5))[..., 0] * mask
         return "held-out accuracy", hits.sum() / mask.sum(), 0.5
     # regression: mean squared error against predicting the mean target
     weights = mask[..., None]
-    mse = float((weights * (Y - task.D) ** 2).sum() / weights.sum())
-    mean = (weights * task.D).sum() / weights.sum()
-    baseline = float((weights * (task.D - mean) ** 2).sum() / weights.sum())
+    mse = float((weights * (Y - D) ** 2).sum() / weights.sum())
+    mean = (weights * D).sum() / weights.sum()
+    baseline = float((weights * (D - mean) ** 2).sum() / weights.sum())
     return "held-out mean squared error", mse, baseline
 
 
@@ -151,7 +152,7 @@ def _encode(vocab: Vocabulary, path: str, option: str, file=None,
 
 
 def _describe(net: ElmanRNN) -> str:
-    output = "softmax" if getattr(net, "classes", None) is None \
+    output = "softmax" if net.classes is None \
         else f"class softmax ({len(net.classes) - 1} classes)"
     return f"{net.n_in} -> {net.n_hidden} {net.hidden} -> {net.n_out} {output}"
 
@@ -482,7 +483,6 @@ def _add_lm_commands(commands) -> None:
 
 
 def lm_import_rnnlm(args: argparse.Namespace) -> int:
-    from . import rnnlm_format
     for note in rnnlm_format.import_rnnlm(args.rnnlm_model, args.out):
         print(f"note: {note}")
     print(f"wrote {args.out}")
@@ -490,7 +490,6 @@ def lm_import_rnnlm(args: argparse.Namespace) -> int:
 
 
 def lm_export_rnnlm(args: argparse.Namespace) -> int:
-    from . import rnnlm_format
     for note in rnnlm_format.export_rnnlm(args.model, args.out, binary=args.binary):
         print(f"note: {note}")
     print(f"wrote {args.out}")

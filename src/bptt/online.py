@@ -92,6 +92,7 @@ class OnlineTrainer:
             g[...] = 0
         self.touched[...] = 0
         n = inputs.shape[0]
+        grad_W, grad_b_o, grad_W_c, grad_b_c = self.grads
         for start in range(0, n, CHUNK_WORDS):
             stop = min(n, start + CHUNK_WORDS)
             loss, done = _online.train_chunk(
@@ -102,7 +103,7 @@ class OnlineTrainer:
                 net.n_hidden, net.n_out, self.C, ACTIVATION_CODES[net.hidden],
                 ORDERS[s.order], s.k1, s.k2, lr, s.beta, s.error_clip, s.reset_token,
                 self.h0, self.states, self.errors, self.ring_inputs, self.work,
-                *self.grads, self.touched, self.position, inputs[start:stop],
+                grad_W, grad_b_o, grad_W_c, grad_b_c, self.touched, self.position, inputs[start:stop],
                 targets[start:stop], stop == n, self.prof)
             yield loss, done, stop - start
             if done < stop - start:

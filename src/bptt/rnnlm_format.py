@@ -38,15 +38,6 @@ EOS = "</s>"
 CONSTANT_INPUT = 50.0
 # RNNLM reads a word into char[100]: longer ones are cut to 99 bytes
 MAX_WORD_BYTES = 99
-_HEADER_KEYS = {
-    "version": "version", "file format": "file format",
-    "input layer size": "input layer size", "hidden layer size": "hidden layer size",
-    "compression layer size": "compression layer size",
-    "output layer size": "output layer size", "direct connections": "direct connections",
-    "direct order": "direct order", "bptt": "bptt", "bptt block": "bptt block",
-    "vocabulary size": "vocabulary size", "class size": "class size",
-    "old classes": "old classes", "independent sentences mode": "independent sentences mode",
-}
 
 
 @dataclass
@@ -218,9 +209,9 @@ def read_rnnlm(path: str | os.PathLike) -> RnnlmModel:
     if binary:
         need = 4 * sum(n for _, n in sizes)
         if len(rest) != need:
-            raise ValueError(f"{path}: {'truncated' if len(rest) < need else 'trailing data'}"
-                             f": the binary weights must take {need} bytes after the "
-                             f"vocabulary, found {len(rest)}")
+            problem = "truncated" if len(rest) < need else "trailing data"
+            raise ValueError(f"{path}: {problem}: the binary weights must take {need} "
+                             f"bytes after the vocabulary, found {len(rest)}")
         values = np.frombuffer(rest, "<f4").astype(np.float64)
         arrays, start = [], 0
         for _, n in sizes:
@@ -255,6 +246,15 @@ def write_rnnlm(path: str | os.PathLike, model: RnnlmModel,
     binary = model.binary if binary is None else bool(binary)
     V, H, C, Hc = model.vocab_size, model.hidden_size, model.class_size, \
         model.compression_size
+    shapes = {"counts": (model.counts, (V,)), "classes": (model.classes, (V,)),
+              "hidden_state": (model.hidden_state, (H,)), "syn0": (model.syn0, (H, V + H)),
+              "syn1": (model.syn1, (Hc, H) if Hc else (V + C, H))}
+    if model.sync is not None:
+        shapes["sync"] = (model.sync, (V + C, Hc))
+    for name, (array, shape) in shapes.items():
+        if np.shape(array) != shape:
+            raise ValueError(f"RnnlmModel.{name} must have shape {shape} (V={V}, H={H}, "
+                             f"C={C}, Hc={Hc}), got {np.shape(array)}")
     for word in model.words:
         if len(word.encode("utf-8")) > MAX_WORD_BYTES or word != "".join(word.split()):
             raise ValueError(f"RNNLM reads words of at most {MAX_WORD_BYTES} bytes "
@@ -340,10 +340,11 @@ def from_rnnlm(model: RnnlmModel, path: str | os.PathLike = "the RNNLM model",
     V, H, C = model.vocab_size, model.hidden_size, model.class_size
     classes = _rnnlm_classes(model.counts, C, model.old_classes)
     if not np.array_equal(classes, model.classes):
+        first = int(np.argmax(classes != model.classes))
         raise ValueError(f"{path}: the vocabulary's class column disagrees with the "
                          f"classes RNNLM computes from its counts when it loads the "
-                         f"model (first at word {int(np.argmax(classes != model.classes))}); "
-                         f"the file was edited or written by another program")
+                         f"model (first at word {first}); the file was edited or "
+                         f"written by another program")
     if np.any(np.diff(classes) < 0):     # RNNLM's classes rise with the id; guard anyway
         raise ValueError(f"{path}: word classes are not contiguous id ranges")
     try:
