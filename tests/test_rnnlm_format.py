@@ -302,10 +302,10 @@ def test_import_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary, independent):
     assert ours == pytest.approx(theirs, rel=5e-3)
 
 
-@pytest.mark.parametrize("binary", [False, True])
-def test_export_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary):
-    net, vocab = trained_bptt(texts)
-    lm.save_lm(tmp_path / "m.npz", net, vocab)
+@pytest.mark.parametrize("binary,independent", [(False, False), (True, False), (True, True)])
+def test_export_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary, independent):
+    net, vocab = trained_bptt(texts, independent=independent)
+    lm.save_lm(tmp_path / "m.npz", net, vocab, independent=independent)
     out = tmp_path / "exported"
     run(["lm", "export-rnnlm", "--model", str(tmp_path / "m.npz"), "--out", str(out),
          *(["--binary"] if binary else [])])
@@ -316,6 +316,8 @@ def test_export_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary):
     log10_p, n = rnnlm_test_log10(rf.read_rnnlm(out), text, rnnlm_exp)
     assert 10 ** (-log10_p / n) == pytest.approx(theirs, rel=1e-5)   # RNNLM's arithmetic
     assert theirs == pytest.approx(ours, rel=1e-2)                    # its exp only
+    if independent:
+        return      # -nbest restores its saved context over the reset: not compared
     # -nbest (one n-best list: every line from the same state): RNNLM reads </s>
     # once when it loads the model and once before each sentence
     lines = text.splitlines()[:6]
