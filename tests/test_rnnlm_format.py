@@ -302,9 +302,11 @@ def test_import_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary, independent):
     assert ours == pytest.approx(theirs, rel=5e-3)
 
 
-@pytest.mark.parametrize("binary,independent", [(False, False), (True, False), (True, True)])
-def test_export_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary, independent):
-    net, vocab = trained_bptt(texts, independent=independent)
+@pytest.mark.parametrize("binary,independent,n_classes", [
+    (False, False, 5), (True, False, 5), (True, True, 5), (True, False, None)])
+def test_export_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary, independent, n_classes):
+    # a full softmax goes as RNNLM's -class 1
+    net, vocab = trained_bptt(texts, n_classes=n_classes, independent=independent)
     lm.save_lm(tmp_path / "m.npz", net, vocab, independent=independent)
     out = tmp_path / "exported"
     run(["lm", "export-rnnlm", "--model", str(tmp_path / "m.npz"), "--out", str(out),
