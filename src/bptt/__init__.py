@@ -5,7 +5,7 @@ import logging
 # application (e.g. python -m bptt) decides where the records go
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-from . import lm, tasks
+from . import lm, rnnlm_format, tasks
 from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load
 from .text import Vocabulary
@@ -14,5 +14,5 @@ from .training import History, LossGrowthWarning, TrainingDiverged, TrainingInte
 
 __all__ = ["ElmanRNN", "History", "LossGrowthWarning", "RNNClassifier", "RNNRegressor",
            "TrainingDiverged", "TrainingInterrupted", "Vocabulary", "blas_threads",
-           "get_num_threads", "lm", "load", "set_num_threads", "tasks"]
+           "get_num_threads", "lm", "load", "rnnlm_format", "set_num_threads", "tasks"]
 __version__ = "0.1.0"

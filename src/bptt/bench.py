@@ -152,7 +152,19 @@ def make_data(case: dict, dtype: np.dtype, rng: np.random.Generator):
     return X, D
 
 
-def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
+class KernelStep:
+    """A training step to call (see kernels_step); update_entries sums the gradient
+    entries its updates read and wrote while the workspace profiles."""
+
+    def __init__(self, run: Callable[[], int]) -> None:
+        self._run = run
+        self.update_entries = 0
+
+    def __call__(self) -> None:
+        self.update_entries += self._run()
+
+
+def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
     """A training step as bptt's training loop runs it: data validated once, then
     (inside the model's kernel section: its lock and thread policy) forward + loss +
     BPTT into preallocated gradients, and an in-place SGD update, sparse for the
@@ -175,19 +187,18 @@ def kernels_step(net: ElmanRNN, X, D) -> Callable[[], None]:
             else:
                 g.apply(_kernels.Update.SGD, param, coefficients=(lr,))
 
-    def step() -> None:
+    def step() -> int:
         with net._kernel_section(inputs.B):
             net._loss_and_grad(inputs, targets, weights, None, -1, grads, sparse)
         if ws.prof is None:
             apply()
-        else:
-            start = time.perf_counter()
-            apply()
-            ws.prof[4] += time.perf_counter() - start
-            step.update_entries += sum(sparse[k].values.size if k in sparse else g.size
-                                       for k, g in grads.items())
-    step.update_entries = 0
-    return step
+            return 0
+        start = time.perf_counter()
+        apply()
+        ws.prof[4] += time.perf_counter() - start
+        return sum(sparse[k].values.size if k in sparse else g.size
+                   for k, g in grads.items())
+    return KernelStep(step)
 
 
 def profile_step(net: ElmanRNN, X, D, repeats: int) -> tuple[dict[str, float], float]:
@@ -381,7 +392,7 @@ def run_online(grid: list[dict], words: int, repeats: int, budget: float,
             if profile:
                 prof = np.zeros(len(_online.PROFILE_PHASES))
                 online_pass(online_net(case, counts), stream, order, prof)()
-                phases = {n: 1e6 * sec / words
+                phases = {n: float(1e6 * sec / words)
                           for n, sec in zip(_online.PROFILE_PHASES, prof)}
             rows.append(OnlineRow(name, order, rate, batched, phases))
             log(format_online_row(rows[-1]))
@@ -459,6 +470,8 @@ def format_profile(rows: list[Row]) -> str:
             continue
         total = sum(row.profile_ms.values())
         cells = [f"{row.profile_ms[n]:.3f} ({row.profile_ms[n] / total:.0%})" for n in names]
+        if row.update_entries is None or not row.param_entries:
+            continue                    # every profiled row has them
         cells.append(f"{row.update_entries:,.0f} of {row.param_entries:,} "
                      f"({row.update_entries / row.param_entries:.1%})")
         lines.append(f"| {row.case} | {row.dtype} | " + " | ".join(cells) + " |")

@@ -7,6 +7,8 @@ when installed).
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
     python -m bptt lm export --model M.npz --embeddings OUT.txt [--onnx OUT.onnx]
+    python -m bptt lm import-rnnlm MODEL --out M.npz     an RNNLM 0.4b model file
+    python -m bptt lm export-rnnlm --model M.npz --out MODEL [--binary]
 
 `python -m bptt -v ...` logs each epoch and each file written on stderr (-vv: debug);
 library code logs through logging.getLogger("bptt") and never prints.
@@ -27,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from . import lm, tasks
+from . import lm, rnnlm_format, tasks
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -63,18 +65,19 @@ def _demo_data(name: str, n: int, seed: int) -> tasks.Task:
 def _score(net: ElmanRNN, task: tasks.Task) -> tuple[str, float, float]:
     """The task's figure of merit and what a baseline without memory reaches."""
     Y = net.predict(task.X)
-    mask = np.ones(task.D.shape[:2]) if task.mask is None else task.mask
+    D = np.asarray(task.D)                  # the demo's tasks are arrays
+    mask = np.ones(D.shape[:2]) if task.mask is None else task.mask
     if task.output == "softmax":
-        hits = (Y.argmax(-1) == task.D) * mask
+        hits = (Y.argmax(-1) == D) * mask
         return "held-out accuracy", hits.sum() / mask.sum(), 1.0 / task.n_out
     if task.output == "sigmoid":
-        hits = ((Y > 0.5) == (task.D > 0.5))[..., 0] * mask
+        hits = ((Y > 0.5) == (D > 0.5))[..., 0] * mask
         return "held-out accuracy", hits.sum() / mask.sum(), 0.5
     # regression: mean squared error against predicting the mean target
     weights = mask[..., None]
-    mse = float((weights * (Y - task.D) ** 2).sum() / weights.sum())
-    mean = (weights * task.D).sum() / weights.sum()
-    baseline = float((weights * (task.D - mean) ** 2).sum() / weights.sum())
+    mse = float((weights * (Y - D) ** 2).sum() / weights.sum())
+    mean = (weights * D).sum() / weights.sum()
+    baseline = float((weights * (D - mean) ** 2).sum() / weights.sum())
     return "held-out mean squared error", mse, baseline
 
 
@@ -157,7 +160,7 @@ def _encode(vocab: Vocabulary, path: str, option: str, file=None,
 
 
 def _describe(net: ElmanRNN) -> str:
-    output = "softmax" if getattr(net, "classes", None) is None \
+    output = "softmax" if net.classes is None \
         else f"class softmax ({len(net.classes) - 1} classes)"
     return f"{net.n_in} -> {net.n_hidden} {net.hidden} -> {net.n_out} {output}"
 
@@ -547,6 +550,39 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
     x.add_argument("--embeddings", metavar="OUT.txt", help="word2vec text file to write")
     x.add_argument("--onnx", metavar="OUT.onnx", help="ONNX file to write")
     x.set_defaults(run=lm_export, threads=None)
+
+    i = lm_commands.add_parser(
+        "import-rnnlm", help="convert an RNNLM 0.4b model file to a bptt model",
+        description="Read a model written by the RNNLM toolkit 0.4b (text or -binary) and "
+                    "write it as a bptt language model (docs/formats.md). Models with "
+                    "direct connections or a compression layer are refused.")
+    i.add_argument("rnnlm_model", metavar="MODEL")
+    i.add_argument("--out", required=True, metavar="M.npz")
+    i.set_defaults(run=lm_import_rnnlm)
+
+    r = lm_commands.add_parser(
+        "export-rnnlm", help="write a bptt model as an RNNLM 0.4b model file",
+        description="Write a bptt language model (sigmoid hidden layer) as a model file "
+                    "that RNNLM 0.4b's -test and -nbest read (docs/formats.md).")
+    r.add_argument("--model", required=True, metavar="M.npz")
+    r.add_argument("--out", required=True, metavar="MODEL")
+    r.add_argument("--binary", action="store_true",
+                   help="binary weights, as RNNLM's -binary (default: text)")
+    r.set_defaults(run=lm_export_rnnlm)
+
+
+def lm_import_rnnlm(args: argparse.Namespace) -> int:
+    for note in rnnlm_format.import_rnnlm(args.rnnlm_model, args.out):
+        print(f"note: {note}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def lm_export_rnnlm(args: argparse.Namespace) -> int:
+    for note in rnnlm_format.export_rnnlm(args.model, args.out, binary=args.binary):
+        print(f"note: {note}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 class _LogHandler(logging.StreamHandler):

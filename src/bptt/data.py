@@ -149,6 +149,8 @@ class SequenceData:
     """
 
     def __init__(self, X, D, mask, net, batch_size: int | None) -> None:
+        self._buckets: list[Batch] | None
+        self._whole: Batch | None
         if isinstance(X, (list, tuple)):
             self._buckets = self._bucket_lists(X, D, mask, net, batch_size)
             self._whole = None
@@ -163,13 +165,14 @@ class SequenceData:
         self.total_weight = float(sum(b.weights.sum() for b in self.batches_in_order()))
 
     @staticmethod
-    def _bucket_lists(X: list, D, mask, net, batch_size) -> list[Batch]:
+    def _bucket_lists(X: list | tuple, D, mask, net, batch_size) -> list[Batch]:
         return [_as_batch(g.X, g.D, g.mask, net)
                 for g in padded_groups(X, D, mask, batch_size or len(X), net.dtype)]
 
     def batches_in_order(self) -> list[Batch]:
         if self._buckets is not None:
             return self._buckets
+        assert self._whole is not None
         return [self._whole]
 
     def epoch(self, rng: np.random.Generator | None) -> Iterator[Batch]:
@@ -181,6 +184,7 @@ class SequenceData:
                 yield self._buckets[i]
             return
         whole = self._whole
+        assert whole is not None
         if self.batch_size >= whole.B:          # one batch: order does not matter
             yield whole
             return

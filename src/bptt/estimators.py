@@ -29,6 +29,7 @@ import math
 import numbers
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -351,13 +352,14 @@ class _RNNEstimator:
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 f"appropriate arguments before using this estimator.")
 
-    def _validate_fit_X(self, X) -> tuple[np.ndarray, str, int]:
+    def _validate_fit_X(self, X) -> tuple[np.ndarray | list[np.ndarray], str, int]:
         """X for fit, read by the hyper-parameters vocab_size and dtype (see _read_X)."""
         vocab = None if self.vocab_size is None else \
             check_int("vocab_size", self.vocab_size, minimum=1)
         return self._read_X(X, vocab, check_dtype(self.dtype))
 
-    def _read_X(self, X, vocab: int | None, dtype: np.dtype) -> tuple[np.ndarray, str, int]:
+    def _read_X(self, X, vocab: int | None,
+                dtype: np.dtype) -> tuple[np.ndarray | list[np.ndarray], str, int]:
         """X as sample-major floats (n, T, F) of dtype, or token ids (n, T) when vocab
         is set; with its layout ("features", "columns" or "tokens") and n_features.
         A list of sequences of different lengths becomes a list of (T_i, F) floats or
@@ -392,10 +394,11 @@ class _RNNEstimator:
             return arr[:, :, np.newaxis], "columns", arr.shape[1]
         return arr, "features", arr.shape[2]
 
-    def _read_list(self, X, vocab: int | None, dtype: np.dtype) -> tuple[list, str, int]:
+    def _read_list(self, X, vocab: int | None,
+                   dtype: np.dtype) -> tuple[list[np.ndarray], str, int]:
         """A list of sequences X[i]: (T_i, n_features) or (T_i,) floats (one feature),
         or (T_i,) token ids when vocab is set."""
-        seqs = []
+        seqs: list[np.ndarray] = []
         for i, x in enumerate(X):
             name = f"X[{i}]"
             arr = _as_numeric(name, x)
@@ -423,7 +426,7 @@ class _RNNEstimator:
             return seqs, "tokens", vocab
         return seqs, "features", seqs[0].shape[1]
 
-    def _validate_X(self, X) -> np.ndarray:
+    def _validate_X(self, X) -> np.ndarray | list[np.ndarray]:
         """X for a fitted estimator: read as in fit, and checked against what fit saw."""
         self._check_fitted()
         net, name = self.model_, type(self).__name__
@@ -530,15 +533,15 @@ class _RNNEstimator:
         elsewhere) and the mask selecting that step; arrays, or lists for a list Xs."""
         dtype = check_dtype(self.dtype)
         if isinstance(Xs, list):
-            D, mask = [], []
+            D_list, mask_list = [], []
             for x, value in zip(Xs, values):
                 d = np.zeros((len(x),) + values.shape[1:], values.dtype)
                 d[-1] = value
                 m = np.zeros(len(x), dtype)
                 m[-1] = 1
-                D.append(d)
-                mask.append(m)
-            return D, mask
+                D_list.append(d)
+                mask_list.append(m)
+            return D_list, mask_list
         n, T = Xs.shape[:2]
         D = np.zeros((n, T) + values.shape[1:], values.dtype)
         D[:, -1] = values
@@ -564,7 +567,7 @@ class _RNNEstimator:
         return out
 
 
-def _list_y(y, lengths: list[int]) -> tuple[object, bool]:
+def _list_y(y, lengths: list[int]) -> tuple[Any, bool]:
     """y for a list of sequences of these lengths: a list of per-step targets
     (len(y[i]) == lengths[i] for every i) comes back concatenated along the steps
     with True; anything else as it is, with False (one target per sequence)."""
@@ -642,6 +645,7 @@ class RNNClassifier(_RNNEstimator):
     """
 
     _estimator_type = "classifier"
+    classes_: np.ndarray            # set by fit (an annotation only: no class attribute)
 
     def __init__(self, *, n_hidden=32, hidden="tanh", init="normal", epochs=100, lr=0.003,
                  optimizer="adam", batch_size=32, truncate=None, clip_norm=5.0, l2=0.0,
@@ -663,7 +667,7 @@ class RNNClassifier(_RNNEstimator):
         lengths = [len(x) for x in Xs] if isinstance(Xs, list) else None
         y, per_step = _list_y(y, lengths) if lengths else (y, False)
         if not per_step:
-            T = None if lengths else Xs.shape[1]
+            T = None if isinstance(Xs, list) else Xs.shape[1]
             y = self._validate_y(y, n)
             if y.ndim == 2 and y.shape[1] == 1 and T != 1:
                 warnings.warn(_with_sklearn_base(DataConversionWarning)(
@@ -706,13 +710,13 @@ class RNNClassifier(_RNNEstimator):
         self.per_step_ = per_step
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray | list[np.ndarray]:
         """Class probabilities (n_samples, n_classes), or (n_samples, T, n_classes)
         per step; columns in the order of classes_."""
         Xs = self._validate_X(X)
         return self._outputs(Xs, self.per_step_)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X) -> np.ndarray | list[np.ndarray]:
         """Labels (n_samples,), or (n_samples, T) per step (for a list of sequences,
         a list of (T_i,) label arrays)."""
         proba = self.predict_proba(X)          # first: NotFittedError before classes_
@@ -830,7 +834,7 @@ class RNNRegressor(_RNNEstimator):
         self._squeeze = squeeze
         return self
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X) -> np.ndarray | list[np.ndarray]:
         """Predictions shaped like the y of fit: (n_samples,) or (n_samples, n_targets),
         or per step (n_samples, T) or (n_samples, T, n_targets)."""
         Xs = self._validate_X(X)

@@ -10,7 +10,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -41,7 +41,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+    def write(f: IO[bytes]) -> None:
+        f.write(json.dumps(data, indent=2).encode())
+    write_atomic(path, write)
 
 
 # ------------------------------------------------------------------ model files
@@ -59,7 +61,10 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     for key, value in arrays.items():
         if not isinstance(value, np.ndarray) or value.dtype.kind == "O":
             raise TypeError(f"{key} must be a numeric or string array to be saved")
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    if "allow_pickle" in arrays:            # np.savez would take it for its flag
+        raise ValueError("an array cannot be named allow_pickle")
+    named: dict[str, Any] = dict(arrays)   # savez's **kwds are arrays, whatever its stub says
+    write_atomic(path, lambda f: np.savez(f, **named))
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

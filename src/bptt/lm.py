@@ -414,6 +414,7 @@ def _sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: floa
     y = None
     for token in context:
         y, h = net.step(np.array([token]), None if token == restart else h)
+    assert y is not None, "the context holds at least one token"
     out = np.empty(length, np.int64)
     for i in range(length):
         p = y[0].astype(np.float64)

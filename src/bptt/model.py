@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _kernels
 from . import io as _io
@@ -54,7 +55,7 @@ class Workspace:
         self.one_thread = False
         self.serial = False
 
-    def get(self, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    def get(self, name: str, shape: tuple, dtype: DTypeLike) -> np.ndarray:
         view = self._views.get(name)
         if view is not None and view.shape == shape and view.dtype == dtype:
             return view                 # the common case: no allocation, no new view
@@ -596,6 +597,7 @@ class ElmanRNN:
                 with_grads = False
             else:
                 with_grads = True
+            assert E is not None, "E is needed with grads"
             with_sparse = with_grads and sparse is not None
             touched = ws.get("touched_W", (self.n_out if with_sparse else 0,), np.intp)
             loss, n_cols = _kernels.class_output_loss_delta(
@@ -605,7 +607,7 @@ class ElmanRNN:
                 with_grads, E, grads["W"], grads["b_o"], touched,
                 ws.get("class_slots", (n_classes,), np.intp), grads["W_c"], grads["b_c"],
                 ws.ones(n, dtype), row_loss)
-            if with_sparse:
+            if sparse is not None and with_sparse:
                 ids = touched[:n_cols]
                 sparse["W"] = SparseGrad._trusted(
                     ids, grads["W"].reshape(-1)[:H * n_cols].reshape(H, n_cols),
@@ -619,6 +621,7 @@ class ElmanRNN:
             targets.rows, targets.classes, weights, dO, dO, self._packed(), ws.prof,
             row_loss)
         if grads is not None:
+            assert E is not None, "E is needed with grads"
             _kernels.output_backward(rows, dO, self.W, grads["W"], grads["b_o"], E,
                                      ws.ones(n, dtype), self._packed(), ws.prof)
         return float(loss)
@@ -681,7 +684,7 @@ class ElmanRNN:
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
             ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self._packed(inputs),
             ws.prof, *self._resets(inputs))
-        if with_sparse:
+        if sparse is not None and with_sparse:
             sparse["V"] = SparseGrad._trusted(touched[:n_rows], grads["V"][:n_rows],
                                               self.V.shape, 0)
 
@@ -727,6 +730,7 @@ def _column_chunks(inputs: Inputs, targets: Targets | None, weights: np.ndarray 
 from . import training as _training  # noqa: E402
 
 ElmanRNN.fit.__doc__ = _training.fit.__doc__
-ElmanRNN.fit.__signature__ = inspect.signature(_training.fit).replace(parameters=[
+# a function's __signature__ is what inspect.signature reports (unknown to mypy)
+setattr(ElmanRNN.fit, "__signature__", inspect.signature(_training.fit).replace(parameters=[
     inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-    *list(inspect.signature(_training.fit).parameters.values())[1:]])
+    *list(inspect.signature(_training.fit).parameters.values())[1:]]))

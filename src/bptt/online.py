@@ -89,6 +89,7 @@ class OnlineTrainer:
             g[...] = 0
         self.touched[...] = 0
         n = inputs.shape[0]
+        grad_W, grad_b_o, grad_W_c, grad_b_c = self.grads
         for start in range(0, n, CHUNK_WORDS):
             stop = min(n, start + CHUNK_WORDS)
             with self.net._lock:        # the weights change: one caller at a time
@@ -103,11 +104,12 @@ class OnlineTrainer:
         """One kernel call on the next chunk of the stream (_online.train_chunk)."""
         net, s, p = self.net, self.settings, self.net.parameters()
         empty = np.zeros(0, net.dtype)
+        grad_W, grad_b_o, grad_W_c, grad_b_c = self.grads
         W_c, b_c = (p["W_c"].reshape(-1), p["b_c"]) if self.C else (empty, empty)
         return _online.train_chunk(
             p["V"].reshape(-1), p["U"].reshape(-1), p["b_h"], p["W"].reshape(-1), p["b_o"],
             W_c, b_c, self.starts, self.word_class, net.n_hidden, net.n_out, self.C,
             ACTIVATION_CODES[net.hidden], ORDERS[s.order], s.k1, s.k2, lr, s.beta,
             s.error_clip, s.reset_token, self.h0, self.states, self.errors,
-            self.ring_inputs, self.work, *self.grads, self.touched, self.position, inputs,
-            targets, last, self.prof)
+            self.ring_inputs, self.work, grad_W, grad_b_o, grad_W_c, grad_b_c, self.touched,
+            self.position, inputs, targets, last, self.prof)

@@ -106,7 +106,9 @@ class Optimizer:
         for name, theta in params.items():
             g = grads[name]
             if isinstance(g, SparseGrad) and self.sparse != "dense":
-                g.apply(self._op, theta, *(self._state[slot][name] for slot in self.slots),
+                states = [self._state[slot][name] for slot in self.slots]
+                g.apply(self._op, theta, states[0] if states else None,
+                        states[1] if len(states) > 1 else None,
                         coefficients=self._coefficients())
                 continue
             tmp = self._scratch_array("tmp", name, theta)

@@ -58,7 +58,7 @@ def output_activation(name: str, net: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown output activation {name!r}")
 
 
-def one_hot(ids: np.ndarray, n: int, dtype) -> np.ndarray:
+def one_hot(ids: np.ndarray | int, n: int, dtype) -> np.ndarray:
     """Rows of the identity: the dense meaning of token / class ids."""
     return np.eye(n, dtype=dtype)[ids]
 
@@ -193,7 +193,8 @@ def loss_and_grad(params: dict, X: np.ndarray, D: np.ndarray, h0=None, mask=None
     mask = np.ones((T, B), dtype) if mask is None else np.asarray(mask, dtype)
     S_prev = np.concatenate([(np.zeros((1, B, H), dtype) if h0 is None else h0[None]),
                              S[:-1]])
-    kept = np.stack([_kept(resets, t, B) for t in range(T)]).astype(dtype) if T else None
+    kept = np.stack([_kept(resets, t, B) for t in range(T)]).astype(dtype) if T \
+        else np.ones((0, B, 1), dtype)
     S_prev = S_prev * kept if T else S_prev               # a reset step reads zero
     grads = {k: np.zeros_like(v) for k, v in params.items()}
 

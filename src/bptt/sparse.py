@@ -200,6 +200,7 @@ class LazyDecay:
     def _scale(self, theta: np.ndarray, name: str, slices: np.ndarray,
                missed: np.ndarray) -> None:
         # theta[slice] *= (1 - lr l2)^missed, the factors computed in float64
+        assert self.lr is not None, "slices fall behind only after begin(lr)"
         factors = np.power(1.0 - self.lr * self.l2, missed.astype(np.float64))
         _kernels.scale_slices(_as_2d(theta), slices,
                               theta.ndim == 1 or self.axes[name] == 1,

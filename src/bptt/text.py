@@ -159,9 +159,9 @@ class Vocabulary:
         self.eos = eos
         self.eos_id = None if eos is None else index[eos]
         self.unk = unk if unk in index else None
-        self.unk_id = None if self.unk is None else index[unk]
+        self.unk_id = None if self.unk is None else index[self.unk]
         self._index = index
-        self._char_table = None
+        self._char_table: tuple[np.ndarray, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- building
 
@@ -273,7 +273,7 @@ class Vocabulary:
                 and self.eos == other.eos and self.unk == other.unk
                 and np.array_equal(self.counts, other.counts))
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # equal vocabularies may be mutated
 
     def __repr__(self) -> str:
         return (f"Vocabulary(level={self.level!r}, size={len(self)}, "
@@ -332,7 +332,8 @@ class Vocabulary:
     def encode_file(self, path, *, count_unknown: bool = False):
         """Token ids of a UTF-8 file (read as in :meth:`from_file`); count_unknown
         as in :meth:`encode`."""
-        return self.encode(_read_text(path), count_unknown=count_unknown)
+        text = _read_text(path)
+        return self.encode(text, count_unknown=True) if count_unknown else self.encode(text)
 
     def _encode_chars(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, which characters are not in the vocabulary); those ids are 0."""
@@ -416,6 +417,8 @@ class Vocabulary:
             return str(value) or None
 
         level = text("level")
+        if level is None:
+            raise ValueError("arrays['level'] must name the level ('word' or 'char')")
         return cls(names, np.asarray(arrays["counts"]), level=level, eos=text("eos"),
                    unk=text("unk"))
 

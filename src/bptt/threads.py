@@ -161,8 +161,8 @@ def _enter(B: int, H: int) -> tuple[int, bool]:
 
 
 def _leave(previous: int) -> None:
-    if previous:
-        _c_functions[0](previous)
+    if previous:                  # only after _enter found the functions
+        _functions()[0](previous)
 
 
 def control_method() -> str:

@@ -36,6 +36,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from types import FrameType
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -88,7 +89,8 @@ logger = logging.getLogger(__name__)
 def _warn(warning: Warning) -> None:
     """warnings.warn, attributed to the first caller outside the bptt package."""
     package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     warnings.warn(warning, stacklevel=level)
@@ -158,7 +160,7 @@ class History:
         has_valid = any(v is not None for v in self.valid_loss)
         header = "epoch  train loss" + ("  valid loss" if has_valid else "") + \
             "        lr  seconds"
-        shown = range(len(self))
+        shown = list(range(len(self)))
         if len(self) > 12:
             best = [] if self.best_epoch is None else [self.best_epoch - 1]
             shown = sorted({*range(5), *range(len(self) - 5, len(self)), *best})
@@ -241,7 +243,7 @@ def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
         if settings.last_weights is not None:
             for name, param in params.items():
                 param[...] = settings.last_weights[name]
-            if settings.decay is not None:
+            if settings.decay is not None and settings.last_decay is not None:
                 settings.decay.restore(settings.last_decay)
         opt.lr = opt.lr * 0.5
         return False
@@ -287,7 +289,7 @@ def _step_grads(grads: dict, sparse: dict | None) -> dict:
 def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
                progress) -> tuple[float, float, int, int]:
     params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
-    sparse = {} if settings.sparse else None
+    sparse: dict[str, SparseGrad] | None = {} if settings.sparse else None
     decay = settings.decay
     loss_sum = weight_sum = 0.0
     sequences = steps = 0
@@ -322,7 +324,7 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
     states = np.empty((k2 + 1 + k1, B, H), net.dtype)
-    sparse = {} if settings.sparse else None
+    sparse: dict[str, SparseGrad] | None = {} if settings.sparse else None
     decay = settings.decay
     held = 0
     loss_sum = weight_sum = 0.0
@@ -691,29 +693,37 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
 
     history, rng = state.history, state.rng
     history.loss_unit = loss_unit(net.output, net.loss)
+    progress: Progress | None
     if isinstance(verbose, Progress):
         progress = verbose
         progress.epochs = epochs
     else:
-        unit = "seq" if not tbptt else "tokens" if stream.inputs.tokens.size else "steps"
+        unit = "seq" if stream is None else "tokens" if stream.inputs.tokens.size else "steps"
         progress = Progress(epochs, unit=unit) if verbose else None
+    # updates per epoch, and tokens per epoch in the online kernel's progress
+    if stream is not None:
+        assert k1 is not None and k2 is not None           # set above for TBPTT
+        n_updates, n_tokens = -(-stream.T // k1), stream.T if trainer is not None else None
+    else:
+        assert data is not None
+        n_updates, n_tokens = data.n_batches(), None
     history.prepare_seconds += _clock() - prepare_start
     with _catch_interrupt() as interrupt:
         steps = _Steps(progress, interrupt)
         while len(history) < epochs and not state.finished:
             epoch = len(history)
             start = _clock()
-            steps.start(epoch, -(-stream.T // k1) if tbptt else data.n_batches(),
-                        stream.T if trainer is not None else None)
+            steps.start(epoch, n_updates, n_tokens)
             lr_used = opt.lr
             try:
-                if trainer is not None:
+                if stream is not None and trainer is not None:
                     loss_sum, weight_sum, sequences, n_steps = _online_epoch(
                         trainer, stream, opt, epoch, steps)
-                elif tbptt:
+                elif stream is not None and k1 is not None and k2 is not None:
                     loss_sum, weight_sum, sequences, n_steps = _tbptt(
                         net, stream, k1, k2, tau, opt, settings, history, epoch, steps)
                 else:
+                    assert data is not None
                     loss_sum, weight_sum, sequences, n_steps = _epochwise(
                         net, data, rng if shuffle else None, tau, opt, settings, history,
                         epoch, steps)
@@ -811,6 +821,7 @@ class _TrainingState:
         return False
 
     def restore_best(self) -> None:
+        assert self.best_params is not None, "no best epoch yet"
         for name, param in self.net.parameters().items():
             param[...] = self.best_params[name]
 
