@@ -1,0 +1,301 @@
+"""Data-parallel training on MPI: what fit(..., comm=) does with a communicator.
+
+Every rank holds its own shard of the data (its streams for TBPTT, its sequences for
+epochwise minibatches) and the same model. At the start rank 0's weights (and, on
+resume, its checkpoint) are broadcast. Then, per update, every rank computes the
+gradient of its shard into one flat, contiguous buffer (the gradients are views into
+it) followed by a few scalars (the loss, its mask weight, the number of sequences,
+an error flag and a stop flag), and ONE Allreduce sums the buffer over the ranks.
+Every rank then divides by the total batch and applies the same clip, L2 and
+optimizer step to the same numbers, so the weights stay identical without further
+traffic. With average_every=K the ranks instead update alone and average their
+weights every K updates (and at the end of every epoch).
+
+Faults: every collective call is made by every rank in the same order. An exception
+on one rank while it computes its gradient is caught, travels as the error flag in
+the next collective, and every rank then raises (the failing rank its own
+exception, the others RankFailed with its message). An exception that escapes
+outside those points on one rank only would leave the others waiting; then the
+process prints it and calls comm.Abort(1), which ends every rank (as
+``python -m mpi4py`` does for an uncaught exception).
+
+mpi4py is imported only here, and only when a communicator is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["RankFailed", "world", "sequence_shard", "stream_shard"]
+
+# the scalars following the gradients in the buffer of every update
+LOSS, WEIGHT, SEQUENCES, ERROR, STOP = range(-5, 0)
+N_SCALARS = 5
+
+
+class RankFailed(RuntimeError):
+    """Another rank of the communicator raised; the message is that rank's error."""
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:    # pragma: no cover - depends on the installation
+        raise ImportError("comm= needs mpi4py: pip install 'bptt[mpi]' (and an MPI, e.g. "
+                          "the mpich wheel: pip install mpich)") from exc
+    return MPI
+
+
+def world():
+    """MPI.COMM_WORLD when this process was started by mpiexec/srun with more than one
+    rank and mpi4py is importable, else None (no import of mpi4py is attempted
+    unless an MPI launcher's environment variables are present)."""
+    import os
+    launched = any(key in os.environ for key in (
+        "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS",
+        "MPI_LOCALNRANKS", "HYDI_CONTROL_FD"))
+    if not launched:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def check_comm(comm) -> None:
+    """TypeError unless comm looks like an mpi4py intracommunicator."""
+    if not all(hasattr(comm, name) for name in ("Allreduce", "allgather", "Get_rank",
+                                                 "Get_size", "Bcast", "Abort")):
+        raise TypeError(f"comm must be an mpi4py communicator (e.g. MPI.COMM_WORLD), "
+                        f"got {type(comm).__name__}")
+
+
+def stream_shard(B: int, rank: int, size: int) -> slice:
+    """The streams [start, stop) of B that rank `rank` of `size` holds: contiguous,
+    sizes differing by at most one (the first B % size ranks hold one more)."""
+    base, extra = divmod(B, size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def sequence_shard(n: int, rank: int, size: int) -> slice:
+    """The sequences of n that rank `rank` of `size` holds for epochwise training:
+    every size-th from rank (columns rank, rank + size, ...), so that with shuffle
+    off and batch_size / size per rank the ranks' minibatches are together the one
+    process's minibatches."""
+    return slice(rank, n, size)
+
+
+def signature(config: dict) -> str:
+    """A short hash of a JSON-able configuration."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Group:
+    """fit's view of a communicator: the update buffer, the collective checks and the
+    error protocol (see the module docstring)."""
+
+    def __init__(self, comm) -> None:
+        check_comm(comm)
+        self.comm = comm
+        self.MPI = _mpi()
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.error: BaseException | None = None
+        self.buffer: np.ndarray | None = None
+        self.stop = False
+        self.started = False       # the ranks agreed at the start of fit
+        self.since_average = 0     # updates since the last model average
+
+    # -- the error protocol ----------------------------------------------------------
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run local work; an exception is kept (not raised) until the next collective
+        check, so that every rank learns of it there. Callers skip local work while
+        self.error is set."""
+        try:
+            yield
+        except Exception as exc:       # a KeyboardInterrupt is the interrupt protocol's
+            if self.error is None:
+                self.error = exc
+
+    def raise_agreed(self, failed: bool) -> None:
+        """After a collective that carried the error flags: when any rank failed,
+        every rank raises (this rank its own error, the others RankFailed)."""
+        if not failed:
+            return
+        message = None if self.error is None else \
+            f"{type(self.error).__name__}: {self.error}"
+        messages = self.comm.allgather(message)
+        if not any(m is not None for m in messages):   # only from bcast_call's check
+            return
+        ranks = [r for r, m in enumerate(messages) if m is not None]
+        first = ranks[0]
+        if self.error is not None:
+            error, self.error = self.error, None
+            error._bptt_agreed = True          # every rank raises here: no Abort
+            raise error
+        raise _agreed(RankFailed(f"rank {first} of {self.size} failed: {messages[first]}"
+                                 + (f" (and ranks {ranks[1:]})" if len(ranks) > 1 else "")))
+
+    def check(self, *local_flags: float) -> np.ndarray:
+        """A collective check: sums of the local flags over the ranks, after raising
+        everywhere if some rank holds an error."""
+        flags = np.array([*local_flags, float(self.error is not None)], np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, flags, op=self.MPI.SUM)
+        self.raise_agreed(flags[-1] > 0)
+        return flags[:-1]
+
+    def agree_at_start(self, config: dict | None, error: BaseException | None,
+                       n_updates: int = 0) -> int:
+        """Refuse ranks whose configurations differ, and raise everywhere when some
+        rank failed to prepare (bad data, a missing file). Returns the largest number
+        of updates per epoch over the ranks (every rank makes that many)."""
+        if error is not None and self.error is None:
+            self.error = error
+        error = self.error
+        sig = None if error is not None else signature(config)
+        gathered = self.comm.allgather((sig, config if error is None else None,
+                                        n_updates))
+        self.raise_agreed(any(g[0] is None for g in gathered))
+        ref = gathered[0][1]
+        for rank, (sig, cfg, _) in enumerate(gathered):
+            if sig != gathered[0][0]:
+                keys = sorted(k for k in set(ref) | set(cfg)
+                              if json.dumps(ref.get(k), default=str) !=
+                              json.dumps(cfg.get(k), default=str))
+                diff = "; ".join(f"{k}: {ref.get(k)!r} on rank 0, {cfg.get(k)!r} on rank "
+                                 f"{rank}" for k in keys)
+                raise _agreed(ValueError(
+                    f"the ranks of comm must train the same model the same way; {diff}"))
+        return max(g[2] for g in gathered)
+
+    def bcast_call(self, function):
+        """function() run on rank 0 and its result broadcast; when it raises there,
+        every rank raises (rank 0 its error, the others RankFailed)."""
+        result = None
+        if self.rank == 0:
+            with self.guard():
+                result = function()
+        self.raise_agreed(bool(self.comm.bcast(self.error is not None, root=0)))
+        return self.comm.bcast(result, root=0)
+
+    # -- weights, buffers ----------------------------------------------------------------
+
+    def broadcast(self, arrays: dict[str, np.ndarray]) -> None:
+        """Rank 0's arrays, in place on every rank."""
+        for name in sorted(arrays):
+            self.comm.Bcast(arrays[name], root=0)
+
+    def gradient_views(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Gradients as views into one flat buffer, followed by the N_SCALARS scalars."""
+        dtype = next(iter(params.values())).dtype
+        total = sum(p.size for p in params.values())
+        self.buffer = np.zeros(total + N_SCALARS, dtype)
+        views, offset = {}, 0
+        for name, p in params.items():
+            views[name] = self.buffer[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
+        return views
+
+    def allreduce_update(self, loss: float, weight: float, n_sequences: int,
+                         stop: bool) -> tuple[float, float, int]:
+        """Sum the gradient buffer and the scalars over the ranks (one Allreduce); raise
+        everywhere if a rank failed; set self.stop if any rank asked to stop.
+        Returns the global loss, weight and number of sequences."""
+        buf = self.buffer
+        failed = self.error is not None
+        if failed:                     # its gradient is garbage; the step will not run
+            buf[:] = 0
+        buf[LOSS], buf[WEIGHT], buf[SEQUENCES] = (0.0, 0.0, 0) if failed else \
+            (loss, weight, n_sequences)
+        buf[ERROR], buf[STOP] = float(failed), float(stop)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self.raise_agreed(buf[ERROR] > 0)
+        self.stop = self.stop or buf[STOP] > 0
+        return float(buf[LOSS]), float(buf[WEIGHT]), int(round(float(buf[SEQUENCES])))
+
+    def average(self, params: dict[str, np.ndarray], stop: bool) -> None:
+        """Average the weights over the ranks (model averaging), in place; carries the
+        error and stop flags like allreduce_update."""
+        if self.buffer is None:
+            self.gradient_views(params)
+        buf, offset = self.buffer, 0
+        for p in params.values():
+            buf[offset:offset + p.size] = p.reshape(-1)
+            offset += p.size
+        buf[ERROR], buf[STOP] = float(self.error is not None), float(stop)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self.raise_agreed(buf[ERROR] > 0)
+        self.stop = self.stop or buf[STOP] > 0
+        offset = 0
+        scale = buf.dtype.type(1.0 / self.size)
+        for p in params.values():
+            np.multiply(buf[offset:offset + p.size].reshape(p.shape), scale, out=p)
+            offset += p.size
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Sums over the ranks of a few numbers (float64), error flags carried."""
+        return [float(v) for v in self.check(*values)]
+
+    def max(self, value: int) -> int:
+        """The largest of an integer over the ranks."""
+        return int(self.comm.allreduce(int(value), op=self.MPI.MAX))
+
+    def gather(self, value: Any) -> list | None:
+        return self.comm.gather(value, root=0)
+
+    def bcast(self, value: Any) -> Any:
+        return self.comm.bcast(value, root=0)
+
+    # -- the last resort ---------------------------------------------------------------
+
+    @contextmanager
+    def abort_on_escape(self) -> Iterator[None]:
+        """An exception that not every rank raises at the same point would leave the
+        others waiting in a collective: print it and Abort the whole job."""
+        try:
+            yield
+        except BaseException as exc:
+            if getattr(exc, "_bptt_agreed", False):
+                raise
+            sys.stderr.write(f"bptt: rank {self.rank} of {self.size}: "
+                             f"{''.join(traceback.format_exception(exc))}"
+                             f"bptt: aborting every rank (comm.Abort)\n")
+            sys.stderr.flush()
+            self.comm.Abort(1)
+            raise                       # pragma: no cover - Abort does not return
+
+
+def run(fit, args: dict):
+    """fit(**args) with args["comm"] turned into a Group, under the error protocol:
+    an error before the ranks' first agreement is reported there; anything else that
+    escapes on one rank only aborts the job."""
+    group = Group(args["comm"])
+    with group.abort_on_escape():
+        try:
+            return fit(**{**args, "comm": group})
+        except Exception as exc:
+            if getattr(exc, "_bptt_agreed", False) or group.started:
+                raise
+            group.agree_at_start(None, exc)     # the others wait there: raise everywhere
+            raise                               # pragma: no cover - it raised
+
+
+def _agreed(exc: BaseException) -> BaseException:
+    exc._bptt_agreed = True
+    return exc
+
+
+def agreed(exc: BaseException) -> BaseException:
+    """Mark an exception that every rank raises at the same point (no Abort)."""
+    return _agreed(exc)
