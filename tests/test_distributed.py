@@ -1,0 +1,193 @@
+"""Data-parallel fit(comm=) on MPI: two ranks started by mpiexec from each test (in a
+subprocess with a timeout, so nothing can hang the suite) against one process on the
+whole data (scenarios in tests/mpi_fit.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.distributed import sequence_shard, stream_shard
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from mpi_fit import scenario  # noqa: E402
+
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep
+                       + os.environ.get("PATH", ""))
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI4PY = True
+except ImportError:
+    HAVE_MPI4PY = False
+needs_mpi = pytest.mark.skipif(not (MPIEXEC and HAVE_MPI4PY),
+                               reason="needs mpi4py and mpiexec (pip install mpi4py mpich)")
+TIMEOUT = 120
+# a rank that fails must bring every rank down within this many seconds
+FAULT_TIMEOUT = 60
+
+
+def mpirun(args: list[str], timeout: float = TIMEOUT, n: int = 2,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """mpiexec -n n python ARGS; the process group is killed at the timeout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           **(env or {})}
+    try:
+        return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mpiexec did not finish within {timeout} s (a hang): "
+                    f"{exc.stderr!r}")
+
+
+def run_scenario(name: str, out, extra: str = "", ok: bool = True):
+    proc = mpirun([os.path.join(HERE, "mpi_fit.py"), name, str(out), extra])
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def rank_results(out, size: int = 2):
+    weights = [dict(np.load(os.path.join(out, f"rank{r}.npz"))) for r in range(size)]
+    histories = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(size)]
+    return weights, histories
+
+
+def assert_identical_ranks(weights):
+    for w in weights[1:]:
+        for name, value in weights[0].items():
+            np.testing.assert_array_equal(w[name], value, err_msg=name)
+
+
+def test_shards_cover_the_data():
+    for B in (1, 5, 6, 7):
+        for size in (1, 2, 3):
+            parts = [np.arange(B)[stream_shard(B, r, size)] for r in range(size)]
+            np.testing.assert_array_equal(np.concatenate(parts), np.arange(B))
+            cols = [np.arange(B)[sequence_shard(B, r, size)] for r in range(size)]
+            np.testing.assert_array_equal(np.sort(np.concatenate(cols)), np.arange(B))
+
+
+def test_bad_comm_and_options():
+    net, X, D, options = scenario("tbptt_sgd")
+    with pytest.raises(TypeError, match="mpi4py communicator"):
+        net.fit(X, D, comm=object(), **options)
+    with pytest.raises(ValueError, match="needs comm"):
+        net.fit(X, D, average_every=2, **options)
+
+
+@needs_mpi
+@pytest.mark.parametrize("name", ["tbptt_sgd", "tbptt_adam", "tbptt_classes_adam",
+                                  "epochwise_adam", "epochwise_sgd", "epochwise_lists",
+                                  "tbptt_seeds"])
+def test_two_ranks_equal_one_process(tmp_path, name):
+    """Slices of the streams (TBPTT) or columns r, r+2, ... with half the batch
+    (epochwise) on two ranks: the one-process result on the whole data, within 1e-10,
+    with bit-identical weights on both ranks (and rank 0's initial weights win when
+    the ranks' seeds differ: "seeds")."""
+    run_scenario(name, tmp_path)
+    net, X, D, options = scenario(name)
+    history = net.fit(X, D, sparse=False, **options)
+    weights, histories = rank_results(tmp_path)
+    assert_identical_ranks(weights)
+    for key, value in net.parameters().items():
+        np.testing.assert_allclose(weights[0][key], value, rtol=0, atol=1e-10, err_msg=key)
+    for h in histories:
+        np.testing.assert_allclose(h["train_loss"], history.train_loss, rtol=1e-10)
+        if history.valid_loss[0] is not None:
+            np.testing.assert_allclose(h["valid_loss"], history.valid_loss, rtol=1e-10)
+    assert histories[0]["train_loss"] == histories[1]["train_loss"]
+
+
+@needs_mpi
+def test_resume_equals_uninterrupted_run(tmp_path):
+    """Two epochs, stop, resume to four (shuffled, each rank its own generator) ends
+    bit-identical to four epochs at once."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    run_scenario("resume_adam", whole)
+    run_scenario("resume_adam", parts, "checkpoint2")
+    run_scenario("resume_adam", parts, "checkpoint")
+    (w_whole, h_whole), (w_parts, h_parts) = rank_results(whole), rank_results(parts)
+    assert_identical_ranks(w_parts)
+    for key, value in w_whole[0].items():
+        np.testing.assert_array_equal(w_parts[0][key], value, err_msg=key)
+    assert h_whole[0]["train_loss"] == h_parts[0]["train_loss"]
+    assert len(h_parts[0]["train_loss"]) == 4
+    # a checkpoint of two ranks does not resume in one process
+    net, X, D, options = scenario("resume_adam")
+    with pytest.raises(ValueError, match="2 process"):
+        net.fit(X, D, checkpoint=parts / "run.npz", resume=True, **options)
+
+
+@needs_mpi
+def test_model_averaging_against_its_definition(tmp_path):
+    """average_every=K with K the updates of an epoch (9 blocks of 5 steps): each
+    rank trains one epoch alone from the common weights, then the weights are
+    averaged; two epochs of that by hand in one process."""
+    run_scenario("average_sgd", tmp_path, "average9")
+    weights, histories = rank_results(tmp_path)
+    assert_identical_ranks(weights)
+    net, X, D, options = scenario("average_sgd")
+    start = {k: v.copy() for k, v in net.parameters().items()}
+    for epoch in range(options["epochs"]):
+        ends = []
+        for rank in range(2):
+            part, Xr, Dr, opts = scenario("average_sgd", rank, 2)
+            for key, value in part.parameters().items():
+                value[...] = start[key]
+            part.fit(Xr, Dr, sparse=False, **{**opts, "epochs": 1})
+            ends.append(part.parameters())
+        start = {k: (ends[0][k] + ends[1][k]) / 2 for k in start}
+    for key, value in start.items():
+        np.testing.assert_allclose(weights[0][key], value, rtol=0, atol=1e-12, err_msg=key)
+
+
+@needs_mpi
+@pytest.mark.parametrize("extra, message", [
+    ("bad_tokens", "rank 1 of 2 failed: ValueError"),
+    ("lr", "the ranks of comm must train the same model the same way; "
+           "hyper_parameters"),
+    ("callback", "a callback failed on rank 1"),
+])
+def test_a_failing_rank_stops_every_rank(tmp_path, extra, message):
+    """Bad data on one rank, different hyper-parameters, an error outside fit's
+    collectives: every rank exits non-zero within the timeout with the message."""
+    proc = mpirun([os.path.join(HERE, "mpi_fit.py"), "tbptt_sgd", str(tmp_path), extra],
+                  timeout=FAULT_TIMEOUT)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "rank0.npz").exists()
+
+
+@needs_mpi
+def test_divergence_stops_every_rank(tmp_path):
+    """A NaN on one rank's data reaches every rank through the Allreduce: all raise
+    TrainingDiverged at the same update."""
+    proc = mpirun([os.path.join(HERE, "mpi_fit.py"), "tbptt_sgd", str(tmp_path), "nan"],
+                  timeout=FAULT_TIMEOUT)
+    assert proc.returncode != 0
+    assert proc.stderr.count("TrainingDiverged") >= 2, proc.stderr
+
+
+@needs_mpi
+def test_one_rank_communicator(tmp_path):
+    """comm=MPI.COMM_SELF in this process: the one-process result, and the online
+    kernel's update order refused."""
+    from mpi4py import MPI
+    net, X, D, options = scenario("tbptt_adam")
+    ref, _, _, _ = scenario("tbptt_adam")
+    history = net.fit(X, D, comm=MPI.COMM_SELF, **options)
+    ref_history = ref.fit(X, D, sparse=False, **options)
+    for key, value in ref.parameters().items():
+        np.testing.assert_array_equal(net.parameters()[key], value, err_msg=key)
+    assert history.train_loss == ref_history.train_loss
+    with pytest.raises(ValueError, match="update_order='rnnlm'"):
+        net.fit(X[:, :1], D[:, :1], epochs=1, lr=0.1, k1=2, update_order="rnnlm",
+                comm=MPI.COMM_SELF)
