@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from . import lm, tasks
+from . import distributed, lm, tasks
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -195,6 +195,20 @@ def lm_train(args: argparse.Namespace) -> int:
     if not os.path.isdir(folder):
         raise ValueError(f"--model {args.model}: folder {folder} does not exist")
     _apply_threads(args)
+    # under mpiexec/srun with several ranks: data-parallel, rank 0 prints and writes
+    comm = distributed.world()
+    if comm is not None and comm.Get_rank() > 0:
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                return _lm_train(args, comm)
+            finally:
+                sys.stdout = stdout
+    return _lm_train(args, comm)
+
+
+def _lm_train(args: argparse.Namespace, comm) -> int:
+    rank0 = comm is None or comm.Get_rank() == 0
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
     vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
                                  max_size=args.max_vocab)
@@ -212,7 +226,8 @@ def lm_train(args: argparse.Namespace) -> int:
         print("note: this bptt has no class-factorised softmax; using the full softmax",
               file=sys.stderr)
     schedule = args.schedule or ("rnnlm" if valid_ids is not None else "constant")
-    order = args.update_order or lm.default_update_order(args.batch, args.optimizer)
+    order = args.update_order or ("block" if comm is not None else
+                                  lm.default_update_order(args.batch, args.optimizer))
     rnnlm_order = order == "rnnlm"
     # RNNLM's own defaults in its update order: -beta 1e-7, -gradient-cutoff 15
     l2 = args.l2 if args.l2 is not None else (RNNLM_BETA if rnnlm_order else 0.0)
@@ -229,11 +244,12 @@ def lm_train(args: argparse.Namespace) -> int:
           + (f", beta {l2:g}, gradient cutoff {cutoff:g}" if rnnlm_order else
              f", l2 {l2:g}" if l2 else "") + f", {schedule} schedule, "
           f"{args.batch} stream{'s' if args.batch > 1 else ''}, at most {args.epochs} "
-          f"epochs" + (", independent sentences" if args.independent else ""), flush=True)
+          f"epochs" + (", independent sentences" if args.independent else "")
+          + ("" if comm is None else f", {comm.Get_size()} MPI ranks"), flush=True)
     start = time.perf_counter()
     # one line per epoch: RNNLM's, on stdout; --progress adds a line that is rewritten
     # during the epoch and cleared at its end (stderr)
-    progress = Progress(unit=names, summaries=False) if args.progress else False
+    progress = Progress(unit=names, summaries=False) if args.progress and rank0 else False
     epochs_run: list[int] = []
     try:
         with warnings.catch_warnings():
@@ -248,8 +264,8 @@ def lm_train(args: argparse.Namespace) -> int:
                                resume=args.checkpoint is not None and not args.force,
                                overwrite=args.force,
                                callbacks=[_epoch_printer(vocab, epochs_run)],
-                               independent=args.independent)
-    except TrainingDiverged as exc:
+                               independent=args.independent, comm=comm)
+    except (TrainingDiverged, distributed.RankFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TrainingInterrupted as exc:
@@ -265,8 +281,9 @@ def lm_train(args: argparse.Namespace) -> int:
               f"the model keeps these weights")
     if epochs_run:
         print(f"training time: {seconds:.1f} s")
-    lm.save_lm(args.model, net, vocab, independent=args.independent)
-    print(f"model saved to {args.model}")
+    if rank0:
+        lm.save_lm(args.model, net, vocab, independent=args.independent)
+        print(f"model saved to {args.model}")
     return 0
 
 
@@ -377,7 +394,8 @@ def _add_lm_commands(commands) -> None:
     t.add_argument("--lr", "--alpha", type=float, default=0.1, dest="lr",
                    help="initial learning rate, RNNLM's -alpha (default 0.1)")
     t.add_argument("--batch", type=int, default=1,
-                   help="parallel streams per update (default 1, as RNNLM)")
+                   help="parallel streams per update (default 1, as RNNLM); under "
+                        "mpiexec, the total over the ranks")
     t.add_argument("--epochs", type=int, default=20,
                    help="most epochs (default 20; the schedule usually stops earlier)")
     t.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,

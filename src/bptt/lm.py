@@ -180,7 +180,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
           restore_best: bool = True, verbose=False, threads: int | None = None,
           checkpoint=None, resume: bool = False, overwrite: bool = False,
           callbacks: Iterable[Callable] = (), independent: bool = False,
-          update_order: str | None = None, error_clip: float | None = None):
+          update_order: str | None = None, error_clip: float | None = None,
+          comm=None):
     """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
 
     train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``).
@@ -215,6 +216,12 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         validation, so no error crosses a sentence boundary; save the model with
         ``save_lm(..., independent=True)`` to score and generate the same way.
 
+    comm : an mpi4py communicator: data-parallel training (bptt.distributed), every
+        rank calling train with the same arguments; ``batch`` stays the total number
+        of streams, each rank trains its contiguous share of them (at least one), and
+        every rank evaluates the whole validation stream (the loss is the one
+        process's). ``update_order`` "rnnlm" is single-process.
+
     In the History, losses are nats per token: the perplexity of epoch i is
     ``exp(history.valid_loss[i])``, the training entropy in bits per token
     ``history.train_loss[i] / ln 2``; ``history.steps_per_second`` is tokens per
@@ -239,6 +246,15 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                          "(e.g. schedule=None for a constant learning rate)")
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
+    if comm is not None:        # this rank's share of the streams
+        from .distributed import check_comm, stream_shard
+        check_comm(comm)
+        if batch < comm.Get_size():
+            raise ValueError(f"batch={batch} streams cannot be shared by "
+                             f"{comm.Get_size()} ranks: give at least one per rank")
+        part = stream_shard(batch, comm.Get_rank(), comm.Get_size())
+        X, D = X[:, part], D[:, part]
+        update_order = update_order or "block"
     if update_order is None:
         update_order = default_update_order(batch, optimizer)
     with blas_threads(threads) if threads is not None else nullcontext():
@@ -248,7 +264,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                        restore_best=restore_best, verbose=verbose,
                        checkpoint=checkpoint, resume=resume, overwrite=overwrite,
                        callbacks=callbacks, reset_token=restart, update_order=update_order,
-                       error_clip=error_clip)
+                       error_clip=error_clip, comm=comm)
 
 
 def default_update_order(batch: int, optimizer) -> str:
