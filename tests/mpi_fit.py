@@ -37,8 +37,12 @@ def scenario(name: str, rank: int | None = None, size: int = 1, extra: str = "")
         net = bptt.ElmanRNN(V, H, V, dtype="float64", seed=seed, classes=classes)
         options = dict(epochs=3, lr=0.05, k1=5, k2=8, mask=mask.astype(float),
                        valid=(vX, vD), shuffle=False)
-        if "adam" in name:
+        if "lazy_adam" in name:
+            options.update(optimizer="lazy_adam", lr=0.01, clip_norm=0.5, l2=1e-3)
+        elif "adam" in name:
             options.update(optimizer="adam", lr=0.01, clip_norm=0.5)
+        elif "sparse" in name:      # SGD without L2: sparse gradients
+            options.update(clip=0.1)
         else:
             options.update(clip=0.1, l2=1e-3)
         if name.startswith("resume"):
@@ -87,6 +91,9 @@ def main() -> int:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     net, X, D, options = scenario(name, rank, size, extra)
+    if extra in ("rows", "dense"):
+        import bptt.distributed
+        bptt.distributed.SPARSE_EXCHANGE = extra
     if extra == "epochs2":
         options["epochs"] = 2
     if extra.startswith("average"):

@@ -83,17 +83,23 @@ def test_bad_comm_and_options():
 
 
 @needs_mpi
-@pytest.mark.parametrize("name", ["tbptt_sgd", "tbptt_adam", "tbptt_classes_adam",
-                                  "epochwise_adam", "epochwise_sgd", "epochwise_lists",
-                                  "tbptt_seeds"])
-def test_two_ranks_equal_one_process(tmp_path, name):
+@pytest.mark.parametrize("name, exchange", [
+    ("tbptt_sgd", None), ("tbptt_adam", None), ("tbptt_classes_adam", None),
+    ("epochwise_adam", None), ("epochwise_sgd", None), ("epochwise_lists", None),
+    ("tbptt_seeds", None),
+    ("tbptt_classes_sparse", "rows"), ("tbptt_classes_sparse", "dense"),
+    ("tbptt_classes_sparse", "auto"), ("tbptt_classes_lazy_adam", "rows"),
+    ("tbptt_sparse", "rows")])
+def test_two_ranks_equal_one_process(tmp_path, name, exchange):
     """Slices of the streams (TBPTT) or columns r, r+2, ... with half the batch
     (epochwise) on two ranks: the one-process result on the whole data, within 1e-10,
     with bit-identical weights on both ranks (and rank 0's initial weights win when
-    the ranks' seeds differ: "seeds")."""
-    run_scenario(name, tmp_path)
+    the ranks' seeds differ: "seeds"). Sparse gradients (SGD without L2, lazy Adam)
+    exchanged as touched rows, dense, or whichever is fewer bytes, against the one
+    process's sparse path."""
+    run_scenario(name, tmp_path, exchange or "")
     net, X, D, options = scenario(name)
-    history = net.fit(X, D, sparse=False, **options)
+    history = net.fit(X, D, sparse=exchange is not None, **options)
     weights, histories = rank_results(tmp_path)
     assert_identical_ranks(weights)
     for key, value in net.parameters().items():

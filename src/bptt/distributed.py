@@ -37,6 +37,11 @@ __all__ = ["RankFailed", "world", "sequence_shard", "stream_shard"]
 # the scalars following the gradients in the buffer of every update
 LOSS, WEIGHT, SEQUENCES, ERROR, STOP = range(-5, 0)
 N_SCALARS = 5
+# how sparse gradients travel: "auto" (touched rows or dense, whichever moves fewer
+# bytes), or always "rows" or "dense" (for tests and measurements)
+SPARSE_EXCHANGE = "auto"
+# a rank's count for a sparse-capable gradient that it has dense this update
+_DENSE = -2
 
 
 class RankFailed(RuntimeError):
@@ -111,6 +116,7 @@ class Group:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.error: BaseException | None = None
         self.buffer: np.ndarray | None = None
+        self.front: tuple[str, ...] = ()
         self.stop = False
         self.started = False       # the ranks agreed at the start of fit
         self.since_average = 0     # updates since the last model average
@@ -196,22 +202,114 @@ class Group:
         for name in sorted(arrays):
             self.comm.Bcast(arrays[name], root=0)
 
-    def gradient_views(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Gradients as views into one flat buffer, followed by the N_SCALARS scalars."""
+    def gradient_views(self, params: dict[str, np.ndarray],
+                       front: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Gradients as views into one flat buffer, followed by the N_SCALARS scalars.
+        front: the gradients that may come sparse (SparseGrads whose values live in
+        these views), first in the buffer, so that those exchanged as rows can be left
+        out of the Allreduce of the rest."""
         dtype = next(iter(params.values())).dtype
         total = sum(p.size for p in params.values())
         self.buffer = np.zeros(total + N_SCALARS, dtype)
+        self.front = tuple(front)
+        self.starts, self.front_end = {}, 0
         views, offset = {}, 0
-        for name, p in params.items():
+        for name in (*self.front, *(n for n in params if n not in self.front)):
+            p = params[name]
+            self.starts[name] = offset
             views[name] = self.buffer[offset:offset + p.size].reshape(p.shape)
             offset += p.size
+            if name in self.front:
+                self.front_end = offset
+        self.views = views
         return views
 
+    def exchange(self, sparse: dict | None, loss: float, weight: float,
+                 n_sequences: int, stop: bool) -> tuple[float, int, dict]:
+        """Sum this update over the ranks: the dense gradients (and the sparse ones
+        that go dense) in one Allreduce, the others as touched rows (Allgatherv of
+        ids and values, merged in rank order, so every rank holds the same sums).
+        Returns the global loss, number of sequences and the gradients to step with."""
+        if not self.front or sparse is None:
+            loss, _, n = self.allreduce_update(loss, weight, n_sequences, stop)
+            return loss, n, self.views
+        failed = self.error is not None
+        local = np.array([failed] + [-1 if failed or name not in sparse and n_sequences == 0
+                                     else _DENSE if name not in sparse
+                                     else sparse[name].ids.size for name in self.front],
+                         np.int64)
+        counts = np.empty((self.size, local.size), np.int64)
+        self.comm.Allgather(local, counts)
+        self.raise_agreed(bool(counts[:, 0].any()))
+        counts = counts[:, 1:]
+        rows = self._rows_prefix(counts)
+        for name in self.front[rows:]:          # these go dense: scatter them
+            if name in sparse:
+                g = sparse[name]
+                type(g)._trusted(g.ids, g.values.copy(), g.shape, g.axis).to_dense(
+                    self.views[name])
+            elif counts[self.rank, self.front.index(name)] == -1:
+                self.views[name].fill(0)
+        start = self.starts[self.front[rows]] if rows < len(self.front) else self.front_end
+        self.allreduce_update(loss, weight, n_sequences, stop, start)
+        grads = dict(self.views)
+        for i, name in enumerate(self.front[:rows]):
+            grads[name] = self._gather_rows(name, sparse.get(name),
+                                            np.maximum(counts[:, i], 0))
+        buf = self.buffer
+        return float(buf[LOSS]), int(round(float(buf[SEQUENCES]))), grads
+
+    def _rows_prefix(self, counts: np.ndarray) -> int:
+        """How many of the front gradients travel as rows: the prefix (of those
+        sparse on every rank) that moves the fewest bytes."""
+        itemsize = self.buffer.itemsize
+        best, best_cost, cost = 0, 0.0, 0.0
+        for i, name in enumerate(self.front):
+            if (counts[:, i] == _DENSE).any() or SPARSE_EXCHANGE == "dense":
+                break
+            view = self.views[name]
+            slice_bytes = view.nbytes // view.shape[_axis(name)]
+            # rows: every rank receives the others' ids and values; dense: an
+            # allreduce sends and receives about twice the array
+            cost += np.maximum(counts[:, i], 0).sum() * (slice_bytes + 8) - \
+                2.0 * view.size * itemsize
+            if cost < best_cost or SPARSE_EXCHANGE == "rows":
+                best, best_cost = i + 1, cost
+        return best
+
+    def _gather_rows(self, name: str, g, counts: np.ndarray):
+        """The sum over the ranks of the SparseGrad g of gradient `name` (None: this
+        rank touched nothing) as a SparseGrad over the union of the touched slices."""
+        from .sparse import SparseGrad
+        view, axis = self.views[name], _axis(name)
+        shape = view.shape
+        per = view.size // shape[axis]
+        ids = np.ascontiguousarray(g.ids, np.int64) if g is not None else \
+            np.empty(0, np.int64)
+        values = g.values.reshape(-1) if g is not None else np.empty(0, view.dtype)
+        all_ids = np.empty(int(counts.sum()), np.int64)
+        self.comm.Allgatherv(ids, [all_ids, counts.tolist()])
+        all_values = np.empty(all_ids.size * per, view.dtype)
+        self.comm.Allgatherv(values, [all_values, (counts * per).tolist()])
+        union = np.unique(all_ids)
+        out_shape = shape[:axis] + (union.size,) + shape[axis + 1:]
+        out = np.zeros(out_shape, view.dtype)
+        offset = 0
+        for n in counts.tolist():
+            pos = np.searchsorted(union, all_ids[offset:offset + n])
+            block = all_values[offset * per:(offset + n) * per]
+            if axis == 0:
+                out[pos] += block.reshape((n,) + shape[1:])
+            else:
+                out[:, pos] += block.reshape(shape[0], n)
+            offset += n
+        return SparseGrad._trusted(union.astype(np.intp), out, shape, axis)
+
     def allreduce_update(self, loss: float, weight: float, n_sequences: int,
-                         stop: bool) -> tuple[float, float, int]:
-        """Sum the gradient buffer and the scalars over the ranks (one Allreduce); raise
-        everywhere if a rank failed; set self.stop if any rank asked to stop.
-        Returns the global loss, weight and number of sequences."""
+                         stop: bool, start: int = 0) -> tuple[float, float, int]:
+        """Sum the gradient buffer from `start` and the scalars over the ranks (one
+        Allreduce); raise everywhere if a rank failed; set self.stop if any rank asked
+        to stop. Returns the global loss, weight and number of sequences."""
         buf = self.buffer
         failed = self.error is not None
         if failed:                     # its gradient is garbage; the step will not run
@@ -219,7 +317,7 @@ class Group:
         buf[LOSS], buf[WEIGHT], buf[SEQUENCES] = (0.0, 0.0, 0) if failed else \
             (loss, weight, n_sequences)
         buf[ERROR], buf[STOP] = float(failed), float(stop)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf[start:], op=self.MPI.SUM)
         self.raise_agreed(buf[ERROR] > 0)
         self.stop = self.stop or buf[STOP] > 0
         return float(buf[LOSS]), float(buf[WEIGHT]), int(round(float(buf[SEQUENCES])))
@@ -274,6 +372,12 @@ class Group:
             sys.stderr.flush()
             self.comm.Abort(1)
             raise                       # pragma: no cover - Abort does not return
+
+
+def _axis(name: str) -> int:
+    """The axis along which the model's sparse gradient `name` is sparse: W's touched
+    columns (output words), V's rows and b_o's entries."""
+    return 1 if name == "W" else 0
 
 
 def run(fit, args: dict):

@@ -279,12 +279,15 @@ def _step_grads(grads: dict, sparse: dict | None) -> dict:
     return {**grads, **sparse} if sparse else grads
 
 
-def _gradient_arrays(net, settings: _Settings) -> dict:
+def _gradient_arrays(net, settings: _Settings, tokens: bool) -> dict:
     """Arrays for the kernels' gradients: under comm, views into the flat buffer that
-    one Allreduce per update sums over the ranks."""
+    one Allreduce per update sums over the ranks (those that may come sparse first:
+    V with token inputs, W and b_o with a class-factorised softmax)."""
     params = net.parameters()
     if settings.group is not None:
-        return settings.group.gradient_views(params)
+        front = ((("V",) if tokens else ()) + (("W", "b_o") if net.classes is not None
+                                               else ())) if settings.sparse else ()
+        return settings.group.gradient_views(params, front)
     return {k: np.empty_like(v) for k, v in params.items()}
 
 
@@ -314,14 +317,14 @@ def _update(params, grads, sparse, loss, weight, n_sequences, opt, settings: _Se
         applied = False
         with _local(settings) as ok:
             if ok and n_sequences:
-                applied = _apply_update(params, grads, loss, n_sequences, opt, settings,
-                                        history, where)
+                applied = _apply_update(params, _step_grads(grads, sparse), loss,
+                                        n_sequences, opt, settings, history, where)
         group.since_average += 1
         if group.since_average == settings.average_every:
             group.since_average = 0
             group.average(params, stop)
         return applied
-    loss, _, n_sequences = group.allreduce_update(loss, weight, n_sequences, stop)
+    loss, n_sequences, grads = group.exchange(sparse, loss, weight, n_sequences, stop)
     try:        # on the same numbers on every rank: every rank raises the same
         return _apply_update(params, grads, loss, n_sequences, opt, settings, history,
                              where)
@@ -329,9 +332,19 @@ def _update(params, grads, sparse, loss, weight, n_sequences, opt, settings: _Se
         raise _distributed.agreed(exc)
 
 
+def _no_gradient(grads: dict, sparse: dict | None) -> None:
+    """A rank whose shard is done contributes zeros (and no sparse slices)."""
+    for g in grads.values():
+        g.fill(0)
+    if sparse is not None:
+        sparse.clear()
+
+
 def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
                progress) -> tuple[float, float, int, int]:
-    params, grads = net.parameters(), _gradient_arrays(net, settings)
+    params = net.parameters()
+    grads = _gradient_arrays(net, settings,
+                             data.batches_in_order()[0].inputs.tokens.size > 0)
     sparse = {} if settings.sparse else None
     decay = settings.decay
     loss_sum = weight_sum = 0.0
@@ -347,8 +360,7 @@ def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, e
             with _local(settings) as ok:
                 batch = next(batches, None) if ok else None
                 if batch is None:
-                    for g in grads.values():
-                        g.fill(0)
+                    _no_gradient(grads, sparse)
                 else:
                     with net._kernel_section(batch.B):
                         if decay is not None:       # the slices this batch reads, up to date
@@ -376,7 +388,8 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
            progress) -> tuple[float, float, int, int]:
     """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout."""
     T, B, H = stream.T, stream.B, net.n_hidden
-    params, grads = net.parameters(), _gradient_arrays(net, settings)
+    params = net.parameters()
+    grads = _gradient_arrays(net, settings, stream.inputs.tokens.size > 0)
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
     states = np.empty((k2 + 1 + k1, B, H), net.dtype)
@@ -394,8 +407,7 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
             loss = weight = 0.0
             with _local(settings) as ok:
                 if not ok or k <= 0:
-                    for g in grads.values():
-                        g.fill(0)
+                    _no_gradient(grads, sparse)
                     k = 0
                 else:
                     block = stream.steps(t, stop)
@@ -694,8 +706,10 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     are broadcast at the start; every update sums the gradients over the ranks in
     one Allreduce and divides by the total batch, so every rank takes the same step
     and ends with the same weights. Losses and rates in History are global; only
-    rank 0 shows progress and writes the checkpoint. The gradients are exchanged
-    dense (sparse is ignored). Not with update_order="rnnlm".
+    rank 0 shows progress and writes the checkpoint. Sparse gradients (sparse
+    below) travel as touched slices (Allgatherv of ids and values) or dense,
+    whichever moves fewer bytes; SGD with l2 is dense under comm (its lazy decay
+    would differ between ranks). Not with update_order="rnnlm".
     average_every: with comm, model averaging instead: each rank updates from its
     own gradients alone and the weights are averaged over the ranks every this many
     updates and at the end of every epoch (cheaper traffic, not the one-process
@@ -760,11 +774,14 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         if update_order == "rnnlm":
             raise ValueError("update_order='rnnlm' (the online kernel) trains in one "
                              "process: use update_order='block' with comm")
-        sparse = False          # the Allreduce sums dense gradients
         settings.group, settings.average_every = group, average_every or 0
     opt = _optimizer(optimizer, lr)
     sched = _schedule(schedule)
     settings.sparse = bool(sparse) and _sparse_updates(opt, settings.l2)
+    if group is not None and settings.l2 and isinstance(opt, SGD):
+        # SGD's lazy L2 would decay each rank's slices at different times (and round
+        # them differently): dense under comm
+        settings.sparse = False
     if settings.sparse and settings.l2 and isinstance(opt, SGD):
         settings.decay = LazyDecay(settings.l2)
     if resume and checkpoint is None:
@@ -797,14 +814,14 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     state.own_optimizer = bool(settings.average_every)
     if resume:
         state.restore(checkpoint)
-    if group is not None:       # rank 0's weights and optimizer state everywhere
-        group.broadcast(net.parameters())
-        if not (resume and state.own_optimizer):
-            opt.load_state_dict(group.bcast(opt.state_dict()))
         if state.finished or len(state.history) >= epochs:
             _warn(UserWarning(f"the run in checkpoint {os.fspath(checkpoint)} is already "
                               f"complete ({len(state.history)} epochs): nothing to train; "
                               f"pass overwrite=True without resume to train again"))
+    if group is not None:       # rank 0's weights and optimizer state everywhere
+        group.broadcast(net.parameters())
+        if not (resume and state.own_optimizer):
+            opt.load_state_dict(group.bcast(opt.state_dict()))
 
     history, rng = state.history, state.rng
     history.loss_unit = loss_unit(net.output, net.loss)
