@@ -216,7 +216,15 @@ def test_lm_train_under_mpiexec(tmp_path):
                           "--epochs", "3"], capture_output=True, text=True,
                          timeout=TIMEOUT)
     assert one.returncode == 0, one.stderr
-    two = mpirun([*common, "--model", str(tmp_path / "two.npz"), "--epochs", "3"])
+    # the two ranks read lm encode's ids, memory-mapped, each its share
+    encoded = subprocess.run([sys.executable, "-m", "bptt", "lm", "encode", "--train",
+                              str(train), "--valid", str(valid), "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert encoded.returncode == 0, encoded.stderr
+    npy = [str(tmp_path / "train.npy") if a == str(train) else
+           str(tmp_path / "valid.npy") if a == str(valid) else a for a in common]
+    two = mpirun([*npy, "--vocab", str(tmp_path / "vocab.npz"),
+                  "--model", str(tmp_path / "two.npz"), "--epochs", "3"])
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("model saved to") == 1
     assert "2 MPI ranks" in two.stdout

@@ -6,6 +6,7 @@ when installed).
     python -m bptt lm eval --model M.npz --test F
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
+    python -m bptt lm encode --train F [--valid F --test F] --out DIR   (ids to .npy)
 
 Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
 Ctrl-C stops training cleanly (status 130) and says how to resume.
@@ -23,6 +24,7 @@ import warnings
 import numpy as np
 
 from . import distributed, lm, tasks
+from . import io as bptt_io
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -148,6 +150,68 @@ def _encode(vocab: Vocabulary, path: str, option: str, file=None,
     return ids
 
 
+def _token_ids(vocab: Vocabulary, path: str, option: str, scored: bool = False):
+    """The ids of a text file, or of a .npy file of ids (from `lm encode`), memory-
+    mapped: only what is used of it is read."""
+    if not path.endswith(".npy"):
+        return _encode(vocab, path, option, scored=scored)
+    ids = np.load(path, mmap_mode="r")
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise ValueError(f"{option} {path} must hold a 1-D array of integer token ids "
+                         f"(as lm encode writes), got {ids.dtype} {ids.shape}")
+    if scored:
+        if ids.size == 0:
+            raise ValueError(f"{option} {path} holds no tokens")
+        lm._check_known(f"{option} {path}", np.asarray(ids), vocab)
+    return ids
+
+
+def _vocabulary(args: argparse.Namespace) -> Vocabulary:
+    """lm train's vocabulary: from --vocab (lm encode's vocab.npz or a model file), or
+    built from the --train text."""
+    if args.vocab is not None:
+        arrays = bptt_io.load_arrays(_existing_file(args.vocab, "--vocab"))
+        keys = {k[len(lm.VOCAB_PREFIX):]: v for k, v in arrays.items()
+                if k.startswith(lm.VOCAB_PREFIX)}
+        if not keys:
+            raise ValueError(f"--vocab {args.vocab} holds no vocabulary")
+        return Vocabulary.from_arrays(keys)
+    if args.train.endswith(".npy"):
+        raise ValueError("--train FILE.npy holds ids: give their vocabulary with --vocab "
+                         "(the vocab.npz that lm encode wrote)")
+    return Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
+                                max_size=args.max_vocab)
+
+
+def lm_encode(args: argparse.Namespace) -> int:
+    """Build the vocabulary of --train and write it and the ids of every text given,
+    once, for lm train and lm eval to memory-map."""
+    for option in ("train", "valid", "test"):
+        path = getattr(args, option)
+        if path is not None:
+            _existing_file(path, f"--{option}")
+    if not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out}: no such folder")
+    vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
+                                 max_size=args.max_vocab)
+    bptt_io.save_arrays(os.path.join(args.out, "vocab.npz"),
+                        {"format_version": np.array(bptt_io.FORMAT_VERSION),
+                         **{lm.VOCAB_PREFIX + k: v for k, v in vocab.to_arrays().items()}})
+    dtype = np.int32 if len(vocab) < 2 ** 31 else np.int64
+    for option in ("train", "valid", "test"):
+        path = getattr(args, option)
+        if path is None:
+            continue
+        ids = _encode(vocab, path, f"--{option}")
+        out = os.path.join(args.out, f"{option}.npy")
+        np.save(out, ids.astype(dtype))
+        print(f"{out}: {ids.size} {_token_name(vocab)}")
+    print(f"{os.path.join(args.out, 'vocab.npz')}: {len(vocab)} tokens ({args.level} "
+          f"level); train with --train {os.path.join(args.out, 'train.npy')} --vocab "
+          f"{os.path.join(args.out, 'vocab.npz')}")
+    return 0
+
+
 def _describe(net: ElmanRNN) -> str:
     output = "softmax" if getattr(net, "classes", None) is None \
         else f"class softmax ({len(net.classes) - 1} classes)"
@@ -210,11 +274,10 @@ def lm_train(args: argparse.Namespace) -> int:
 def _lm_train(args: argparse.Namespace, comm) -> int:
     rank0 = comm is None or comm.Get_rank() == 0
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
-    vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
-                                 max_size=args.max_vocab)
-    train_ids = _encode(vocab, args.train, "--train")
-    valid_ids = None if args.valid is None else _encode(vocab, args.valid, "--valid",
-                                                        scored=True)
+    vocab = _vocabulary(args)
+    train_ids = _token_ids(vocab, args.train, "--train")
+    valid_ids = None if args.valid is None else _token_ids(vocab, args.valid, "--valid",
+                                                           scored=True)
     classes = args.classes
     if classes is None:                        # RNNLM's default: 100 classes for words
         classes = min(100, len(vocab)) if args.level == "word" else 0
@@ -310,7 +373,7 @@ def _load_lm(args: argparse.Namespace, *inputs: tuple[str, str]):
 
 def lm_eval(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args, (args.test, "--test"))
-    ids = _encode(vocab, args.test, "--test", scored=True)
+    ids = _token_ids(vocab, args.test, "--test", scored=True)
     # as RNNLM: from the fresh state (after an end of sentence), every token predicted
     if args.dynamic is None:
         nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
@@ -376,7 +439,12 @@ def _add_lm_commands(commands) -> None:
                     "the second time it fails to improve, keeping the best weights. "
                     "The defaults (hidden 100, 100 classes, bptt 4, block 10, alpha 0.1, "
                     "beta 1e-7, gradient cutoff 15) are RNNLM's.")
-    t.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
+    t.add_argument("--train", required=True, metavar="FILE",
+                   help="training text (UTF-8), or its ids (.npy from lm encode, "
+                        "memory-mapped; needs --vocab)")
+    t.add_argument("--vocab", metavar="VOCAB.npz",
+                   help="the vocabulary (lm encode's vocab.npz, or a model file) instead "
+                        "of building it from --train")
     t.add_argument("--valid", metavar="FILE",
                    help="validation text: drives the learning rate (rnnlm schedule)")
     t.add_argument("--model", required=True, metavar="OUT.npz", help="file to write")
@@ -446,7 +514,8 @@ def _add_lm_commands(commands) -> None:
     e = lm_commands.add_parser("eval", parents=[threads],
                                help="log-probability and perplexity of a test text")
     e.add_argument("--model", required=True, metavar="M.npz")
-    e.add_argument("--test", required=True, metavar="FILE")
+    e.add_argument("--test", required=True, metavar="FILE",
+                   help="test text, or its ids (.npy from lm encode, memory-mapped)")
     e.add_argument("--batch", type=int, default=1,
                    help="parallel streams (default 1: exact, in order as RNNLM)")
     e.add_argument("--dynamic", type=float, metavar="LR",
@@ -457,6 +526,23 @@ def _add_lm_commands(commands) -> None:
     e.add_argument("--bptt-block", type=int, default=10,
                    help="with --dynamic, as in lm train")
     e.set_defaults(run=lm_eval)
+
+    n = lm_commands.add_parser(
+        "encode", help="write token ids to .npy once (train and eval memory-map them)",
+        description="Build the vocabulary of --train and write it (OUT/vocab.npz) and "
+                    "the token ids of each text given (OUT/train.npy, valid.npy, "
+                    "test.npy). lm train --train OUT/train.npy --vocab OUT/vocab.npz "
+                    "and lm eval --test OUT/test.npy memory-map them: under mpiexec each "
+                    "rank reads only its share of the training ids.")
+    n.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
+    n.add_argument("--valid", metavar="FILE")
+    n.add_argument("--test", metavar="FILE")
+    n.add_argument("--out", required=True, metavar="DIR", help="existing folder to write to")
+    n.add_argument("--level", choices=["word", "char"], default="word")
+    n.add_argument("--min-count", type=int, default=1,
+                   help="rarer tokens become <unk> (default 1)")
+    n.add_argument("--max-vocab", type=int, help="keep at most this many tokens")
+    n.set_defaults(run=lm_encode)
 
     g = lm_commands.add_parser("generate", parents=[threads], help="sample text")
     g.add_argument("--model", required=True, metavar="M.npz")

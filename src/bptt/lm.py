@@ -118,6 +118,32 @@ def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
     return lm_pairs(streams)
 
 
+def _shard_pairs(ids, batch: int, eos: int | None, size: int,
+                 comm) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's streams of _fresh_pairs(ids, batch, eos): the contiguous stretch of
+    ids that its streams cut (bptt.distributed.stream_shard), read alone, so that a
+    memory-mapped ids file is touched only there."""
+    from .distributed import check_comm, stream_shard
+    check_comm(comm)
+    if batch < comm.Get_size():
+        raise ValueError(f"batch={batch} streams cannot be shared by {comm.Get_size()} "
+                         f"ranks: give at least one per rank")
+    if not hasattr(ids, "shape"):
+        ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"train_ids must be 1-D, got shape {ids.shape}")
+    need = 1 if eos is not None else 2
+    if ids.shape[0] < need * batch:
+        raise ValueError(f"train_ids is too short for batch={batch}: each stream needs at "
+                         f"least {need} token{'s' if need > 1 else ''}, got "
+                         f"{ids.shape[0]} tokens")
+    part = stream_shard(batch, comm.Get_rank(), comm.Get_size())
+    length = ids.shape[0] // batch
+    mine = check_token_ids("train_ids", ids[part.start * length:part.stop * length], 1,
+                           size, 1)
+    return _fresh_pairs("train_ids", mine, part.stop - part.start, eos)
+
+
 def _restart_token(vocab: Vocabulary | None, independent) -> int | None:
     """The token before which the state is reset: eos if independent, else None."""
     if not _check_flag("independent", independent):
@@ -220,7 +246,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         rank calling train with the same arguments; ``batch`` stays the total number
         of streams, each rank trains its contiguous share of them (at least one), and
         every rank evaluates the whole validation stream (the loss is the one
-        process's). ``update_order`` "rnnlm" is single-process.
+        process's). Each rank reads only its stretch of train_ids (which may be a
+        memory-mapped array: ``np.load("train.npy", mmap_mode="r")``). ``update_order`` "rnnlm" is single-process.
 
     In the History, losses are nats per token: the perplexity of epoch i is
     ``exp(history.valid_loss[i])``, the training entropy in bits per token
@@ -233,8 +260,11 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
     eos = vocab.eos_id
-    X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
-                        batch, eos)
+    if comm is None:
+        X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
+                            batch, eos)
+    else:
+        X, D = _shard_pairs(train_ids, batch, eos, V, comm)
     valid = None
     if valid_ids is not None:
         valid_arr = check_token_ids("valid_ids", valid_ids, 1, V, 1)
@@ -246,14 +276,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                          "(e.g. schedule=None for a constant learning rate)")
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
-    if comm is not None:        # this rank's share of the streams
-        from .distributed import check_comm, stream_shard
-        check_comm(comm)
-        if batch < comm.Get_size():
-            raise ValueError(f"batch={batch} streams cannot be shared by "
-                             f"{comm.Get_size()} ranks: give at least one per rank")
-        part = stream_shard(batch, comm.Get_rank(), comm.Get_size())
-        X, D = X[:, part], D[:, part]
+    if comm is not None:
         update_order = update_order or "block"
     if update_order is None:
         update_order = default_update_order(batch, optimizer)
