@@ -96,8 +96,9 @@ def main() -> int:
         bptt.distributed.SPARSE_EXCHANGE = extra
     if extra == "epochs2":
         options["epochs"] = 2
-    if extra.startswith("average"):
-        options["average_every"] = int(extra[len("average"):])
+    if extra.startswith("average"):     # averageK, or averageK+checkpoint[2]
+        every, _, extra = extra[len("average"):].partition("+")
+        options["average_every"] = int(every)
     if extra.startswith("checkpoint"):
         options.update(checkpoint=os.path.join(out, "run.npz"), resume=True)
         if extra == "checkpoint2":

@@ -156,6 +156,22 @@ def test_model_averaging_against_its_definition(tmp_path):
 
 
 @needs_mpi
+def test_model_averaging_resumes_bit_identically(tmp_path):
+    """With averaging each rank keeps its own optimizer state (Adam's moments): the
+    checkpoint holds every rank's, and a resumed run equals an uninterrupted one."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    run_scenario("resume_adam", whole, "average4")
+    run_scenario("resume_adam", parts, "average4+checkpoint2")
+    run_scenario("resume_adam", parts, "average4+checkpoint")
+    (w_whole, h_whole), (w_parts, h_parts) = rank_results(whole), rank_results(parts)
+    assert_identical_ranks(w_parts)
+    for key, value in w_whole[0].items():
+        np.testing.assert_array_equal(w_parts[0][key], value, err_msg=key)
+    assert h_whole[0]["train_loss"] == h_parts[0]["train_loss"]
+
+
+@needs_mpi
 @pytest.mark.parametrize("extra, message", [
     ("bad_tokens", "rank 1 of 2 failed: ValueError"),
     ("lr", "the ranks of comm must train the same model the same way; "
