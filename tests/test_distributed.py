@@ -239,11 +239,12 @@ def test_lm_train_under_mpiexec(tmp_path):
     assert encoded.returncode == 0, encoded.stderr
     npy = [str(tmp_path / "train.npy") if a == str(train) else
            str(tmp_path / "valid.npy") if a == str(valid) else a for a in common]
-    two = mpirun([*npy, "--vocab", str(tmp_path / "vocab.npz"),
+    two = mpirun([*npy, "--vocab", str(tmp_path / "vocab.npz"), "--profile",
                   "--model", str(tmp_path / "two.npz"), "--epochs", "3"])
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("model saved to") == 1
     assert "2 MPI ranks" in two.stdout
+    assert two.stdout.count("profile: ") == 3 and "ms per exchange" in two.stdout
     a, b = bptt.io.load_arrays(tmp_path / "one.npz"), bptt.io.load_arrays(tmp_path / "two.npz")
     for key in ("param/V", "param/U", "param/W", "param/W_c"):
         np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-10, err_msg=key)

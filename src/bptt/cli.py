@@ -241,6 +241,20 @@ def _epoch_printer(vocab: Vocabulary, epochs_run: list):
     return report
 
 
+def _comm_printer(net, history) -> bool:
+    """lm train --profile under MPI: a line per epoch with the time of the updates'
+    collectives (on rank 0, waiting for the other ranks included)."""
+    if history.comm_seconds:
+        i = len(history) - 1
+        n = max(history.comm_exchanges[i], 1)
+        train = history.seconds[i] - history.valid_seconds[i]
+        print(f"profile: {1e3 * history.comm_seconds[i] / n:.3f} ms per exchange "
+              f"(allreduce), {history.comm_exchanges[i]} exchanges, "
+              f"{history.comm_seconds[i] / max(train, 1e-9):.1%} of the training pass",
+              flush=True)
+    return False
+
+
 def _schedule(name: str, min_improvement: float):
     """The learning-rate schedule of `lm train`: None for "constant"; "rnnlm" with
     RNNLM's -min-improvement."""
@@ -326,7 +340,8 @@ def _lm_train(args: argparse.Namespace, comm) -> int:
                                verbose=progress, checkpoint=args.checkpoint,
                                resume=args.checkpoint is not None and not args.force,
                                overwrite=args.force,
-                               callbacks=[_epoch_printer(vocab, epochs_run)],
+                               callbacks=[_epoch_printer(vocab, epochs_run)]
+                               + ([_comm_printer] if args.profile else []),
                                independent=args.independent, comm=comm)
     except (TrainingDiverged, distributed.RankFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -526,6 +541,10 @@ def _add_lm_commands(commands) -> None:
     e.add_argument("--bptt-block", type=int, default=10,
                    help="with --dynamic, as in lm train")
     e.set_defaults(run=lm_eval)
+
+    t.add_argument("--profile", action="store_true",
+                   help="under mpiexec: print the time of the gradient exchanges "
+                        "(allreduce) per update after every epoch")
 
     n = lm_commands.add_parser(
         "encode", help="write token ids to .npy once (train and eval memory-map them)",

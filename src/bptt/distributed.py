@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -120,6 +121,9 @@ class Group:
         self.stop = False
         self.started = False       # the ranks agreed at the start of fit
         self.since_average = 0     # updates since the last model average
+        # seconds in the updates' collectives (waiting for the others included) and
+        # how many exchanges (per update, or per average) they made
+        self.seconds, self.exchanges = 0.0, 0
 
     # -- the error protocol ----------------------------------------------------------
 
@@ -230,6 +234,14 @@ class Group:
         that go dense) in one Allreduce, the others as touched rows (Allgatherv of
         ids and values, merged in rank order, so every rank holds the same sums).
         Returns the global loss, number of sequences and the gradients to step with."""
+        start = time.perf_counter()
+        try:
+            return self._exchange(sparse, loss, weight, n_sequences, stop)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.exchanges += 1
+
+    def _exchange(self, sparse, loss, weight, n_sequences, stop):
         if not self.front or sparse is None:
             loss, _, n = self.allreduce_update(loss, weight, n_sequences, stop)
             return loss, n, self.views
@@ -327,6 +339,7 @@ class Group:
         error and stop flags like allreduce_update."""
         if self.buffer is None:
             self.gradient_views(params)
+        start = time.perf_counter()
         buf, offset = self.buffer, 0
         for p in params.values():
             buf[offset:offset + p.size] = p.reshape(-1)
@@ -340,6 +353,8 @@ class Group:
         for p in params.values():
             np.multiply(buf[offset:offset + p.size].reshape(p.shape), scale, out=p)
             offset += p.size
+        self.seconds += time.perf_counter() - start
+        self.exchanges += 1
 
     def sum(self, values: list[float]) -> list[float]:
         """Sums over the ranks of a few numbers (float64), error flags carried."""

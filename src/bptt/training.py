@@ -114,6 +114,10 @@ class History:
         valid_seconds : its validation part; sequences_per_second and
         steps_per_second : the training pass's rates (seconds - valid_seconds).
     prepare_seconds : checking and batching the data before the first epoch.
+    comm_seconds, comm_exchanges : with comm (bptt.distributed), per epoch, the
+        seconds this rank spent in the updates' collectives (waiting for the others
+        included) and their number (one per update, or per model average); empty
+        without comm.
     """
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -128,6 +132,8 @@ class History:
     stopped_early: bool = False
     prepare_seconds: float = 0.0
     loss_unit: str = ""
+    comm_seconds: list[float] = field(default_factory=list)
+    comm_exchanges: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -874,6 +880,10 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
             history.seconds.append(end - start)
             history.valid_seconds.append(end - valid_start)
             train_seconds = max(valid_start - start, 1e-9)
+            if group is not None:
+                history.comm_seconds.append(group.seconds)
+                history.comm_exchanges.append(group.exchanges)
+                group.seconds, group.exchanges = 0.0, 0
             history.sequences_per_second.append(sequences / train_seconds)
             history.steps_per_second.append(n_steps / train_seconds)
             improved = state.after_epoch(valid_loss, patience)
