@@ -265,9 +265,9 @@ class Group:
         start = self.starts[self.front[rows]] if rows < len(self.front) else self.front_end
         self.allreduce_update(loss, weight, n_sequences, stop, start)
         grads = dict(self.views)
-        for i, name in enumerate(self.front[:rows]):
-            grads[name] = self._gather_rows(name, sparse.get(name),
-                                            np.maximum(counts[:, i], 0))
+        if rows:
+            grads.update(self._gather_rows(self.front[:rows], sparse,
+                                           np.maximum(counts[:, :rows], 0)))
         buf = self.buffer
         return float(buf[LOSS]), int(round(float(buf[SEQUENCES]))), grads
 
@@ -289,33 +289,51 @@ class Group:
                 best, best_cost = i + 1, cost
         return best
 
-    def _gather_rows(self, name: str, g, counts: np.ndarray):
-        """The sum over the ranks of the SparseGrad g of gradient `name` (None: this
-        rank touched nothing) as a SparseGrad over the union of the touched slices."""
+    def _gather_rows(self, names: tuple[str, ...], sparse: dict,
+                     counts: np.ndarray) -> dict:
+        """The sums over the ranks of the SparseGrads `names` (absent from sparse: this
+        rank touched nothing) as SparseGrads over the unions of the touched slices.
+        One Allgatherv of bytes: each rank's ids (int64) and values of every name."""
         from .sparse import SparseGrad
-        view, axis = self.views[name], _axis(name)
-        shape = view.shape
-        per = view.size // shape[axis]
-        ids = np.ascontiguousarray(g.ids, np.int64) if g is not None else \
-            np.empty(0, np.int64)
-        values = g.values.reshape(-1) if g is not None else np.empty(0, view.dtype)
-        all_ids = np.empty(int(counts.sum()), np.int64)
-        self.comm.Allgatherv(ids, [all_ids, counts.tolist()])
-        all_values = np.empty(all_ids.size * per, view.dtype)
-        self.comm.Allgatherv(values, [all_values, (counts * per).tolist()])
-        union = np.unique(all_ids)
-        out_shape = shape[:axis] + (union.size,) + shape[axis + 1:]
-        out = np.zeros(out_shape, view.dtype)
+        dtype = self.buffer.dtype
+        pers = [self.views[n].size // self.views[n].shape[_axis(n)] for n in names]
+        # bytes of each rank's part, name after name: n ids and n slices
+        sizes = counts * np.array([8 + per * dtype.itemsize for per in pers])
+        parts = []
+        for name in names:
+            g = sparse.get(name)
+            if g is not None and g.ids.size:
+                parts += [np.ascontiguousarray(g.ids, np.int64).view(np.uint8),
+                          g.values.reshape(-1).view(np.uint8)]
+        send = np.concatenate(parts) if parts else np.empty(0, np.uint8)
+        received = np.empty(int(sizes.sum()), np.uint8)
+        self.comm.Allgatherv([send, self.MPI.BYTE],
+                             [received, sizes.sum(axis=1).tolist(), self.MPI.BYTE])
+        # per name: the ranks' ids and values, in rank order
+        pieces: dict[str, list] = {name: [] for name in names}
         offset = 0
-        for n in counts.tolist():
-            pos = np.searchsorted(union, all_ids[offset:offset + n])
-            block = all_values[offset * per:(offset + n) * per]
-            if axis == 0:
-                out[pos] += block.reshape((n,) + shape[1:])
-            else:
-                out[:, pos] += block.reshape(shape[0], n)
-            offset += n
-        return SparseGrad._trusted(union.astype(np.intp), out, shape, axis)
+        for rank in range(self.size):
+            for j, name in enumerate(names):
+                n = int(counts[rank, j])
+                ids = received[offset:offset + 8 * n].view(np.int64)
+                offset += 8 * n
+                width = n * pers[j] * dtype.itemsize
+                values = received[offset:offset + width].view(dtype)
+                offset += width
+                pieces[name].append((ids, values))
+        out = {}
+        for name in names:
+            shape, axis = self.views[name].shape, _axis(name)
+            union = np.unique(np.concatenate([ids for ids, _ in pieces[name]]))
+            total = np.zeros(shape[:axis] + (union.size,) + shape[axis + 1:], dtype)
+            for ids, values in pieces[name]:       # rank order: the same sums everywhere
+                pos = np.searchsorted(union, ids)
+                if axis == 0:
+                    total[pos] += values.reshape((ids.size,) + shape[1:])
+                else:
+                    total[:, pos] += values.reshape(shape[0], ids.size)
+            out[name] = SparseGrad._trusted(union.astype(np.intp), total, shape, axis)
+        return out
 
     def allreduce_update(self, loss: float, weight: float, n_sequences: int,
                          stop: bool, start: int = 0) -> tuple[float, float, int]:
@@ -359,10 +377,6 @@ class Group:
     def sum(self, values: list[float]) -> list[float]:
         """Sums over the ranks of a few numbers (float64), error flags carried."""
         return [float(v) for v in self.check(*values)]
-
-    def max(self, value: int) -> int:
-        """The largest of an integer over the ranks."""
-        return int(self.comm.allreduce(int(value), op=self.MPI.MAX))
 
     def gather(self, value: Any) -> list | None:
         return self.comm.gather(value, root=0)
