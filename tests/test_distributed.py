@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -35,15 +36,20 @@ FAULT_TIMEOUT = 60
 
 def mpirun(args: list[str], timeout: float = TIMEOUT, n: int = 2,
            env: dict | None = None) -> subprocess.CompletedProcess:
-    """mpiexec -n n python ARGS; the process group is killed at the timeout."""
+    """mpiexec -n n python ARGS in its own process group, killed whole at the timeout
+    (the test then fails: a hang)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            **(env or {})}
+    command = [MPIEXEC, "-n", str(n), sys.executable, *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
     try:
-        return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"mpiexec did not finish within {timeout} s (a hang): "
-                    f"{exc.stderr!r}")
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec did not finish within {timeout} s (a hang): {err!r}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def run_scenario(name: str, out, extra: str = "", ok: bool = True):
@@ -256,3 +262,22 @@ def test_lm_train_under_mpiexec(tmp_path):
     c = bptt.io.load_arrays(tmp_path / "r.npz")
     for key in ("param/V", "param/U", "param/W", "param/W_c"):
         np.testing.assert_array_equal(c[key], b[key], err_msg=key)
+
+
+@needs_mpi
+def test_lm_train_with_a_failing_rank_ends_every_rank(tmp_path):
+    """A rank of `lm train` that fails before training (its --train file missing)
+    ends the job: the others do not wait for it forever."""
+    from conftest import grammar_text
+    train = tmp_path / "train.txt"
+    train.write_text(grammar_text(50, 0))
+    # the rank from the launcher's environment: mpi4py is not imported before the error
+    code = ("import os, sys; from bptt import cli; "
+            "rank = os.environ.get('PMI_RANK', os.environ.get('OMPI_COMM_WORLD_RANK')); "
+            f"train = {str(train)!r} if rank == '0' else 'missing.txt'; "
+            "sys.exit(cli.main(['lm', 'train', '--train', train, '--model', "
+            f"{str(tmp_path / 'm.npz')!r}, '--hidden', '4', '--batch', '2', "
+            "'--optimizer', 'adam']))")
+    proc = mpirun(["-c", code], timeout=FAULT_TIMEOUT)
+    assert proc.returncode != 0
+    assert "--train missing.txt: no such file" in proc.stderr

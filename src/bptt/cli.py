@@ -603,13 +603,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, OSError) as exc:
-        parser.exit(2, f"error: {exc}\n")
-    except KeyboardInterrupt:                # outside training: nothing to resume
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED
+    # under mpiexec, a rank that fails takes the others down (comm.Abort at exit)
+    with distributed.abort_at_exit_on_failure() as outcome:
+        try:
+            outcome.status = args.run(args)
+        except (ValueError, TypeError, OSError) as exc:
+            parser.exit(2, f"error: {exc}\n")
+        except KeyboardInterrupt:                # outside training: nothing to resume
+            print("interrupted", file=sys.stderr)
+            outcome.status = INTERRUPTED
+    return outcome.status
 
 
 if __name__ == "__main__":

@@ -403,6 +403,43 @@ class Group:
             raise                       # pragma: no cover - Abort does not return
 
 
+class _Outcome:
+    status: int | None = 0
+
+
+@contextmanager
+def abort_at_exit_on_failure() -> Iterator[_Outcome]:
+    """For a command line run by every rank: when this rank fails (an exception,
+    SystemExit or outcome.status non-zero) in a job of several ranks, make the
+    process end with MPI_Abort (mpi4py.run.set_abort_status) instead of finalizing,
+    so that ranks waiting for it in a collective end too, never hang. Without MPI
+    (mpi4py not loaded, one rank) nothing changes."""
+    outcome = _Outcome()
+    try:
+        yield outcome
+    except SystemExit as exc:
+        _abort_at_exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
+    except BaseException:
+        _abort_at_exit(1)
+        raise
+    _abort_at_exit(outcome.status or 0)
+
+
+def _abort_at_exit(status: int) -> None:
+    if not status:
+        return
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and MPI.Is_finalized():
+        return
+    # (under a launcher with several ranks; MPI is initialized now if it was not)
+    if world() is None:
+        return
+    sys.stderr.flush()
+    from mpi4py.run import set_abort_status
+    set_abort_status(status)
+
+
 def _axis(name: str) -> int:
     """The axis along which the model's sparse gradient `name` is sparse: W's touched
     columns (output words), V's rows and b_o's entries."""
