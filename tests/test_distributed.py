@@ -281,3 +281,43 @@ def test_lm_train_with_a_failing_rank_ends_every_rank(tmp_path):
     proc = mpirun(["-c", code], timeout=FAULT_TIMEOUT)
     assert proc.returncode != 0
     assert "--train missing.txt: no such file" in proc.stderr
+
+
+class _FakeComm:
+    """Enough of a communicator for the data-sharding helpers (no collectives)."""
+    Allreduce = allgather = Bcast = Abort = None
+
+    def __init__(self, rank: int, size: int) -> None:
+        self.rank, self.size = rank, size
+
+    def Get_rank(self) -> int:
+        return self.rank
+
+    def Get_size(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize("eos", [None, 0])
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_each_rank_builds_exactly_its_streams(tmp_path, eos, batch):
+    """lm.train's shard builder: rank r's streams are columns stream_shard(batch, r, P)
+    of the one-process streams, read from a memory-mapped .npy as from an array."""
+    from bptt import lm
+    ids = np.random.default_rng(0).integers(1, 7, size=103).astype(np.int32)
+    np.save(tmp_path / "ids.npy", ids)
+    mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    X, D = lm._fresh_pairs("ids", ids.astype(np.int64), batch, eos)
+    for source in (ids, mapped):
+        whole = lm._shard_pairs(source, batch, eos, 7)
+        np.testing.assert_array_equal(whole[0], X)
+        np.testing.assert_array_equal(whole[1], D)
+        for size in range(1, batch + 1):
+            for rank in range(size):
+                part = stream_shard(batch, rank, size)
+                Xr, Dr = lm._shard_pairs(source, batch, eos, 7, _FakeComm(rank, size))
+                np.testing.assert_array_equal(Xr, X[:, part])
+                np.testing.assert_array_equal(Dr, D[:, part])
+    with pytest.raises(ValueError, match="at least one per rank"):
+        lm._shard_pairs(ids, 2, eos, 7, _FakeComm(0, 3))
+    with pytest.raises(ValueError, match="ids outside"):
+        lm._shard_pairs(ids, batch, eos, 5)

@@ -119,29 +119,40 @@ def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
 
 
 def _shard_pairs(ids, batch: int, eos: int | None, size: int,
-                 comm) -> tuple[np.ndarray, np.ndarray]:
-    """This rank's streams of _fresh_pairs(ids, batch, eos): the contiguous stretch of
-    ids that its streams cut (bptt.distributed.stream_shard), read alone, so that a
-    memory-mapped ids file is touched only there."""
-    from .distributed import check_comm, stream_shard
-    check_comm(comm)
-    if batch < comm.Get_size():
-        raise ValueError(f"batch={batch} streams cannot be shared by {comm.Get_size()} "
-                         f"ranks: give at least one per rank")
-    if not hasattr(ids, "shape"):
+                 comm=None) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's streams of _fresh_pairs(ids, batch, eos) (comm None: all of them),
+    built with one copy: each stream is read from its contiguous stretch of ids, so
+    that a memory-mapped ids file is touched only where this rank's streams lie
+    (bptt.distributed.stream_shard) and the memory is 8 bytes per token of them."""
+    rank, ranks = 0, 1
+    if comm is not None:
+        from .distributed import check_comm
+        check_comm(comm)
+        rank, ranks = comm.Get_rank(), comm.Get_size()
+        if batch < ranks:
+            raise ValueError(f"batch={batch} streams cannot be shared by {ranks} ranks: "
+                             f"give at least one per rank")
+    from .distributed import stream_shard
+    if not isinstance(ids, np.ndarray):
         ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise ValueError(f"train_ids must be 1-D, got shape {ids.shape}")
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(f"train_ids must be a 1-D array of integer token ids, got "
+                        f"{ids.dtype} {ids.shape}")
     need = 1 if eos is not None else 2
     if ids.shape[0] < need * batch:
         raise ValueError(f"train_ids is too short for batch={batch}: each stream needs at "
                          f"least {need} token{'s' if need > 1 else ''}, got "
                          f"{ids.shape[0]} tokens")
-    part = stream_shard(batch, comm.Get_rank(), comm.Get_size())
+    part = stream_shard(batch, rank, ranks)
     length = ids.shape[0] // batch
-    mine = check_token_ids("train_ids", ids[part.start * length:part.stop * length], 1,
-                           size, 1)
-    return _fresh_pairs("train_ids", mine, part.stop - part.start, eos)
+    first = 0 if eos is None else 1
+    streams = np.empty((first + length, part.stop - part.start), np.int64)
+    if eos is not None:
+        streams[0] = eos
+    for column, b in enumerate(range(part.start, part.stop)):
+        streams[first:, column] = ids[b * length:(b + 1) * length]
+    check_token_ids("train_ids", streams, 2, size)
+    return lm_pairs(streams)
 
 
 def _restart_token(vocab: Vocabulary | None, independent) -> int | None:
@@ -260,7 +271,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
     eos = vocab.eos_id
-    if comm is None:
+    if comm is None and not isinstance(train_ids, np.memmap):
         X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
                             batch, eos)
     else:
