@@ -6,10 +6,13 @@ resume, its checkpoint) are broadcast. Then, per update, every rank computes the
 gradient of its shard into one flat, contiguous buffer (the gradients are views into
 it) followed by a few scalars (the loss, its mask weight, the number of sequences,
 an error flag and a stop flag), and ONE Allreduce sums the buffer over the ranks.
-Every rank then divides by the total batch and applies the same clip, L2 and
-optimizer step to the same numbers, so the weights stay identical without further
-traffic. With average_every=K the ranks instead update alone and average their
-weights every K updates (and at the end of every epoch).
+Sparse gradients (bptt.sparse) first exchange their touched counts (an Allgather);
+those that move fewer bytes as rows are left out of the Allreduce and travel in one
+Allgatherv of ids and values, summed in rank order. Every rank then divides by the
+total batch and applies the same clip, L2 and optimizer step to the same numbers, so
+the weights stay identical without further traffic. With average_every=K the ranks
+instead update alone and average their weights every K updates (and at the end of
+every epoch).
 
 Faults: every collective call is made by every rank in the same order. An exception
 on one rank while it computes its gradient is caught, travels as the error flag in
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -62,7 +66,6 @@ def world():
     """MPI.COMM_WORLD when this process was started by mpiexec/srun with more than one
     rank and mpi4py is importable, else None (no import of mpi4py is attempted
     unless an MPI launcher's environment variables are present)."""
-    import os
     launched = any(key in os.environ for key in (
         "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS",
         "MPI_LOCALNRANKS", "HYDI_CONTROL_FD"))
@@ -231,8 +234,8 @@ class Group:
     def exchange(self, sparse: dict | None, loss: float, weight: float,
                  n_sequences: int, stop: bool) -> tuple[float, int, dict]:
         """Sum this update over the ranks: the dense gradients (and the sparse ones
-        that go dense) in one Allreduce, the others as touched rows (Allgatherv of
-        ids and values, merged in rank order, so every rank holds the same sums).
+        that go dense) in one Allreduce, the others as touched rows (one Allgatherv
+        of ids and values, merged in rank order, so every rank holds the same sums).
         Returns the global loss, number of sequences and the gradients to step with."""
         start = time.perf_counter()
         try:
