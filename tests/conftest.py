@@ -59,6 +59,13 @@ def all_configurations():
         yield dict(hidden=hidden, output=output, loss=loss)
 
 
+def input_variants():
+    """Input / target / h0 / mask variants valid for a configuration: token or dense
+    inputs, class softmax or not, with or without h0 and a mask."""
+    for tokens, classes, with_h0, with_mask in itertools.product((False, True), repeat=4):
+        yield dict(tokens=tokens, classes=classes, h0=with_h0, mask=with_mask)
+
+
 def config_id(config: dict) -> str:
     return "-".join(str(v) for v in config.values())
 

@@ -349,6 +349,25 @@ def test_ctrl_c_stops_cleanly_exits_130_and_says_how_to_resume(files, tmp_path):
     assert len(re.findall(r"^Iter: ", out, re.MULTILINE)) == 1
 
 
+@pytest.mark.parametrize("given,tokens,expected", [
+    ({}, 400_000, (32, "lazy_adam", 0.003, 8)),            # bptt's fast recipe
+    ({}, 300_000, (1, "sgd", 0.1, 20)),                    # too short: RNNLM's
+    ({"batch": 1}, 400_000, (1, "sgd", 0.1, 20)),          # RNNLM's own setting
+    ({"optimizer": "sgd"}, 400_000, (1, "sgd", 0.1, 20)),
+    ({"optimizer": "adagrad", "batch": 8}, 10, (8, "adagrad", 0.1, 20)),
+    ({"optimizer": "adam", "lr": 0.01, "epochs": 3}, 400_000, (32, "adam", 0.01, 3)),
+    ({"level": "char"}, 1_000_000, (1, "sgd", 0.1, 20)),     # characters: RNNLM's, H=200
+    ({"level": "char", "hidden": 64}, 1_000_000, (1, "sgd", 0.1, 20)),
+])
+def test_lm_train_fills_the_recipe_its_help_describes(given, tokens, expected):
+    import argparse
+    args = argparse.Namespace(**{**dict(batch=None, optimizer=None, lr=None, epochs=None,
+                                        hidden=None, level="word"), **given})
+    cli._fill_recipe(args, tokens)
+    assert (args.batch, args.optimizer, args.lr, args.epochs) == expected
+    assert args.hidden == given.get("hidden", 100 if args.level == "word" else 200)
+
+
 def test_encode_then_train_and_eval_from_npy(files, tmp_path):
     """lm encode writes the vocabulary and the ids once; lm train and lm eval on them
     (memory-mapped) give what the texts give."""

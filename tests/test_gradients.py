@@ -6,13 +6,12 @@ the state tau + 1 steps back treated as a constant (docs/math.md, truncation). T
 sum is built from the public API (forward for the fixed states, loss_and_grad
 for each window), so both sides are checked without the reference.
 """
-import itertools
 
 import numpy as np
 import pytest
 
-from conftest import (all_configurations, assert_gradients_close, config_id, make_case,
-                      numerical_gradient)
+from conftest import (all_configurations, assert_gradients_close, config_id, input_variants,
+                      make_case, numerical_gradient)
 
 def truncated_objective(case, tau):
     """sum_t C_t with s(t - tau - 1) frozen at the unperturbed weights' value."""
@@ -35,16 +34,11 @@ def truncated_objective(case, tau):
     return loss_fn
 
 
-def variants():
-    """Input / target / h0 / mask variants valid for a configuration."""
-    for tokens, classes, with_h0, with_mask in itertools.product((False, True), repeat=4):
-        yield dict(tokens=tokens, classes=classes, h0=with_h0, mask=with_mask)
-
 
 @pytest.mark.parametrize("config", list(all_configurations()), ids=config_id)
 @pytest.mark.parametrize("truncate", [None, 0, 1, 3])
 def test_gradient_matches_finite_differences(config, truncate):
-    for i, variant in enumerate(variants()):
+    for i, variant in enumerate(input_variants()):
         if variant["classes"] and config["output"] != "softmax":
             continue
         case = make_case(**config, **variant, T=5, seed=i)

@@ -1,13 +1,12 @@
 """State resets (resets=(T, B) bools): the kernels against the NumPy reference, finite
 differences, and the same sequences cut at the resets and processed separately."""
-import itertools
 
 import numpy as np
 import pytest
 
 from bptt import ElmanRNN, reference
-from conftest import (all_configurations, assert_gradients_close, config_id, make_case,
-                      numerical_gradient)
+from conftest import (all_configurations, assert_gradients_close, config_id, input_variants,
+                      make_case, numerical_gradient)
 
 
 def some_resets(T, B, seed):
@@ -19,15 +18,11 @@ def some_resets(T, B, seed):
     return resets
 
 
-def variants():
-    for tokens, classes, with_h0, with_mask in itertools.product((False, True), repeat=4):
-        yield dict(tokens=tokens, classes=classes, h0=with_h0, mask=with_mask)
-
 
 @pytest.mark.parametrize("config", list(all_configurations()), ids=config_id)
 @pytest.mark.parametrize("truncate", [None, 0, 1, 3])
 def test_resets_match_the_reference_in_float64(config, truncate):
-    for i, variant in enumerate(variants()):
+    for i, variant in enumerate(input_variants()):
         if variant["classes"] and config["output"] != "softmax":
             continue
         case = make_case(**config, **variant, T=7, B=3, seed=i)

@@ -1,4 +1,10 @@
 """bptt: exact BackPropagation Through Time for Elman recurrent networks, fast on the CPU."""
+import logging
+
+# library code logs through logging.getLogger("bptt") and never prints; the
+# application (e.g. python -m bptt) decides where the records go
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 from . import lm, tasks
 from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load

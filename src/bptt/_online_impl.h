@@ -85,6 +85,38 @@ BPTT_INLINE void BPTT_SUFFIX(ol_xA)(Py_ssize_t m, Py_ssize_t n, const R *x, cons
     for (; r < m; r++) BPTT_SUFFIX(ol_axpy)(n, x[r], A + r * lda, y);
 }
 
+/* y (m) = A x, A (m, n) with row stride lda: dot products, four rows at a time */
+BPTT_INLINE void BPTT_SUFFIX(ol_Ax)(Py_ssize_t m, Py_ssize_t n, const R *A, Py_ssize_t lda,
+                                    const R *x, R *restrict y)
+{
+    Py_ssize_t r = 0, k;
+#if BPTT_IS_FLOAT && defined(BPTT_L)
+    for (; r + 4 <= m; r += 4) {
+        const R *a0 = A + r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        bptt_vf s0 = bptt_splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        R t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        for (k = 0; k + BPTT_L <= n; k += BPTT_L) {
+            bptt_vf xk = bptt_load(x + k);
+            s0 += bptt_load(a0 + k) * xk;
+            s1 += bptt_load(a1 + k) * xk;
+            s2 += bptt_load(a2 + k) * xk;
+            s3 += bptt_load(a3 + k) * xk;
+        }
+        for (; k < n; k++) {
+            t0 += a0[k] * x[k];
+            t1 += a1[k] * x[k];
+            t2 += a2[k] * x[k];
+            t3 += a3[k] * x[k];
+        }
+        y[r] = bptt_sum(s0) + t0;
+        y[r + 1] = bptt_sum(s1) + t1;
+        y[r + 2] = bptt_sum(s2) + t2;
+        y[r + 3] = bptt_sum(s3) + t3;
+    }
+#endif
+    for (; r < m; r++) y[r] = BPTT_SUFFIX(ol_dot)(n, A + r * lda, x);
+}
+
 /* e (m) = A z (z of length n, A (m, n) with row stride lda) then, for ORDER_RNNLM,
    A = (1 - decay) A - lr s z^T row by row, each row read for e before it is updated; for
    ORDER_BLOCK the rank-1 term goes to G (same layout) instead: G += s z^T */
@@ -261,18 +293,10 @@ BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
 {
     Py_ssize_t H = net->H, ring = net->k2 + 1, n = pos->step - 1, j, step, other;
     Py_ssize_t L = pos->since_reset < net->k2 ? pos->since_reset : net->k2;
-    R *gb_h = net->work + net->O + net->C + H, *Ut = gb_h + H, *prevs = Ut + H * H;
+    R *gb_h = net->work + net->O + net->C + H, *prevs = gb_h + H;
     R *deltas = prevs + H * L, *delta;
     R lr = net->lr;
     memset(gb_h, 0, H * sizeof(R));
-    /* U^T, so that delta U^T is a row vector times a matrix like the forward product;
-       copied by 8 x 8 tiles, each read and written a cache line at a time */
-    for (j = 0; j < H; j += 8)
-        for (other = 0; other < H; other += 8) {
-            Py_ssize_t a, b, a_end = j + 8 < H ? j + 8 : H, b_end = other + 8 < H ? other + 8 : H;
-            for (a = j; a < a_end; a++)
-                for (b = other; b < b_end; b++) Ut[b * H + a] = net->U[a * H + b];
-        }
     delta = deltas;
     memcpy(delta, net->errors + (n % ring) * H, H * sizeof(R));
     for (step = 0; step < L; step++) {
@@ -288,8 +312,7 @@ BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
         if (step + 1 < L) {
             R *next = deltas + (step + 1) * H;
             /* the error sent to s(t-1): delta_h(t) U^T, clipped, plus its own output's */
-            memset(next, 0, H * sizeof(R));
-            BPTT_SUFFIX(ol_xA)(H, H, delta, Ut, H, next);
+            BPTT_SUFFIX(ol_Ax)(H, H, net->U, H, delta, next);
             BPTT_SUFFIX(ol_clip)(H, net->error_clip, next);
             if (step + 1 < pos->pending)
                 BPTT_SUFFIX(ol_axpy)(H, 1, net->errors + ((t - 1) % ring) * H, next);

@@ -6,14 +6,19 @@ when installed).
     python -m bptt lm eval --model M.npz --test F
     python -m bptt lm generate --model M.npz --length N [--temperature T --prime TEXT]
     python -m bptt lm score --model M.npz --text F   (one log10 probability a line)
+    python -m bptt lm export --model M.npz --embeddings OUT.txt [--onnx OUT.onnx]
     python -m bptt lm encode --train F [--valid F --test F] --out DIR   (ids to .npy)
 
+`python -m bptt -v ...` logs each epoch and each file written on stderr (-vv: debug);
+library code logs through logging.getLogger("bptt") and never prints.
 Errors (a missing file, a bad option) exit with status 2 and a message on stderr;
 Ctrl-C stops training cleanly (status 130) and says how to resume.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import math
 import os
 import shlex
@@ -39,6 +44,9 @@ INTERRUPTED = 130
 # RNNLM 0.4b's defaults for -beta and -gradient-cutoff, used in its update order
 RNNLM_BETA = 1e-7
 RNNLM_GRADIENT_CUTOFF = 15.0
+# lm train's default recipe: the fastest measured that reaches RNNLM's PTB perplexity
+FAST_BATCH, FAST_OPTIMIZER, FAST_LR, FAST_EPOCHS = 32, "lazy_adam", 0.003, 8
+FAST_STREAM_TOKENS = 10_000
 # task -> (epochs, training sequences) that learn it with the default model
 DEMO_TASKS = {"delayed_recall": (30, 1024), "temporal_parity": (30, 1024),
               "adding_problem": (60, 2048), "noisy_sine": (30, 1024)}
@@ -265,6 +273,28 @@ def _schedule(name: str, min_improvement: float):
     return name
 
 
+def _fill_recipe(args: argparse.Namespace, n_tokens: int) -> None:
+    """The options lm train's --help promises when they are not given: one stream
+    with SGD is RNNLM's recipe (lr 0.1, at most 20 epochs); otherwise bptt's fast
+    recipe, 32 streams with lazy Adam (lr 0.003, at most 8 epochs), for a word-level
+    text long enough for 32 streams of FAST_STREAM_TOKENS tokens (a shorter one would
+    give each stream too few updates): else one stream, RNNLM's recipe. Characters
+    get RNNLM's recipe with 200 hidden units (measured better there)."""
+    if args.hidden is None:
+        args.hidden = 100 if args.level == "word" else 200
+    if args.batch is None:
+        fast = (args.level == "word" and n_tokens >= FAST_BATCH * FAST_STREAM_TOKENS
+                and args.optimizer != "sgd")
+        args.batch = FAST_BATCH if fast else 1
+    if args.optimizer is None:
+        args.optimizer = "sgd" if args.batch == 1 else FAST_OPTIMIZER
+    plain = args.optimizer in ("sgd", "adagrad")
+    if args.lr is None:
+        args.lr = 0.1 if plain else FAST_LR
+    if args.epochs is None:
+        args.epochs = 20 if plain else FAST_EPOCHS
+
+
 def lm_train(args: argparse.Namespace) -> int:
     _existing_file(args.train, "--train")
     if args.valid is not None:
@@ -272,6 +302,8 @@ def lm_train(args: argparse.Namespace) -> int:
     folder = os.path.dirname(os.path.abspath(args.model))
     if not os.path.isdir(folder):
         raise ValueError(f"--model {args.model}: folder {folder} does not exist")
+    if args.plot is not None:
+        _check_plot(args.plot)
     _apply_threads(args)
     # under mpiexec/srun with several ranks: data-parallel, rank 0 prints and writes
     comm = distributed.world()
@@ -290,6 +322,7 @@ def _lm_train(args: argparse.Namespace, comm) -> int:
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
     vocab = _vocabulary(args)
     train_ids = _token_ids(vocab, args.train, "--train")
+    _fill_recipe(args, train_ids.size)
     valid_ids = None if args.valid is None else _token_ids(vocab, args.valid, "--valid",
                                                            scored=True)
     classes = args.classes
@@ -362,7 +395,19 @@ def _lm_train(args: argparse.Namespace, comm) -> int:
     if rank0:
         lm.save_lm(args.model, net, vocab, independent=args.independent)
         print(f"model saved to {args.model}")
+        if args.plot is not None:
+            history.plot(args.plot)
+            print(f"training curve written to {args.plot}")
     return 0
+
+
+def _check_plot(path: str) -> None:
+    """Refuse --plot before training when the picture could not be written."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'bptt[plot]'")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {path}: folder {folder} does not exist")
 
 
 def _interrupted_line(exc: TrainingInterrupted, args: argparse.Namespace) -> str:
@@ -427,6 +472,24 @@ def lm_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def lm_export(args: argparse.Namespace) -> int:
+    net, vocab = _load_lm(args)[:2]
+    if args.embeddings is None and args.onnx is None:
+        raise ValueError("lm export: give --embeddings FILE and/or --onnx FILE")
+    if args.embeddings is not None:
+        from .embeddings import save_word2vec
+        save_word2vec(args.embeddings, net, vocab)
+        print(f"{len(vocab)} embeddings of size {net.n_hidden} written to "
+              f"{args.embeddings} (word2vec text format)")
+    if args.onnx is not None:
+        try:
+            net.to_onnx(args.onnx, inputs="tokens")
+        except ImportError as exc:                   # the message says what to install
+            raise ValueError(str(exc)) from exc
+        print(f"ONNX graph written to {args.onnx} (input X: (T, B) int64 token ids)")
+    return 0
+
+
 def _add_lm_commands(commands) -> None:
     p = commands.add_parser(
         "lm", help="RNNLM-style language models: train, eval, generate, score",
@@ -440,20 +503,26 @@ def _add_lm_commands(commands) -> None:
 
     t = lm_commands.add_parser(
         "train", parents=[threads], help="train a model on a text file",
-        description="Train a language model the way the RNNLM toolkit 0.4b does, with "
-                    "its flags meaning what they mean there. By default (one stream, "
-                    "SGD: --batch 1 --optimizer sgd) training follows RNNLM's update "
-                    "order in bptt's online C kernel: the output layer is updated after "
-                    "every word, and every --bptt-block words the errors of those words "
-                    "go back through --bptt + --bptt-block - 1 states to update V and U "
-                    "(--bptt 0: plain one-step BP every word). --batch N > 1 or another "
-                    "optimizer trains N parallel streams with TBPTT(k1 = --bptt-block, "
-                    "k2 = --bptt + --bptt-block - 1), all gradients every k1 steps. The "
-                    "learning rate is kept while the validation entropy improves by more "
-                    "than --min-improvement, then halved every epoch, and training stops "
-                    "the second time it fails to improve, keeping the best weights. "
-                    "The defaults (hidden 100, 100 classes, bptt 4, block 10, alpha 0.1, "
-                    "beta 1e-7, gradient cutoff 15) are RNNLM's.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Train a language model with the RNNLM toolkit 0.4b's flags, meaning
+what they mean there (--alpha, --beta, --bptt, --bptt-block, --class, --hidden,
+--gradient-cutoff, --min-improvement, --independent, --rand-seed).
+
+Two recipes:
+  default (no option):  bptt's fast recipe, the fastest measured that reaches RNNLM's
+      Penn Treebank perplexity: 32 parallel streams, lazy Adam (lr 0.003), at most 8
+      epochs, all gradients every --bptt-block words, sparse updates; for a training
+      text of fewer than 320,000 words, and at char level (with 200 hidden units),
+      RNNLM's recipe below.
+  --batch 1 (or --optimizer sgd):  RNNLM's own recipe and update order, in bptt's
+      online C kernel: SGD at alpha 0.1, the output layer updated after every word,
+      and every --bptt-block words the errors of those words carried back through
+      --bptt + --bptt-block - 1 states to update V and U (--bptt 0: one step, every
+      word); beta 1e-7 and gradient cutoff 15 as RNNLM; at most 20 epochs.
+Both keep the learning rate while the validation entropy improves by more than
+--min-improvement, then halve it every epoch, stop the second time it fails to
+improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word level
+(full softmax at char level), --bptt 4, --bptt-block 10 are RNNLM's defaults.""")
     t.add_argument("--train", required=True, metavar="FILE",
                    help="training text (UTF-8), or its ids (.npy from lm encode, "
                         "memory-mapped; needs --vocab)")
@@ -464,7 +533,8 @@ def _add_lm_commands(commands) -> None:
                    help="validation text: drives the learning rate (rnnlm schedule)")
     t.add_argument("--model", required=True, metavar="OUT.npz", help="file to write")
     t.add_argument("--level", choices=["word", "char"], default="word")
-    t.add_argument("--hidden", type=int, default=100, help="hidden units (default 100)")
+    t.add_argument("--hidden", type=int,
+                   help="hidden units (default 100 at word level, 200 at char level)")
     t.add_argument("--hidden-activation", choices=["sigmoid", "tanh", "relu", "linear"],
                    default="sigmoid", help="default sigmoid, as RNNLM")
     t.add_argument("--classes", "--class", type=int, dest="classes",
@@ -474,18 +544,22 @@ def _add_lm_commands(commands) -> None:
                    help="RNNLM's -bptt: states back beyond the block, plus one (default 4)")
     t.add_argument("--bptt-block", type=int, default=10,
                    help="RNNLM's -bptt-block: words between back-propagations (default 10)")
-    t.add_argument("--lr", "--alpha", type=float, default=0.1, dest="lr",
-                   help="initial learning rate, RNNLM's -alpha (default 0.1)")
-    t.add_argument("--batch", type=int, default=1,
-                   help="parallel streams per update (default 1, as RNNLM); under "
+    t.add_argument("--lr", "--alpha", type=float, dest="lr",
+                   help="initial learning rate, RNNLM's -alpha (default 0.1 for sgd and "
+                        "adagrad, 0.003 for the others)")
+    t.add_argument("--batch", type=int,
+                   help="parallel streams per update (default 32; 1 with --optimizer sgd, "
+                        "a training text under 320,000 words, or at char level); under "
                         "mpiexec, the total over the ranks")
-    t.add_argument("--epochs", type=int, default=20,
-                   help="most epochs (default 20; the schedule usually stops earlier)")
-    t.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+    t.add_argument("--epochs", type=int,
+                   help="most epochs (default 20 for sgd and adagrad, 8 for the others; "
+                        "the schedule may stop earlier)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="sgd, and adagrad without --l2, update only the rows of V and "
                         "W a block touches, with the dense result; lazy_* update those "
                         "rows and their moments only, which differs from their dense "
-                        "counterparts, which update every row (default sgd)")
+                        "counterparts, which update every row (default lazy_adam; sgd "
+                        "with --batch 1)")
     t.add_argument("--update-order", choices=["rnnlm", "block"],
                    help="rnnlm: RNNLM's online SGD (one stream, SGD only); block: every "
                         "gradient once per block (default: rnnlm with --batch 1 and SGD, "
@@ -520,6 +594,9 @@ def _add_lm_commands(commands) -> None:
                         "checkpoint instead of resuming from it")
     t.add_argument("--progress", action="store_true",
                    help="a progress line during each epoch (stderr)")
+    t.add_argument("--plot", metavar="CURVE.png",
+                   help="write the training curve (loss per epoch, learning rate) as a "
+                        "PNG at the end (needs matplotlib)")
     t.add_argument("--independent", action="store_true",
                    help="RNNLM's -independent: reset the state at every sentence (line) "
                         "in training and evaluation, so the model scores and generates "
@@ -582,10 +659,41 @@ def _add_lm_commands(commands) -> None:
     s.add_argument("--text", required=True, metavar="FILE")
     s.set_defaults(run=lm_score)
 
+    x = lm_commands.add_parser(
+        "export", help="write a model's embeddings (word2vec text) or its ONNX graph",
+        description="Write the input embeddings (the rows of V) in the word2vec text "
+                    "format that gensim's KeyedVectors.load_word2vec_format reads "
+                    "(tokens with spaces, backslashes or control characters escaped: "
+                    "a space as \\s, a newline as \\n, see docs/formats.md), and/or "
+                    "the network as an ONNX graph over token ids (needs onnx).")
+    x.add_argument("--model", required=True, metavar="M.npz")
+    x.add_argument("--embeddings", metavar="OUT.txt", help="word2vec text file to write")
+    x.add_argument("--onnx", metavar="OUT.onnx", help="ONNX file to write")
+    x.set_defaults(run=lm_export, threads=None)
+
+
+class _LogHandler(logging.StreamHandler):
+    """The command line's handler on the "bptt" logger (one, however often main runs)."""
+
+
+def _configure_logging(verbosity: int) -> None:
+    """bptt's log records to stderr: warnings by default, -v info, -vv debug."""
+    level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
+    logger = logging.getLogger("bptt")
+    for handler in [h for h in logger.handlers if isinstance(h, _LogHandler)]:
+        logger.removeHandler(handler)
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bptt",
                                      description="bptt: Elman RNNs trained by BPTT")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more on stderr (before the command): -v each epoch and "
+                             "file written, -vv debug")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="train on a synthetic task and show it learned")
     p.add_argument("--task", choices=DEMO_TASKS, default="delayed_recall")
@@ -603,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    _configure_logging(args.verbose)
     # under mpiexec, a rank that fails takes the others down (comm.Abort at exit)
     with distributed.abort_at_exit_on_failure() as outcome:
         try:

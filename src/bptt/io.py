@@ -6,12 +6,15 @@ even if the process is killed mid-write (docs/formats.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import zipfile
 from typing import IO, Callable
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -34,6 +37,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.fsync(dir_fd)           # make the rename itself durable
     finally:
         os.close(dir_fd)
+    logger.debug("wrote %s", path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:

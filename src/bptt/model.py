@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _kernels
 from . import io as _io
+from . import onnx_export as _onnx_export
 from . import threads as _threads
 from ._checks import (HIDDEN_ACTIVATIONS, LOSSES, OUTPUT_ACTIVATIONS, Inputs, Targets,
                       check_choice, check_class_bounds, check_dtype, check_h0,
@@ -319,6 +320,40 @@ class ElmanRNN:
     def save(self, path) -> None:
         """Write the model to an .npz file atomically (bptt.load reads it back)."""
         _io.save_arrays(path, self._to_arrays())
+
+    # ------------------------------------------------------------ interop
+
+    def to_onnx(self, path, opset: int = _onnx_export.DEFAULT_OPSET, *,
+                inputs: str = "dense", recurrence: str = "auto",
+                h0: str = "optional") -> None:
+        """Write the network as an ONNX graph to path, atomically (needs onnx:
+        pip install 'bptt[onnx]').
+
+        Input 0 "X": (T, B, n_in) floats, or (T, B) int64 token ids with
+        inputs="tokens" (T, B dynamic); input 1 "h0": (B, n_hidden), zeros when not
+        fed (h0="required": must be fed; "none": no such input). Output 0 "Y":
+        forward(X, h0)[0]; output 1 "h_last": the last state.
+        recurrence: "auto" uses ONNX's RNN operator for float32 tanh, sigmoid and relu
+        layers and a Scan otherwise (linear hidden layer, float64, untied U); "rnn"
+        or "scan" force one. See bptt.onnx_export and docs/formats.md.
+        """
+        _onnx_export.export(self, path, opset, inputs, recurrence, h0)
+
+    def to_torch(self, *, batch_first: bool = False):
+        """(torch.nn.RNN, torch.nn.Linear) computing this network: the output layer
+        is linear(rnn(X)[0]) followed by this model's output activation (softmax,
+        sigmoid or none). Needs torch; see bptt.torch_interop."""
+        from . import torch_interop
+        return torch_interop.to_torch(self, batch_first=batch_first)
+
+    @classmethod
+    def from_torch(cls, rnn, linear, output: str = "softmax",
+                   loss: str = "cross_entropy") -> "ElmanRNN":
+        """An ElmanRNN with the weights of a one-layer unidirectional torch.nn.RNN
+        (tanh or relu) and the torch.nn.Linear on its outputs, in their dtype;
+        output and loss as in the constructor. See bptt.torch_interop."""
+        from . import torch_interop
+        return torch_interop.from_torch(rnn, linear, output=output, loss=loss)
 
     def log_prob(self, X, D, h0=None, resets=None, *, batch_size: int = INFERENCE_BATCH,
                  batch_first: bool = False):

@@ -26,6 +26,7 @@ checkpoints) or when lr changes.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -35,7 +36,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -80,6 +81,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, history: "History", checkpoint, epoch: int) -> None:
         super().__init__(message)
         self.history, self.checkpoint, self.epoch = history, checkpoint, epoch
+
+
+logger = logging.getLogger(__name__)
 
 
 def _warn(warning: Warning) -> None:
@@ -137,6 +141,13 @@ class History:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def plot(self, path: str | os.PathLike | None = None) -> Any:
+        """Training and validation loss per epoch and the learning rate, as a
+        matplotlib figure (returned); with path, also written as a PNG (headless,
+        atomically). Needs matplotlib: pip install 'bptt[plot]'."""
+        from .plotting import plot_history
+        return plot_history(self, path)
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -902,6 +913,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                 state.finished |= on_loss_growth == "stop"
             if progress:
                 progress.end(_summary(history, epochs, tbptt))
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("%s", _summary(history, epochs, tbptt))
             if any(bool(callback(net, history)) for callback in callbacks):
                 state.finished = True
             if group is not None:       # a callback's stop on any rank stops every rank
