@@ -95,6 +95,7 @@ def test_bad_comm_and_options():
     ("tbptt_seeds", None),
     ("tbptt_classes_sparse", "rows"), ("tbptt_classes_sparse", "dense"),
     ("tbptt_classes_sparse", "auto"), ("tbptt_classes_lazy_adam", "rows"),
+    ("tbptt_classes_lazy_adam", "dense"), ("tbptt_classes_lazy_adam", "auto"),
     ("tbptt_sparse", "rows")])
 def test_two_ranks_equal_one_process(tmp_path, name, exchange):
     """Slices of the streams (TBPTT) or columns r, r+2, ... with half the batch

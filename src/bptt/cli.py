@@ -307,13 +307,15 @@ def lm_train(args: argparse.Namespace) -> int:
     _apply_threads(args)
     # under mpiexec/srun with several ranks: data-parallel, rank 0 prints and writes
     comm = distributed.world()
-    if comm is not None and comm.Get_rank() > 0:
+    if comm is not None and comm.Get_rank() > 0:       # quiet: no output, no log
+        logger = logging.getLogger("bptt")
         with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
+            stdout, sys.stdout, disabled = sys.stdout, quiet, logger.disabled
+            logger.disabled = True
             try:
                 return _lm_train(args, comm)
             finally:
-                sys.stdout = stdout
+                sys.stdout, logger.disabled = stdout, disabled
     return _lm_train(args, comm)
 
 

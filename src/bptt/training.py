@@ -210,6 +210,8 @@ class _Settings:
     group: _distributed.Group | None = None
     n_updates: int = 0
     average_every: int = 0
+    # the optimizer steps on the touched slices only (its sparse == "lazy")
+    lazy: bool = False
 
 
 def _optimizer(optimizer, lr: float) -> Optimizer:
@@ -304,6 +306,7 @@ def _gradient_arrays(net, settings: _Settings, tokens: bool) -> dict:
     if settings.group is not None:
         front = ((("V",) if tokens else ()) + (("W", "b_o") if net.classes is not None
                                                else ())) if settings.sparse else ()
+        settings.group.lazy = settings.sparse and settings.lazy
         return settings.group.gradient_views(params, front)
     return {k: np.empty_like(v) for k, v in params.items()}
 
@@ -795,6 +798,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     opt = _optimizer(optimizer, lr)
     sched = _schedule(schedule)
     settings.sparse = bool(sparse) and _sparse_updates(opt, settings.l2)
+    settings.lazy = opt.sparse == "lazy"
     if group is not None and settings.l2 and isinstance(opt, SGD):
         # SGD's lazy L2 would decay each rank's slices at different times (and round
         # them differently): dense under comm
