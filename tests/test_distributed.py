@@ -322,3 +322,21 @@ def test_each_rank_builds_exactly_its_streams(tmp_path, eos, batch):
         lm._shard_pairs(ids, 2, eos, 7, _FakeComm(0, 3))
     with pytest.raises(ValueError, match="ids outside"):
         lm._shard_pairs(ids, batch, eos, 5)
+
+
+@needs_mpi
+def test_lm_train_model_averaging_under_mpiexec(tmp_path):
+    """lm train --average-every K under mpiexec trains and saves one model; without
+    MPI the option is refused."""
+    from conftest import grammar_text
+    train = tmp_path / "train.txt"
+    train.write_text(grammar_text(100, 0))
+    argv = ["-m", "bptt", "lm", "train", "--train", str(train), "--hidden", "8",
+            "--classes", "3", "--batch", "4", "--optimizer", "adam", "--lr", "0.01",
+            "--epochs", "2", "--average-every", "5", "--model", str(tmp_path / "m.npz")]
+    proc = mpirun(argv)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("model saved to") == 1
+    alone = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    assert alone.returncode == 2 and "under mpiexec" in alone.stderr

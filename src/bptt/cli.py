@@ -321,6 +321,9 @@ def lm_train(args: argparse.Namespace) -> int:
 
 def _lm_train(args: argparse.Namespace, comm) -> int:
     rank0 = comm is None or comm.Get_rank() == 0
+    if args.average_every is not None and comm is None:
+        raise ValueError("--average-every averages the models of several MPI ranks: run "
+                         "under mpiexec -n P (P > 1)")
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
     vocab = _vocabulary(args)
     train_ids = _token_ids(vocab, args.train, "--train")
@@ -377,7 +380,8 @@ def _lm_train(args: argparse.Namespace, comm) -> int:
                                overwrite=args.force,
                                callbacks=[_epoch_printer(vocab, epochs_run)]
                                + ([_comm_printer] if args.profile else []),
-                               independent=args.independent, comm=comm)
+                               independent=args.independent, comm=comm,
+                               average_every=args.average_every)
     except (TrainingDiverged, distributed.RankFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -621,6 +625,10 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
                    help="with --dynamic, as in lm train")
     e.set_defaults(run=lm_eval)
 
+    t.add_argument("--average-every", type=int, metavar="K",
+                   help="under mpiexec: model averaging, each rank training alone and the "
+                        "weights averaged every K updates (default: the exact mode, "
+                        "gradients summed every update)")
     t.add_argument("--profile", action="store_true",
                    help="under mpiexec: print the time of the gradient exchanges "
                         "(allreduce) per update after every epoch")

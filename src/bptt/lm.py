@@ -218,7 +218,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
           checkpoint=None, resume: bool = False, overwrite: bool = False,
           callbacks: Iterable[Callable] = (), independent: bool = False,
           update_order: str | None = None, error_clip: float | None = None,
-          comm=None):
+          comm=None, average_every: int | None = None):
     """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
 
     train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``).
@@ -258,7 +258,9 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         of streams, each rank trains its contiguous share of them (at least one), and
         every rank evaluates the whole validation stream (the loss is the one
         process's). Each rank reads only its stretch of train_ids (which may be a
-        memory-mapped array: ``np.load("train.npy", mmap_mode="r")``). ``update_order`` "rnnlm" is single-process.
+        memory-mapped array: ``np.load("train.npy", mmap_mode="r")``).
+        average_every: with comm, model averaging every this many updates
+        (:func:`bptt.training.fit`). ``update_order`` "rnnlm" is single-process.
 
     In the History, losses are nats per token: the perplexity of epoch i is
     ``exp(history.valid_loss[i])``, the training entropy in bits per token
@@ -298,7 +300,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                        restore_best=restore_best, verbose=verbose,
                        checkpoint=checkpoint, resume=resume, overwrite=overwrite,
                        callbacks=callbacks, reset_token=restart, update_order=update_order,
-                       error_clip=error_clip, comm=comm)
+                       error_clip=error_clip, comm=comm, average_every=average_every)
 
 
 def default_update_order(batch: int, optimizer) -> str:
