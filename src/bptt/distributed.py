@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def _mpi():
     return MPI
 
 
-def world():
+def world() -> Any:
     """MPI.COMM_WORLD when this process was started by mpiexec/srun with more than one
     rank and mpi4py is importable, else None (no import of mpi4py is attempted
     unless an MPI launcher's environment variables are present)."""
@@ -194,7 +194,7 @@ class Group:
                     f"the ranks of comm must train the same model the same way; {diff}"))
         return max(g[2] for g in gathered)
 
-    def bcast_call(self, function):
+    def bcast_call(self, function: Callable[[], Any]) -> Any:
         """function() run on rank 0 and its result broadcast; when it raises there,
         every rank raises (rank 0 its error, the others RankFailed)."""
         result = None
@@ -246,7 +246,8 @@ class Group:
             self.seconds += time.perf_counter() - start
             self.exchanges += 1
 
-    def _exchange(self, sparse, loss, weight, n_sequences, stop):
+    def _exchange(self, sparse: dict, loss: float, weight: float, n_sequences: int,
+                  stop: bool) -> tuple[float, int, dict]:
         if not self.front or sparse is None:
             loss, _, n = self.allreduce_update(loss, weight, n_sequences, stop)
             return loss, n, self.views
@@ -467,7 +468,7 @@ def _axis(name: str) -> int:
     return 1 if name == "W" else 0
 
 
-def run(fit, args: dict):
+def run(fit: Callable[..., Any], args: dict) -> Any:
     """fit(**args) with args["comm"] turned into a Group, under the error protocol:
     an error before the ranks' first agreement is reported there; anything else that
     escapes on one rank only aborts the job."""
