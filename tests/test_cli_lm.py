@@ -366,3 +366,31 @@ def test_lm_train_fills_the_recipe_its_help_describes(given, tokens, expected):
     cli._fill_recipe(args, tokens)
     assert (args.batch, args.optimizer, args.lr, args.epochs) == expected
     assert args.hidden == given.get("hidden", 100 if args.level == "word" else 200)
+
+
+def test_encode_then_train_and_eval_from_npy(files, tmp_path):
+    """lm encode writes the vocabulary and the ids once; lm train and lm eval on them
+    (memory-mapped) give what the texts give."""
+    out = run(["lm", "encode", "--train", str(files["train"]), "--valid", str(files["valid"]),
+               "--test", str(files["test"]), "--out", str(tmp_path)])
+    assert "vocab.npz" in out
+    ids = np.load(tmp_path / "train.npy")
+    assert ids.dtype == np.int32 and ids.ndim == 1
+    options = ["--hidden", "8", "--classes", "3", "--epochs", "2", "--batch", "2",
+               "--optimizer", "adam", "--lr", "0.01"]
+    run(["lm", "train", "--train", str(files["train"]), "--valid", str(files["valid"]),
+         "--model", str(tmp_path / "text.npz"), *options])
+    run(["lm", "train", "--train", str(tmp_path / "train.npy"), "--valid",
+         str(tmp_path / "valid.npy"), "--vocab", str(tmp_path / "vocab.npz"),
+         "--model", str(tmp_path / "ids.npz"), *options])
+    a, b = (bptt_io.load_arrays(tmp_path / f) for f in ("text.npz", "ids.npz"))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    text = run(["lm", "eval", "--model", str(tmp_path / "ids.npz"), "--test",
+                str(files["test"])])
+    npy = run(["lm", "eval", "--model", str(tmp_path / "ids.npz"), "--test",
+               str(tmp_path / "test.npy")])
+    assert figure(text, "PPL net") == figure(npy, "PPL net")
+    with pytest.raises(SystemExit):      # ids without their vocabulary
+        cli.main(["lm", "train", "--train", str(tmp_path / "train.npy"), "--model",
+                  str(tmp_path / "x.npz")])

@@ -9,6 +9,7 @@ when installed).
     python -m bptt lm export --model M.npz --embeddings OUT.txt [--onnx OUT.onnx]
     python -m bptt lm import-rnnlm MODEL --out M.npz     an RNNLM 0.4b model file
     python -m bptt lm export-rnnlm --model M.npz --out MODEL [--binary]
+    python -m bptt lm encode --train F [--valid F --test F] --out DIR   (ids to .npy)
 
 `python -m bptt -v ...` logs each epoch and each file written on stderr (-vv: debug);
 library code logs through logging.getLogger("bptt") and never prints.
@@ -29,7 +30,8 @@ import warnings
 
 import numpy as np
 
-from . import lm, rnnlm_format, tasks
+from . import distributed, lm, rnnlm_format, tasks
+from . import io as bptt_io
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -159,6 +161,68 @@ def _encode(vocab: Vocabulary, path: str, option: str, file=None,
     return ids
 
 
+def _token_ids(vocab: Vocabulary, path: str, option: str, scored: bool = False):
+    """The ids of a text file, or of a .npy file of ids (from `lm encode`), memory-
+    mapped: only what is used of it is read."""
+    if not path.endswith(".npy"):
+        return _encode(vocab, path, option, scored=scored)
+    ids = np.load(path, mmap_mode="r")
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise ValueError(f"{option} {path} must hold a 1-D array of integer token ids "
+                         f"(as lm encode writes), got {ids.dtype} {ids.shape}")
+    if scored:
+        if ids.size == 0:
+            raise ValueError(f"{option} {path} holds no tokens")
+        lm._check_known(f"{option} {path}", np.asarray(ids), vocab)
+    return ids
+
+
+def _vocabulary(args: argparse.Namespace) -> Vocabulary:
+    """lm train's vocabulary: from --vocab (lm encode's vocab.npz or a model file), or
+    built from the --train text."""
+    if args.vocab is not None:
+        arrays = bptt_io.load_arrays(_existing_file(args.vocab, "--vocab"))
+        keys = {k[len(lm.VOCAB_PREFIX):]: v for k, v in arrays.items()
+                if k.startswith(lm.VOCAB_PREFIX)}
+        if not keys:
+            raise ValueError(f"--vocab {args.vocab} holds no vocabulary")
+        return Vocabulary.from_arrays(keys)
+    if args.train.endswith(".npy"):
+        raise ValueError("--train FILE.npy holds ids: give their vocabulary with --vocab "
+                         "(the vocab.npz that lm encode wrote)")
+    return Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
+                                max_size=args.max_vocab)
+
+
+def lm_encode(args: argparse.Namespace) -> int:
+    """Build the vocabulary of --train and write it and the ids of every text given,
+    once, for lm train and lm eval to memory-map."""
+    for option in ("train", "valid", "test"):
+        path = getattr(args, option)
+        if path is not None:
+            _existing_file(path, f"--{option}")
+    if not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out}: no such folder")
+    vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
+                                 max_size=args.max_vocab)
+    bptt_io.save_arrays(os.path.join(args.out, "vocab.npz"),
+                        {"format_version": np.array(bptt_io.FORMAT_VERSION),
+                         **{lm.VOCAB_PREFIX + k: v for k, v in vocab.to_arrays().items()}})
+    dtype = np.int32 if len(vocab) < 2 ** 31 else np.int64
+    for option in ("train", "valid", "test"):
+        path = getattr(args, option)
+        if path is None:
+            continue
+        ids = _encode(vocab, path, f"--{option}")
+        out = os.path.join(args.out, f"{option}.npy")
+        np.save(out, ids.astype(dtype))
+        print(f"{out}: {ids.size} {_token_name(vocab)}")
+    print(f"{os.path.join(args.out, 'vocab.npz')}: {len(vocab)} tokens ({args.level} "
+          f"level); train with --train {os.path.join(args.out, 'train.npy')} --vocab "
+          f"{os.path.join(args.out, 'vocab.npz')}")
+    return 0
+
+
 def _describe(net: ElmanRNN) -> str:
     output = "softmax" if net.classes is None \
         else f"class softmax ({len(net.classes) - 1} classes)"
@@ -186,6 +250,20 @@ def _epoch_printer(vocab: Vocabulary, epochs_run: list):
         return False
 
     return report
+
+
+def _comm_printer(net, history) -> bool:
+    """lm train --profile under MPI: a line per epoch with the time of the updates'
+    collectives (on rank 0, waiting for the other ranks included)."""
+    if history.comm_seconds:
+        i = len(history) - 1
+        n = max(history.comm_exchanges[i], 1)
+        train = history.seconds[i] - history.valid_seconds[i]
+        print(f"profile: {1e3 * history.comm_seconds[i] / n:.3f} ms per exchange "
+              f"(allreduce), {history.comm_exchanges[i]} exchanges, "
+              f"{history.comm_seconds[i] / max(train, 1e-9):.1%} of the training pass",
+              flush=True)
+    return False
 
 
 def _schedule(name: str, min_improvement: float):
@@ -230,13 +308,31 @@ def lm_train(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _check_plot(args.plot)
     _apply_threads(args)
+    # under mpiexec/srun with several ranks: data-parallel, rank 0 prints and writes
+    comm = distributed.world()
+    if comm is not None and comm.Get_rank() > 0:       # quiet: no output, no log
+        logger = logging.getLogger("bptt")
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout, disabled = sys.stdout, quiet, logger.disabled
+            logger.disabled = True
+            try:
+                return _lm_train(args, comm)
+            finally:
+                sys.stdout, logger.disabled = stdout, disabled
+    return _lm_train(args, comm)
+
+
+def _lm_train(args: argparse.Namespace, comm) -> int:
+    rank0 = comm is None or comm.Get_rank() == 0
+    if args.average_every is not None and comm is None:
+        raise ValueError("--average-every averages the models of several MPI ranks: run "
+                         "under mpiexec -n P (P > 1)")
     k1, k2 = lm.rnnlm_window(args.bptt, args.bptt_block)
-    vocab = Vocabulary.from_file(args.train, level=args.level, min_count=args.min_count,
-                                 max_size=args.max_vocab)
-    train_ids = _encode(vocab, args.train, "--train")
+    vocab = _vocabulary(args)
+    train_ids = _token_ids(vocab, args.train, "--train")
     _fill_recipe(args, train_ids.size)
-    valid_ids = None if args.valid is None else _encode(vocab, args.valid, "--valid",
-                                                        scored=True)
+    valid_ids = None if args.valid is None else _token_ids(vocab, args.valid, "--valid",
+                                                           scored=True)
     classes = args.classes
     if classes is None:                        # RNNLM's default: 100 classes for words
         classes = min(100, len(vocab)) if args.level == "word" else 0
@@ -248,7 +344,8 @@ def lm_train(args: argparse.Namespace) -> int:
         print("note: this bptt has no class-factorised softmax; using the full softmax",
               file=sys.stderr)
     schedule = args.schedule or ("rnnlm" if valid_ids is not None else "constant")
-    order = args.update_order or lm.default_update_order(args.batch, args.optimizer)
+    order = args.update_order or ("block" if comm is not None else
+                                  lm.default_update_order(args.batch, args.optimizer))
     rnnlm_order = order == "rnnlm"
     # RNNLM's own defaults in its update order: -beta 1e-7, -gradient-cutoff 15
     l2 = args.l2 if args.l2 is not None else (RNNLM_BETA if rnnlm_order else 0.0)
@@ -265,11 +362,12 @@ def lm_train(args: argparse.Namespace) -> int:
           + (f", beta {l2:g}, gradient cutoff {cutoff:g}" if rnnlm_order else
              f", l2 {l2:g}" if l2 else "") + f", {schedule} schedule, "
           f"{args.batch} stream{'s' if args.batch > 1 else ''}, at most {args.epochs} "
-          f"epochs" + (", independent sentences" if args.independent else ""), flush=True)
+          f"epochs" + (", independent sentences" if args.independent else "")
+          + ("" if comm is None else f", {comm.Get_size()} MPI ranks"), flush=True)
     start = time.perf_counter()
     # one line per epoch: RNNLM's, on stdout; --progress adds a line that is rewritten
     # during the epoch and cleared at its end (stderr)
-    progress = Progress(unit=names, summaries=False) if args.progress else False
+    progress = Progress(unit=names, summaries=False) if args.progress and rank0 else False
     epochs_run: list[int] = []
     try:
         with warnings.catch_warnings():
@@ -283,9 +381,11 @@ def lm_train(args: argparse.Namespace) -> int:
                                verbose=progress, checkpoint=args.checkpoint,
                                resume=args.checkpoint is not None and not args.force,
                                overwrite=args.force,
-                               callbacks=[_epoch_printer(vocab, epochs_run)],
-                               independent=args.independent)
-    except TrainingDiverged as exc:
+                               callbacks=[_epoch_printer(vocab, epochs_run)]
+                               + ([_comm_printer] if args.profile else []),
+                               independent=args.independent, comm=comm,
+                               average_every=args.average_every)
+    except (TrainingDiverged, distributed.RankFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TrainingInterrupted as exc:
@@ -301,11 +401,12 @@ def lm_train(args: argparse.Namespace) -> int:
               f"the model keeps these weights")
     if epochs_run:
         print(f"training time: {seconds:.1f} s")
-    lm.save_lm(args.model, net, vocab, independent=args.independent)
-    print(f"model saved to {args.model}")
-    if args.plot is not None:
-        history.plot(args.plot)
-        print(f"training curve written to {args.plot}")
+    if rank0:
+        lm.save_lm(args.model, net, vocab, independent=args.independent)
+        print(f"model saved to {args.model}")
+        if args.plot is not None:
+            history.plot(args.plot)
+            print(f"training curve written to {args.plot}")
     return 0
 
 
@@ -341,7 +442,7 @@ def _load_lm(args: argparse.Namespace, *inputs: tuple[str, str]):
 
 def lm_eval(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args, (args.test, "--test"))
-    ids = _encode(vocab, args.test, "--test", scored=True)
+    ids = _token_ids(vocab, args.test, "--test", scored=True)
     # as RNNLM: from the fresh state (after an end of sentence), every token predicted
     if args.dynamic is None:
         nll, n = lm.stream_nll(net, ids, batch=args.batch, vocab=vocab,
@@ -431,7 +532,12 @@ Both keep the learning rate while the validation entropy improves by more than
 --min-improvement, then halve it every epoch, stop the second time it fails to
 improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word level
 (full softmax at char level), --bptt 4, --bptt-block 10 are RNNLM's defaults.""")
-    t.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
+    t.add_argument("--train", required=True, metavar="FILE",
+                   help="training text (UTF-8), or its ids (.npy from lm encode, "
+                        "memory-mapped; needs --vocab)")
+    t.add_argument("--vocab", metavar="VOCAB.npz",
+                   help="the vocabulary (lm encode's vocab.npz, or a model file) instead "
+                        "of building it from --train")
     t.add_argument("--valid", metavar="FILE",
                    help="validation text: drives the learning rate (rnnlm schedule)")
     t.add_argument("--model", required=True, metavar="OUT.npz", help="file to write")
@@ -452,7 +558,8 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
                         "adagrad, 0.003 for the others)")
     t.add_argument("--batch", type=int,
                    help="parallel streams per update (default 32; 1 with --optimizer sgd, "
-                        "a training text under 320,000 words, or at char level)")
+                        "a training text under 320,000 words, or at char level); under "
+                        "mpiexec, the total over the ranks")
     t.add_argument("--epochs", type=int,
                    help="most epochs (default 20 for sgd and adagrad, 8 for the others; "
                         "the schedule may stop earlier)")
@@ -508,7 +615,8 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
     e = lm_commands.add_parser("eval", parents=[threads],
                                help="log-probability and perplexity of a test text")
     e.add_argument("--model", required=True, metavar="M.npz")
-    e.add_argument("--test", required=True, metavar="FILE")
+    e.add_argument("--test", required=True, metavar="FILE",
+                   help="test text, or its ids (.npy from lm encode, memory-mapped)")
     e.add_argument("--batch", type=int, default=1,
                    help="parallel streams (default 1: exact, in order as RNNLM)")
     e.add_argument("--dynamic", type=float, metavar="LR",
@@ -519,6 +627,31 @@ improve, and keep the best weights. Hidden 100 (sigmoid), 100 classes at word le
     e.add_argument("--bptt-block", type=int, default=10,
                    help="with --dynamic, as in lm train")
     e.set_defaults(run=lm_eval)
+
+    t.add_argument("--average-every", type=int, metavar="K",
+                   help="under mpiexec: model averaging, each rank training alone and the "
+                        "weights averaged every K updates (default: the exact mode, "
+                        "gradients summed every update)")
+    t.add_argument("--profile", action="store_true",
+                   help="under mpiexec: print the time of the gradient exchanges "
+                        "(allreduce) per update after every epoch")
+
+    n = lm_commands.add_parser(
+        "encode", help="write token ids to .npy once (train and eval memory-map them)",
+        description="Build the vocabulary of --train and write it (OUT/vocab.npz) and "
+                    "the token ids of each text given (OUT/train.npy, valid.npy, "
+                    "test.npy). lm train --train OUT/train.npy --vocab OUT/vocab.npz "
+                    "and lm eval --test OUT/test.npy memory-map them: under mpiexec each "
+                    "rank reads only its share of the training ids.")
+    n.add_argument("--train", required=True, metavar="FILE", help="training text (UTF-8)")
+    n.add_argument("--valid", metavar="FILE")
+    n.add_argument("--test", metavar="FILE")
+    n.add_argument("--out", required=True, metavar="DIR", help="existing folder to write to")
+    n.add_argument("--level", choices=["word", "char"], default="word")
+    n.add_argument("--min-count", type=int, default=1,
+                   help="rarer tokens become <unk> (default 1)")
+    n.add_argument("--max-vocab", type=int, help="keep at most this many tokens")
+    n.set_defaults(run=lm_encode)
 
     g = lm_commands.add_parser("generate", parents=[threads], help="sample text")
     g.add_argument("--model", required=True, metavar="M.npz")
@@ -625,13 +758,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     _configure_logging(args.verbose)
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, OSError) as exc:
-        parser.exit(2, f"error: {exc}\n")
-    except KeyboardInterrupt:                # outside training: nothing to resume
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED
+    # under mpiexec, a rank that fails takes the others down (comm.Abort at exit)
+    with distributed.abort_at_exit_on_failure() as outcome:
+        try:
+            outcome.status = args.run(args)
+        except (ValueError, TypeError, OSError) as exc:
+            parser.exit(2, f"error: {exc}\n")
+        except KeyboardInterrupt:                # outside training: nothing to resume
+            print("interrupted", file=sys.stderr)
+            outcome.status = INTERRUPTED
+    return outcome.status
 
 
 if __name__ == "__main__":

@@ -118,6 +118,43 @@ def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
     return lm_pairs(streams)
 
 
+def _shard_pairs(ids, batch: int, eos: int | None, size: int,
+                 comm=None) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's streams of _fresh_pairs(ids, batch, eos) (comm None: all of them),
+    built with one copy: each stream is read from its contiguous stretch of ids, so
+    that a memory-mapped ids file is touched only where this rank's streams lie
+    (bptt.distributed.stream_shard) and the memory is 8 bytes per token of them."""
+    rank, ranks = 0, 1
+    if comm is not None:
+        from .distributed import check_comm
+        check_comm(comm)
+        rank, ranks = comm.Get_rank(), comm.Get_size()
+        if batch < ranks:
+            raise ValueError(f"batch={batch} streams cannot be shared by {ranks} ranks: "
+                             f"give at least one per rank")
+    from .distributed import stream_shard
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(f"train_ids must be a 1-D array of integer token ids, got "
+                        f"{ids.dtype} {ids.shape}")
+    need = 1 if eos is not None else 2
+    if ids.shape[0] < need * batch:
+        raise ValueError(f"train_ids is too short for batch={batch}: each stream needs at "
+                         f"least {need} token{'s' if need > 1 else ''}, got "
+                         f"{ids.shape[0]} tokens")
+    part = stream_shard(batch, rank, ranks)
+    length = ids.shape[0] // batch
+    first = 0 if eos is None else 1
+    streams = np.empty((first + length, part.stop - part.start), np.int64)
+    if eos is not None:
+        streams[0] = eos
+    for column, b in enumerate(range(part.start, part.stop)):
+        streams[first:, column] = ids[b * length:(b + 1) * length]
+    check_token_ids("train_ids", streams, 2, size)
+    return lm_pairs(streams)
+
+
 def _restart_token(vocab: Vocabulary | None, independent) -> int | None:
     """The token before which the state is reset: eos if independent, else None."""
     if not _check_flag("independent", independent):
@@ -180,7 +217,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
           restore_best: bool = True, verbose=False, threads: int | None = None,
           checkpoint=None, resume: bool = False, overwrite: bool = False,
           callbacks: Iterable[Callable] = (), independent: bool = False,
-          update_order: str | None = None, error_clip: float | None = None):
+          update_order: str | None = None, error_clip: float | None = None,
+          comm=None, average_every: int | None = None):
     """Train a language model on a token stream with TBPTT(k1, k2); returns a History.
 
     train_ids, valid_ids : 1-D token id streams (e.g. ``vocab.encode_file(path)``).
@@ -215,6 +253,15 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         validation, so no error crosses a sentence boundary; save the model with
         ``save_lm(..., independent=True)`` to score and generate the same way.
 
+    comm : an mpi4py communicator: data-parallel training (bptt.distributed), every
+        rank calling train with the same arguments; ``batch`` stays the total number
+        of streams, each rank trains its contiguous share of them (at least one), and
+        every rank evaluates the whole validation stream (the loss is the one
+        process's). Each rank reads only its stretch of train_ids (which may be a
+        memory-mapped array: ``np.load("train.npy", mmap_mode="r")``).
+        average_every: with comm, model averaging every this many updates
+        (:func:`bptt.training.fit`). ``update_order`` "rnnlm" is single-process.
+
     In the History, losses are nats per token: the perplexity of epoch i is
     ``exp(history.valid_loss[i])``, the training entropy in bits per token
     ``history.train_loss[i] / ln 2``; ``history.steps_per_second`` is tokens per
@@ -226,8 +273,11 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
     eos = vocab.eos_id
-    X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
-                        batch, eos)
+    if comm is None and not isinstance(train_ids, np.memmap):
+        X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
+                            batch, eos)
+    else:
+        X, D = _shard_pairs(train_ids, batch, eos, V, comm)
     valid = None
     if valid_ids is not None:
         valid_arr = check_token_ids("valid_ids", valid_ids, 1, V, 1)
@@ -239,6 +289,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                          "(e.g. schedule=None for a constant learning rate)")
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
+    if comm is not None:
+        update_order = update_order or "block"
     if update_order is None:
         update_order = default_update_order(batch, optimizer)
     with blas_threads(threads) if threads is not None else nullcontext():
@@ -248,7 +300,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                        restore_best=restore_best, verbose=verbose,
                        checkpoint=checkpoint, resume=resume, overwrite=overwrite,
                        callbacks=callbacks, reset_token=restart, update_order=update_order,
-                       error_clip=error_clip)
+                       error_clip=error_clip, comm=comm, average_every=average_every)
 
 
 def default_update_order(batch: int, optimizer) -> str:

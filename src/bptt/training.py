@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from . import distributed as _distributed
 from . import io as _io
 from ._checks import check_choice, check_int, check_real, time_major
 from .data import Batch, SequenceData, stream_batch
@@ -119,6 +120,10 @@ class History:
         valid_seconds : its validation part; sequences_per_second and
         steps_per_second : the training pass's rates (seconds - valid_seconds).
     prepare_seconds : checking and batching the data before the first epoch.
+    comm_seconds, comm_exchanges : with comm (bptt.distributed), per epoch, the
+        seconds this rank spent in the updates' collectives (waiting for the others
+        included) and their number (one per update, or per model average); empty
+        without comm.
     """
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -133,6 +138,8 @@ class History:
     stopped_early: bool = False
     prepare_seconds: float = 0.0
     loss_unit: str = ""
+    comm_seconds: list[float] = field(default_factory=list)
+    comm_exchanges: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +207,13 @@ class _Settings:
     # applied update
     last_weights: dict | None = None
     last_decay: tuple | None = None
+    # with comm: the ranks (bptt.distributed.Group), the updates per epoch they agreed
+    # on, and the updates between model averages (0: one Allreduce per update)
+    group: _distributed.Group | None = None
+    n_updates: int = 0
+    average_every: int = 0
+    # the optimizer steps on the touched slices only (its sparse == "lazy")
+    lazy: bool = False
 
 
 def _optimizer(optimizer, lr: float) -> Optimizer:
@@ -286,30 +300,106 @@ def _step_grads(grads: dict, sparse: dict | None) -> dict:
     return {**grads, **sparse} if sparse else grads
 
 
+def _gradient_arrays(net, settings: _Settings, tokens: bool) -> dict:
+    """Arrays for the kernels' gradients: under comm, views into the flat buffer that
+    one Allreduce per update sums over the ranks (those that may come sparse first:
+    V with token inputs, W and b_o with a class-factorised softmax)."""
+    params = net.parameters()
+    if settings.group is not None:
+        front = ((("V",) if tokens else ()) + (("W", "b_o") if net.classes is not None
+                                               else ())) if settings.sparse else ()
+        settings.group.lazy = settings.sparse and settings.lazy
+        return settings.group.gradient_views(params, front)
+    return {k: np.empty_like(v) for k, v in params.items()}
+
+
+@contextmanager
+def _local(settings: _Settings) -> Iterator[bool]:
+    """Local work of an update; yields whether to do it. Under comm an exception is
+    kept for the next collective (every rank then raises), and a rank that failed
+    does no more work."""
+    group = settings.group
+    if group is None:
+        yield True
+        return
+    with group.guard():
+        yield group.error is None
+
+
+def _update(params, grads, sparse, loss, weight, n_sequences, opt, settings: _Settings,
+            history: History, where: str, steps: "_Steps") -> bool:
+    """_apply_update, after summing the gradient over the ranks under comm (or, with
+    average_every, the local update and every K updates a model average)."""
+    group = settings.group
+    if group is None:
+        return _apply_update(params, _step_grads(grads, sparse), loss, n_sequences, opt,
+                             settings, history, where)
+    stop = steps.interrupt.is_set()
+    if settings.average_every:
+        applied = False
+        with _local(settings) as ok:
+            if ok and n_sequences:
+                applied = _apply_update(params, _step_grads(grads, sparse), loss,
+                                        n_sequences, opt, settings, history, where)
+        group.since_average += 1
+        if group.since_average == settings.average_every:
+            group.since_average = 0
+            group.average(params, stop)
+        return applied
+    loss, n_sequences, grads = group.exchange(sparse, loss, weight, n_sequences, stop)
+    try:        # on the same numbers on every rank: every rank raises the same
+        return _apply_update(params, grads, loss, n_sequences, opt, settings, history,
+                             where)
+    except Exception as exc:
+        raise _distributed.agreed(exc)
+
+
+def _no_gradient(grads: dict, sparse: dict | None) -> None:
+    """A rank whose shard is done contributes zeros (and no sparse slices)."""
+    for g in grads.values():
+        g.fill(0)
+    if sparse is not None:
+        sparse.clear()
+
+
 def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
                progress) -> tuple[float, float, int, int]:
-    params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
+    params = net.parameters()
+    grads = _gradient_arrays(net, settings,
+                             data.batches_in_order()[0].inputs.tokens.size > 0)
     sparse: dict[str, SparseGrad] | None = {} if settings.sparse else None
     decay = settings.decay
     loss_sum = weight_sum = 0.0
     sequences = steps = 0
+    batches = data.epoch(rng)
+    # under comm every rank makes the agreed number of updates, contributing nothing
+    # once its shard is done
+    n_updates = data.n_batches() if settings.group is None else settings.n_updates
     try:
-        for i, batch in enumerate(data.epoch(rng)):
-            with net._kernel_section(batch.B):
-                if decay is not None:       # the slices this batch reads, up to date
-                    decay.catch_up(params, net._read_slices(batch.inputs, batch.targets))
-                loss = net._loss_and_grad(batch.inputs, batch.targets, batch.weights, None,
-                                          tau, grads, sparse)
-                applied = _apply_update(params, _step_grads(grads, sparse), loss,
-                                        batch.n_sequences, opt, settings, history,
-                                        f"epoch {epoch + 1}, batch {i + 1}")
+        for i in range(n_updates):
+            loss = weight = 0.0
+            n = 0
+            with _local(settings) as ok:
+                batch = next(batches, None) if ok else None
+                if batch is None:
+                    _no_gradient(grads, sparse)
+                else:
+                    with net._kernel_section(batch.B):
+                        if decay is not None:       # the slices this batch reads, up to date
+                            decay.catch_up(params, net._read_slices(batch.inputs,
+                                                                    batch.targets))
+                        loss = net._loss_and_grad(batch.inputs, batch.targets,
+                                                  batch.weights, None, tau, grads, sparse)
+                    weight, n = float(batch.weights.sum()), batch.n_sequences
+            applied = _update(params, grads, sparse, loss, weight, n, opt, settings,
+                              history, f"epoch {epoch + 1}, batch {i + 1}", progress)
             if applied:                     # a skipped (non-finite) step counts for nothing
                 loss_sum += loss
-                weight_sum += float(batch.weights.sum())
-            sequences += batch.n_sequences
-            steps += batch.T * batch.B
+                weight_sum += weight
+            sequences += n
+            steps += 0 if batch is None else batch.T * batch.B
             if progress:
-                progress.advance(batch.n_sequences, loss_sum / max(weight_sum, 1e-300))
+                progress.advance(n, loss_sum / max(weight_sum, 1e-300))
     finally:
         if decay is not None:               # whatever reads the model next sees it whole
             decay.flush(params)
@@ -320,7 +410,8 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
            progress) -> tuple[float, float, int, int]:
     """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout."""
     T, B, H = stream.T, stream.B, net.n_hidden
-    params, grads = net.parameters(), {k: np.empty_like(v) for k, v in net.parameters().items()}
+    params = net.parameters()
+    grads = _gradient_arrays(net, settings, stream.inputs.tokens.size > 0)
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
     states = np.empty((k2 + 1 + k1, B, H), net.dtype)
@@ -328,35 +419,49 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
     decay = settings.decay
     held = 0
     loss_sum = weight_sum = 0.0
+    # under comm every rank makes the agreed number of updates (blocks), contributing
+    # nothing after the end of its streams
+    n_updates = -(-T // k1) if settings.group is None else settings.n_updates
     try:
-        for t in range(0, T, k1):
+        for t in range(0, n_updates * k1, k1):
             stop = min(T, t + k1)
             k = stop - t
-            block = stream.steps(t, stop)
-            window_len = min(k2, stop)
-            first = held + k - window_len               # window start within `states`
-            with net._kernel_section(B):
-                if decay is not None:       # the slices this block reads, up to date
-                    decay.catch_up(params, net._read_slices(block.inputs, block.targets))
-                new_states = states[held:held + k]
-                net._forward_states(block.inputs, states[held - 1] if held else None,
-                                    new_states)
-                # the errors of the block's outputs enter the window's last k steps
-                DH = net._workspace.get("DH", (window_len, B, H), net.dtype)
-                loss = net._output_layer(new_states, block.targets, block.weights, grads,
-                                         DH[window_len - k:].reshape(-1, H), sparse=sparse)
-                net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
-                                     states[first:held + k],
-                                     states[first - 1] if first else None,
-                                     k, tau, grads, DH, sparse)
-                applied = _apply_update(params, _step_grads(grads, sparse), loss, B, opt,
-                                        settings, history, f"epoch {epoch + 1}, step {stop}")
-            keep = min(k2 + 1, held + k)
-            states[:keep] = states[held + k - keep:held + k]
-            held = keep
+            loss = weight = 0.0
+            with _local(settings) as ok:
+                if not ok or k <= 0:
+                    _no_gradient(grads, sparse)
+                    k = 0
+                else:
+                    block = stream.steps(t, stop)
+                    window_len = min(k2, stop)
+                    first = held + k - window_len           # window start within `states`
+                    with net._kernel_section(B):
+                        if decay is not None:   # the slices this block reads, up to date
+                            decay.catch_up(params, net._read_slices(block.inputs,
+                                                                    block.targets))
+                        new_states = states[held:held + k]
+                        net._forward_states(block.inputs, states[held - 1] if held else None,
+                                            new_states)
+                        # the errors of the block's outputs enter the window's last k steps
+                        DH = net._workspace.get("DH", (window_len, B, H), net.dtype)
+                        loss = net._output_layer(new_states, block.targets, block.weights,
+                                                 grads, DH[window_len - k:].reshape(-1, H),
+                                                 sparse=sparse)
+                        net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
+                                             states[first:held + k],
+                                             states[first - 1] if first else None,
+                                             k, tau, grads, DH, sparse)
+                    weight = float(block.weights.sum())
+            applied = _update(params, grads, sparse, loss, weight, B if k else 0, opt,
+                              settings, history, f"epoch {epoch + 1}, step {stop}",
+                              progress)
+            if k:
+                keep = min(k2 + 1, held + k)
+                states[:keep] = states[held + k - keep:held + k]
+                held = keep
             if applied:
                 loss_sum += loss
-                weight_sum += float(block.weights.sum())
+                weight_sum += weight
             if progress:
                 progress.advance(k * B, loss_sum / max(weight_sum, 1e-300))
     finally:
@@ -443,12 +548,18 @@ def _valid_loss(net, valid: SequenceData | None,
                 reset_token: int | None = None) -> float | None:
     if valid is None:
         return None
+    total, weight = _valid_sums(net, valid, reset_token)
+    return total / max(weight, 1e-300)
+
+
+def _valid_sums(net, valid: SequenceData, reset_token: int | None) -> tuple[float, float]:
+    """The validation loss summed over the steps, and their total mask weight."""
     total = 0.0
     for batch in valid.batches_in_order():
         batch = _reset_at(batch, reset_token)
         with net._kernel_section(batch.B):
             total += net._evaluate(batch.inputs, batch.targets, batch.weights, None)
-    return total / max(valid.total_weight, 1e-300)
+    return total, valid.total_weight
 
 
 def _valid_data(valid, net, tbptt: bool, batch_first: bool) -> SequenceData | None:
@@ -473,8 +584,9 @@ class _Steps:
     chunk of steps): progress (when shown), how far the epoch is, and the stop at a
     pending Ctrl-C."""
 
-    def __init__(self, progress: Progress | None, interrupt: threading.Event) -> None:
-        self.progress, self.interrupt = progress, interrupt
+    def __init__(self, progress: Progress | None, interrupt: threading.Event,
+                 group: _distributed.Group | None = None) -> None:
+        self.progress, self.interrupt, self.group = progress, interrupt, group
         self.done = self.total = self.count = 0
         self.total_steps: int | None = None
 
@@ -490,7 +602,8 @@ class _Steps:
         self.count += count
         if self.progress:
             self.progress.advance(count, mean_loss)
-        if self.interrupt.is_set():
+        # under comm, the stop that the ranks agreed on in their last collective
+        if self.group.stop if self.group is not None else self.interrupt.is_set():
             raise _Interrupted
 
     def where(self, epoch: int) -> str:
@@ -553,7 +666,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         on_loss_growth: str = "warn", checkpoint=None, resume: bool = False,
         overwrite: bool = False, batch_first: bool = False, update_order: str = "block",
         error_clip: float | None = None, reset_token: int | None = None,
-        sparse: bool = True) -> History:
+        sparse: bool = True, comm=None, average_every: int | None = None) -> History:
     """Train net on (X, D) and return a History.
 
     X, D, mask: time-major arrays (T, B, ...) (with batch_first=True: (B, T, ...)),
@@ -609,11 +722,28 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     touching every row). Momentum, Nesterov, RMSProp and Adam stay dense (exact);
     their lazy_* variants update the touched slices and their moments only, and
     add l2 to the touched slices only. False: dense gradients throughout.
+    comm: an mpi4py communicator (e.g. MPI.COMM_WORLD) for data-parallel training
+    (bptt.distributed): each rank passes its own shard (its streams with k1/k2, its
+    sequences epochwise, and its part of valid); rank 0's weights (and checkpoint)
+    are broadcast at the start; every update sums the gradients over the ranks in
+    one Allreduce and divides by the total batch, so every rank takes the same step
+    and ends with the same weights. Losses and rates in History are global; only
+    rank 0 shows progress and writes the checkpoint. Sparse gradients (sparse
+    below) travel as touched slices (Allgatherv of ids and values) or dense,
+    whichever moves fewer bytes; SGD with l2 is dense under comm (its lazy decay
+    would differ between ranks). Not with update_order="rnnlm".
+    average_every: with comm, model averaging instead: each rank updates from its
+    own gradients alone and the weights are averaged over the ranks every this many
+    updates and at the end of every epoch (cheaper traffic, not the one-process
+    result).
 
     Ctrl-C (SIGINT) stops training cleanly after the current update with
     bptt.TrainingInterrupted (a KeyboardInterrupt) saying where it stopped and how
     to resume; the checkpoint keeps the last completed epoch.
     """
+    if comm is not None and not isinstance(comm, _distributed.Group):
+        return _distributed.run(fit, dict(locals()))
+    group = comm
     prepare_start = _clock()
     epochs = check_int("epochs", epochs, minimum=1)
     lr = check_real("lr", lr, low=0.0, low_open=True)
@@ -658,9 +788,23 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         if not tbptt:
             raise ValueError("reset_token applies to TBPTT over streams (k1/k2); "
                              "epochwise training starts every sequence from its h0")
+    if average_every is not None:
+        average_every = check_int("average_every", average_every, minimum=1)
+        if group is None:
+            raise ValueError("average_every (model averaging over MPI ranks) needs comm")
+    if group is not None:
+        if update_order == "rnnlm":
+            raise ValueError("update_order='rnnlm' (the online kernel) trains in one "
+                             "process: use update_order='block' with comm")
+        settings.group, settings.average_every = group, average_every or 0
     opt = _optimizer(optimizer, lr)
     sched = _schedule(schedule)
     settings.sparse = bool(sparse) and _sparse_updates(opt, settings.l2)
+    settings.lazy = opt.sparse == "lazy"
+    if group is not None and settings.l2 and isinstance(opt, SGD):
+        # SGD's lazy L2 would decay each rank's slices at different times (and round
+        # them differently): dense under comm
+        settings.sparse = False
     if settings.sparse and settings.l2 and isinstance(opt, SGD):
         settings.decay = LazyDecay(settings.l2)
     if resume and checkpoint is None:
@@ -677,19 +821,30 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
     valid_data = _valid_data(valid, net, tbptt, batch_first)
     online = _online_settings(net, stream, k1, k2, tau, opt, settings, update_order,
-                              error_clip, reset_token)
+                              error_clip, reset_token) if group is None else None
     trainer = None if online is None else OnlineTrainer(net, online)
     if isinstance(sched, RNNLM) and valid_data is None:
         raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
                          "loss: give valid=(X, D), or another schedule")
 
-    state = _TrainingState(net, opt, sched, np.random.default_rng(seed))
+    if group is not None:
+        settings.n_updates = group.agree_at_start(
+            _distributed_config(net, opt, sched, locals()),
+            None, -(-stream.T // k1) if tbptt else data.n_batches())
+        group.started = True
+        verbose = verbose if group.rank == 0 else False
+    state = _TrainingState(net, opt, sched, np.random.default_rng(seed), group)
+    state.own_optimizer = bool(settings.average_every)
     if resume:
         state.restore(checkpoint)
         if state.finished or len(state.history) >= epochs:
             _warn(UserWarning(f"the run in checkpoint {os.fspath(checkpoint)} is already "
                               f"complete ({len(state.history)} epochs): nothing to train; "
                               f"pass overwrite=True without resume to train again"))
+    if group is not None:       # rank 0's weights and optimizer state everywhere
+        group.broadcast(net.parameters())
+        if not (resume and state.own_optimizer):
+            opt.load_state_dict(group.bcast(opt.state_dict()))
 
     history, rng = state.history, state.rng
     history.loss_unit = loss_unit(net.output, net.loss)
@@ -709,11 +864,11 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         n_updates, n_tokens = data.n_batches(), None
     history.prepare_seconds += _clock() - prepare_start
     with _catch_interrupt() as interrupt:
-        steps = _Steps(progress, interrupt)
+        steps = _Steps(progress, interrupt, group)
         while len(history) < epochs and not state.finished:
             epoch = len(history)
             start = _clock()
-            steps.start(epoch, n_updates, n_tokens)
+            steps.start(epoch, settings.n_updates or n_updates, n_tokens)
             lr_used = opt.lr
             try:
                 if stream is not None and trainer is not None:
@@ -730,9 +885,15 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
             except _Interrupted:
                 if progress:
                     progress.end(None)
-                raise _interrupted(history, epoch, steps, checkpoint) from None
+                raise _agreed(_interrupted(history, epoch, steps, checkpoint),
+                              group) from None
             valid_start = _clock()
-            valid_loss = _valid_loss(net, valid_data, reset_token)
+            if group is None:
+                valid_loss = _valid_loss(net, valid_data, reset_token)
+            else:
+                loss_sum, weight_sum, sequences, n_steps, valid_loss = _global_epoch(
+                    net, settings, valid_data, reset_token, interrupt,
+                    (loss_sum, weight_sum, sequences, n_steps))
             end = _clock()
             history.epoch.append(epoch + 1)
             # NaN for an epoch whose every update was skipped as non-finite
@@ -743,6 +904,10 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
             history.seconds.append(end - start)
             history.valid_seconds.append(end - valid_start)
             train_seconds = max(valid_start - start, 1e-9)
+            if group is not None:
+                history.comm_seconds.append(group.seconds)
+                history.comm_exchanges.append(group.exchanges)
+                group.seconds, group.exchanges = 0.0, 0
             history.sequences_per_second.append(sequences / train_seconds)
             history.steps_per_second.append(n_steps / train_seconds)
             improved = state.after_epoch(valid_loss, patience)
@@ -765,14 +930,59 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                 logger.info("%s", _summary(history, epochs, tbptt))
             if any(bool(callback(net, history)) for callback in callbacks):
                 state.finished = True
+            if group is not None:       # a callback's stop on any rank stops every rank
+                state.finished = group.sum([float(state.finished)])[0] > 0
             if checkpoint is not None:
                 state.save(checkpoint)
-            if interrupt.is_set():
-                raise _interrupted(history, epoch, steps, checkpoint)
+            if interrupt.is_set() if group is None else \
+                    group.sum([float(interrupt.is_set())])[0] > 0:
+                raise _agreed(_interrupted(history, epoch, steps, checkpoint), group)
     history.stopped_early = state.finished and len(history) < epochs
     if valid_data is not None and restore_best and state.best_params is not None:
         state.restore_best()
     return history
+
+
+def _agreed(exc: BaseException, group) -> BaseException:
+    """exc, marked as raised by every rank at the same point under comm."""
+    return exc if group is None else _distributed.agreed(exc)
+
+
+def _distributed_config(net, opt: Optimizer, sched, options: dict) -> dict:
+    """What must be the same on every rank under comm (bptt.distributed)."""
+    config = {k: v for k, v in net.config().items() if k != "seed"}
+    config.update(dtype=net.dtype.name, optimizer=opt.name,
+                  hyper_parameters=opt.hyper_parameters(),
+                  schedule=None if sched is None else sched.name,
+                  valid=options["valid"] is not None,
+                  checkpoint=options["checkpoint"] is not None)
+    config.update({k: options[k] for k in (
+        "epochs", "k1", "k2", "tau", "shuffle", "patience", "restore_best",
+        "on_loss_growth", "resume", "update_order", "reset_token", "average_every",
+        "tbptt")})
+    config.update({k: v for k, v in vars(options["settings"]).items()
+                   if k in ("clip", "clip_norm", "l2", "on_divergence", "sparse")})
+    return config
+
+
+def _global_epoch(net, settings: _Settings, valid_data, reset_token,
+                  interrupt: threading.Event, local: tuple) -> tuple:
+    """Under comm, at the end of an epoch: the last model average (average_every),
+    the validation sums of every rank's part, and the epoch's figures summed over
+    the ranks: (loss_sum, weight_sum, sequences, steps, valid_loss)."""
+    group = settings.group
+    if settings.average_every and group.since_average:
+        group.since_average = 0
+        group.average(net.parameters(), interrupt.is_set())
+    total = weight = 0.0
+    if valid_data is not None:
+        with _local(settings) as ok:
+            if ok:
+                total, weight = _valid_sums(net, valid_data, reset_token)
+    loss_sum, weight_sum, sequences, steps, total, weight = group.sum(
+        [*local, total, weight])
+    valid_loss = None if valid_data is None else total / max(weight, 1e-300)
+    return loss_sum, weight_sum, int(sequences), int(steps), valid_loss
 
 
 def _loss_grew(history: History) -> bool:
@@ -797,8 +1007,12 @@ class _TrainingState:
     """What a resumed fit needs to continue bit-identically, and its checkpoint file."""
 
     def __init__(self, net, opt: Optimizer, sched: Schedule | None,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, group: _distributed.Group | None = None) -> None:
         self.net, self.opt, self.sched, self.rng = net, opt, sched, rng
+        # under comm: rank 0 reads and writes the checkpoint, which also holds every
+        # rank's generator (and, with model averaging, optimizer state)
+        self.group = group
+        self.own_optimizer = False      # each rank its optimizer state (model averaging)
         self.history = History()
         self.best_loss = math.inf
         self.best_params: dict[str, np.ndarray] | None = None
@@ -826,8 +1040,20 @@ class _TrainingState:
             param[...] = self.best_params[name]
 
     def save(self, path) -> None:
+        group = self.group
+        if group is not None:
+            ranks = group.gather((self.rng.bit_generator.state,
+                                  self.opt.state_dict() if self.own_optimizer else None))
+            if group.rank == 0:
+                with group.guard():     # an error travels to every rank in the next check
+                    self._save(path, ranks)
+            return
+        self._save(path, None)
+
+    def _save(self, path, ranks: list | None) -> None:
         arrays = self.net._to_arrays()
         meta = {"history": self.history.as_dict(), "rng": self.rng.bit_generator.state,
+                "ranks": None if ranks is None else len(ranks),
                 "best_loss": self.best_loss if math.isfinite(self.best_loss) else None,
                 "bad_epochs": self.bad_epochs, "finished": self.finished,
                 "optimizer": self.opt.name, "schedule": None if self.sched is None
@@ -839,14 +1065,27 @@ class _TrainingState:
                            for k, v in self.sched.state_dict().items()})
         if self.best_params is not None:
             arrays.update({f"train/best/{k}": v for k, v in self.best_params.items()})
+        for rank, (rng, opt_state) in enumerate(ranks or []):
+            arrays[f"train/rank{rank}/rng"] = _io.json_array(rng)
+            arrays.update({f"train/rank{rank}/optimizer/{k}": v
+                           for k, v in (opt_state or {}).items()})
         _io.save_arrays(path, arrays)
 
     def restore(self, path) -> None:
-        """Continue from the checkpoint at path, if there is one."""
-        try:
-            arrays = _io.load_arrays(path)
-        except FileNotFoundError:
+        """Continue from the checkpoint at path, if there is one (under comm: rank 0
+        reads it and sends it to the others)."""
+        if self.group is None:
+            arrays = _load_checkpoint(path)
+        else:
+            arrays = self.group.bcast_call(lambda: _load_checkpoint(path))
+        if arrays is None:
             return
+        try:        # the same arrays on every rank: the same error on every rank
+            self._restore(path, arrays)
+        except Exception as exc:
+            raise _agreed(exc, self.group)
+
+    def _restore(self, path, arrays: dict) -> None:
         if "train/meta" not in arrays:
             raise ValueError(f"{path} holds a model but no training state to resume")
         saved = type(self.net)._from_arrays(arrays, path)
@@ -869,6 +1108,25 @@ class _TrainingState:
         self.finished = meta["finished"]
         self.rng.bit_generator.state = meta["rng"]
         self.history = History(**meta["history"])
+        size = None if self.group is None else self.group.size
+        if meta.get("ranks") != size:
+            raise ValueError(f"{path} was written by {meta.get('ranks') or 1} process(es); "
+                             f"resume it on as many ({size or 1} now)")
+        if size is not None:
+            rank = self.group.rank
+            self.rng.bit_generator.state = _io.from_json_array(
+                arrays[f"train/rank{rank}/rng"], f"{path}: train/rank{rank}/rng")
+            own = _prefixed(arrays, f"train/rank{rank}/optimizer/")
+            if own:
+                self.opt.load_state_dict(own)
+
+
+def _load_checkpoint(path) -> dict | None:
+    """The arrays of a checkpoint file, or None when there is none yet."""
+    try:
+        return _io.load_arrays(path)
+    except FileNotFoundError:
+        return None
 
 
 def _prefixed(arrays: dict, prefix: str) -> dict:
