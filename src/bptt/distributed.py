@@ -119,7 +119,8 @@ class Group:
         self.MPI = _mpi()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.error: BaseException | None = None
-        self.buffer: np.ndarray | None = None
+        # the update's flat buffer (gradient_views makes it; empty before)
+        self.buffer: np.ndarray = np.zeros(0)
         self.front: tuple[str, ...] = ()
         # the optimizer steps on touched slices only (lazy_*): see _exchange
         self.lazy = False
@@ -157,8 +158,7 @@ class Group:
         first = ranks[0]
         if self.error is not None:
             error, self.error = self.error, None
-            error._bptt_agreed = True          # every rank raises here: no Abort
-            raise error
+            raise _agreed(error)               # every rank raises here: no Abort
         raise _agreed(RankFailed(f"rank {first} of {self.size} failed: {messages[first]}"
                                  + (f" (and ranks {ranks[1:]})" if len(ranks) > 1 else "")))
 
@@ -178,7 +178,7 @@ class Group:
         if error is not None and self.error is None:
             self.error = error
         error = self.error
-        sig = None if error is not None else signature(config)
+        sig = None if error is not None or config is None else signature(config)
         gathered = self.comm.allgather((sig, config if error is None else None,
                                         n_updates))
         self.raise_agreed(any(g[0] is None for g in gathered))
@@ -246,7 +246,7 @@ class Group:
             self.seconds += time.perf_counter() - start
             self.exchanges += 1
 
-    def _exchange(self, sparse: dict, loss: float, weight: float, n_sequences: int,
+    def _exchange(self, sparse: dict | None, loss: float, weight: float, n_sequences: int,
                   stop: bool) -> tuple[float, int, dict]:
         if not self.front or sparse is None:
             loss, _, n = self.allreduce_update(loss, weight, n_sequences, stop)
@@ -342,18 +342,18 @@ class Group:
         out = {}
         for j, name in enumerate(names):
             view, axis = self.views[name], _axis(name)
+            shape: tuple[int, ...] = view.shape
             union = np.unique(np.concatenate([ids for ids, _ in pieces[name]]))
             if j >= rows:            # the dense sum at the touched slices
                 total = np.ascontiguousarray(view.take(union, axis=axis))
             else:
-                total = np.zeros(view.shape[:axis] + (union.size,) + view.shape[axis + 1:],
-                                 dtype)
+                total = np.zeros(shape[:axis] + (union.size,) + shape[axis + 1:], dtype)
                 for ids, values in pieces[name]:   # rank order: the same sums everywhere
                     pos = np.searchsorted(union, ids)
                     if axis == 0:
-                        total[pos] += values.reshape((ids.size,) + view.shape[1:])
+                        total[pos] += values.reshape((ids.size,) + shape[1:])
                     else:
-                        total[:, pos] += values.reshape(view.shape[0], ids.size)
+                        total[:, pos] += values.reshape(shape[0], ids.size)
             out[name] = SparseGrad._trusted(union.astype(np.intp), total, view.shape, axis)
         return out
 
@@ -377,7 +377,7 @@ class Group:
     def average(self, params: dict[str, np.ndarray], stop: bool) -> None:
         """Average the weights over the ranks (model averaging), in place; carries the
         error and stop flags like allreduce_update."""
-        if self.buffer is None:
+        if self.buffer.size == 0:
             self.gradient_views(params)
         start = time.perf_counter()
         buf, offset = self.buffer, 0
@@ -484,7 +484,7 @@ def run(fit: Callable[..., Any], args: dict) -> Any:
 
 
 def _agreed(exc: BaseException) -> BaseException:
-    exc._bptt_agreed = True
+    setattr(exc, "_bptt_agreed", True)
     return exc
 
 

@@ -829,8 +829,9 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
 
     if group is not None:
         settings.n_updates = group.agree_at_start(
-            _distributed_config(net, opt, sched, locals()),
-            None, -(-stream.T // k1) if tbptt else data.n_batches())
+            _distributed_config(net, opt, sched, locals()), None,
+            -(-stream.T // k1) if stream is not None and k1 is not None
+            else data.n_batches() if data is not None else 0)
         group.started = True
         verbose = verbose if group.rank == 0 else False
     state = _TrainingState(net, opt, sched, np.random.default_rng(seed), group)
@@ -971,6 +972,7 @@ def _global_epoch(net, settings: _Settings, valid_data, reset_token,
     the validation sums of every rank's part, and the epoch's figures summed over
     the ranks: (loss_sum, weight_sum, sequences, steps, valid_loss)."""
     group = settings.group
+    assert group is not None                      # called under comm only
     if settings.average_every and group.since_average:
         group.since_average = 0
         group.average(net.parameters(), interrupt.is_set())
@@ -1112,7 +1114,7 @@ class _TrainingState:
         if meta.get("ranks") != size:
             raise ValueError(f"{path} was written by {meta.get('ranks') or 1} process(es); "
                              f"resume it on as many ({size or 1} now)")
-        if size is not None:
+        if self.group is not None:
             rank = self.group.rank
             self.rng.bit_generator.state = _io.from_json_array(
                 arrays[f"train/rank{rank}/rng"], f"{path}: train/rank{rank}/rng")
