@@ -412,11 +412,11 @@ def _lm_train(args: argparse.Namespace, comm) -> int:
 
 def _check_plot(path: str) -> None:
     """Refuse --plot before training when the picture could not be written."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise ValueError("--plot needs matplotlib: pip install 'bptt[plot]'")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"--plot {path}: folder {folder} does not exist")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib: pip install 'bptt[plot]'")
 
 
 def _interrupted_line(exc: TrainingInterrupted, args: argparse.Namespace) -> str:
