@@ -329,3 +329,28 @@ def test_export_agrees_with_rnnlm(rnnlm, texts, tmp_path, binary, independent, n
     _, h1 = net.step(np.array([vocab.eos_id]), None)
     want = [bptt_log10(net, vocab, line + "\n", h1[0]) for line in lines]
     np.testing.assert_allclose(scores, want, rtol=1e-2, atol=0.02)
+
+
+PTB = BUILD_SCRIPT.parents[1] / "data" / "ptb"
+
+
+@pytest.mark.skipif(not (PTB / "ptb.train.txt").exists(),
+                    reason="Penn Treebank is absent (../shared/data beside the repository)")
+def test_real_model_agrees_with_rnnlm_within_a_thousandth(rnnlm, tmp_path):
+    """At the size people use (PTB, H = 100, 100 classes, one RNNLM epoch) RNNLM's
+    approximate exp and its saved start state no longer show: both ways agree with
+    RNNLM's own -test perplexity within 0.1 %."""
+    model_file = tmp_path / "ptb.rnnlm"
+    rnnlm_run(rnnlm, "-rnnlm", model_file, "-train", PTB / "ptb.train.txt", "-valid",
+              PTB / "ptb.valid.txt", "-hidden", 100, "-class", 100, "-bptt", 4,
+              "-bptt-block", 10, "-max-iter", 1, "-direct", 0, "-rand-seed", 1, "-binary")
+    test = PTB / "ptb.test.txt"
+    theirs = ppl(rnnlm_run(rnnlm, "-rnnlm", model_file, "-test", test))
+    run(["lm", "import-rnnlm", str(model_file), "--out", str(tmp_path / "m.npz")])
+    ours = ppl(run(["lm", "eval", "--model", str(tmp_path / "m.npz"), "--test", str(test)]))
+    assert ours == pytest.approx(theirs, rel=1e-3)
+    exported = tmp_path / "exported.rnnlm"
+    run(["lm", "export-rnnlm", "--model", str(tmp_path / "m.npz"), "--out", str(exported),
+         "--binary"])
+    assert ppl(rnnlm_run(rnnlm, "-rnnlm", exported, "-test", test)) == \
+        pytest.approx(ours, rel=1e-3)
