@@ -784,7 +784,7 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     cdef double total = 0, one_row
     cdef floating w
     cdef const floating* s_r
-    cdef floating* dw
+    cdef floating* dw = NULL              # set and used only with_grads
     if N == 0:
         return 0.0, 0
     with nogil:
@@ -911,21 +911,22 @@ cdef void _adam_piece(floating* theta, const floating* g, floating* m, floating*
     lr / (1 - beta1^t) and inv_sqrt_c2 = 1 / sqrt(1 - beta2^t) (bias corrections)."""
     cdef Py_ssize_t i
     cdef floating gi, mi, vi
+    cdef floating beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_sqrt_c2
+    cdef floating eps
     if floating is float:
         bptt_adam_f(theta, g, m, v, n, c)      # the same, vectorized (_vecmath.h)
-        return
-    # the coefficients in locals: c might alias the arrays written, as far as the
-    # compiler knows, which would stop it from vectorizing
-    cdef floating beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2]
-    cdef floating one_minus_beta2 = c[3], step_size = c[4], inv_sqrt_c2 = c[5]
-    cdef floating eps = c[6]
-    for i in range(n):
-        gi = g[i]
-        mi = beta1 * m[i] + one_minus_beta1 * gi
-        vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        theta[i] -= step_size * (mi / (_sqrt(vi) * inv_sqrt_c2 + eps))
+    else:
+        # the coefficients in locals: c might alias the arrays written, as far as the
+        # compiler knows, which would stop it from vectorizing
+        beta1, one_minus_beta1, beta2, one_minus_beta2 = c[0], c[1], c[2], c[3]
+        step_size, inv_sqrt_c2, eps = c[4], c[5], c[6]
+        for i in range(n):
+            gi = g[i]
+            mi = beta1 * m[i] + one_minus_beta1 * gi
+            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            theta[i] -= step_size * (mi / (_sqrt(vi) * inv_sqrt_c2 + eps))
 
 
 # ---------------------------------------------------------------- sparse updates

@@ -89,8 +89,9 @@ BPTT_INLINE void BPTT_SUFFIX(ol_xA)(Py_ssize_t m, Py_ssize_t n, const R *x, cons
 BPTT_INLINE void BPTT_SUFFIX(ol_Ax)(Py_ssize_t m, Py_ssize_t n, const R *A, Py_ssize_t lda,
                                     const R *x, R *restrict y)
 {
-    Py_ssize_t r = 0, k;
+    Py_ssize_t r = 0;
 #if BPTT_IS_FLOAT && defined(BPTT_L)
+    Py_ssize_t k;
     for (; r + 4 <= m; r += 4) {
         const R *a0 = A + r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
         bptt_vf s0 = bptt_splat(0.0f), s1 = s0, s2 = s0, s3 = s0;

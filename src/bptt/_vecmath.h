@@ -23,6 +23,12 @@
 #else
 #define BPTT_CLONES
 #endif
+/* each file that includes this header uses some of its functions, not all */
+#if defined(__GNUC__) || defined(__clang__)
+#define BPTT_UNUSED_OK __attribute__((unused))
+#else
+#define BPTT_UNUSED_OK
+#endif
 #if defined(__GNUC__) || defined(__clang__)
 #define BPTT_INLINE static inline __attribute__((always_inline))
 #define BPTT_L 16
@@ -94,7 +100,7 @@ BPTT_INLINE bptt_vf bptt_vact(int act, bptt_vf v)
 }
 
 /* a[r, c] = f(a[r, c] + b[c]): act 0 linear, 1 sigmoid, 2 tanh, 3 relu */
-BPTT_CLONES static void bptt_activate_bias_f(int act, float* a, const float* b,
+BPTT_CLONES BPTT_UNUSED_OK static void bptt_activate_bias_f(int act, float* a, const float* b,
                                              Py_ssize_t rows, Py_ssize_t cols)
 {
     Py_ssize_t r, c;
@@ -115,7 +121,7 @@ BPTT_CLONES static void bptt_activate_bias_f(int act, float* a, const float* b,
 }
 
 /* y += b (b may be NULL); returns max(y), n >= 1 */
-BPTT_CLONES static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
+BPTT_CLONES BPTT_UNUSED_OK static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
 {
     Py_ssize_t k;
     int j;
@@ -138,7 +144,7 @@ BPTT_CLONES static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_
 
 /* y = exp(y - shift) in place; returns the sum: float partial sums over at most 16
    terms per lane, gathered in double (relative error of the sum ~ 1e-7) */
-BPTT_CLONES static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
+BPTT_CLONES BPTT_UNUSED_OK static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
 {
     Py_ssize_t k = 0, stop;
     int j;
@@ -165,7 +171,7 @@ BPTT_CLONES static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
 
 /* d *= f'(net) written through s = f(net): act 1 sigmoid s(1 - s), 2 tanh 1 - s^2,
    3 relu [s > 0]; other act (linear) leaves d as it is */
-BPTT_CLONES static void bptt_times_derivative_f(int act, const float* s, float* d,
+BPTT_CLONES BPTT_UNUSED_OK static void bptt_times_derivative_f(int act, const float* s, float* d,
                                                 Py_ssize_t n)
 {
     Py_ssize_t i = 0;
@@ -185,7 +191,7 @@ BPTT_CLONES static void bptt_times_derivative_f(int act, const float* s, float* 
 }
 
 /* out = alpha * y (out may be y) */
-BPTT_CLONES static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
+BPTT_CLONES BPTT_UNUSED_OK static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
 {
     Py_ssize_t k;
     for (k = 0; k < n; k++) out[k] = alpha * y[k];
@@ -239,7 +245,7 @@ static void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_
    step_size, inv_sqrt_c2, eps), the operations of bptt._kernels._adam_piece in its
    order; compiled per x86-64 level so that its square roots and divisions run on the
    widest vectors (the lazy optimizers spend most of their update here) */
-BPTT_CLONES static void bptt_adam_f(float *restrict theta, const float *restrict g,
+BPTT_CLONES BPTT_UNUSED_OK static void bptt_adam_f(float *restrict theta, const float *restrict g,
                                     float *restrict m, float *restrict v, Py_ssize_t n,
                                     const float *c)
 {
