@@ -24,10 +24,12 @@
    - ORDER_BLOCK, bptt's TBPTT(k1, k2) (training.fit with k1, k2): every k1 words all
      gradients of the block (output layer included, computed with the block's starting
      weights) are applied at once; equal to the batched path at B = 1.
+   With `eos` >= 0 the state restarts from h0 before every input eos, and the window
+   never reaches back across such a restart (sentence-independent training).
 
    The stream may be processed in chunks: everything that carries over (the ring of the
    last k2 + 1 states, their inputs and errors, the step counter) lives in buffers owned
-   by the caller (bptt._online), which validates every id and size before calling. */
+   by the caller (bptt.online), which validates every id and size before calling. */
 #ifndef BPTT_ONLINE_H
 #define BPTT_ONLINE_H
 

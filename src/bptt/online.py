@@ -52,8 +52,9 @@ class OnlineSettings:
 class OnlineTrainer:
     """Buffers of the online kernel for one model, kept across chunks and epochs.
 
-    ``epoch(inputs, targets, lr)`` trains on one whole stream from the fresh state (h0
-    zero); the hidden state and the TBPTT history carry over from chunk to chunk.
+    ``chunks(inputs, targets, lr)`` trains on one whole stream from the fresh state (h0
+    zero), a chunk per kernel call; the hidden state and the TBPTT history carry over
+    from chunk to chunk.
     """
 
     def __init__(self, net, settings: OnlineSettings) -> None:
