@@ -246,8 +246,9 @@ BPTT_INLINE void BPTT_SUFFIX(ol_derivative)(int act, Py_ssize_t H, const R *s, R
 
 /* The output layer for state s and target word d: returns -ln P(d | s) and writes the
    error e = dC/ds it sends to the hidden layer (through the weights before this word's
-   update); ORDER_RNNLM updates the target class's columns of W and b_o, and W_c, b_c,
-   ORDER_BLOCK adds their gradients to grad_* instead. decay: lr * beta this word.
+   update); ORDER_RNNLM updates the target class's columns of W, and W_c (not the
+   biases: RNNLM has none), ORDER_BLOCK adds the gradients of those and of b_o, b_c to
+   grad_* instead. decay: lr * beta this word.
    Scratch: z (O), zc (C), ec (H). */
 BPTT_INLINE double BPTT_SUFFIX(ol_output)(NET *net, const R *s, Py_ssize_t d, R decay,
                                           R *e, R *z, R *zc, R *ec)
@@ -288,7 +289,8 @@ BPTT_INLINE double BPTT_SUFFIX(ol_output)(NET *net, const R *s, Py_ssize_t d, R 
 
 /* Back-propagation through the last L states before and at step n (eq. 26 with the
    errors of the last `pending` outputs injected, errors clipped after each step back),
-   then U, b_h and the rows of V of the window's inputs updated by SGD (eqs. 27-28);
+   then U, the rows of V of the window's inputs and (ORDER_BLOCK) b_h updated by SGD
+   (eqs. 27-28);
    decay: lr * beta this word (RNNLM's -beta, per occurrence of a word in V). */
 BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
 {
