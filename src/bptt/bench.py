@@ -175,6 +175,8 @@ def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
     params = net.parameters()
     grads = {name: np.empty_like(p) for name, p in params.items()}
     sparse: dict[str, SparseGrad] = {}
+    # flat views made once, as the training loop's dense update uses them
+    flat = {name: (p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()}
     lr = net.dtype.type(LEARNING_RATE)
     update = _kernels.sgd_update
     ws = net._workspace
@@ -183,7 +185,7 @@ def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
         for name, param in params.items():
             g = sparse.get(name)
             if g is None:
-                update(param.reshape(-1), grads[name].reshape(-1), lr)
+                update(*flat[name], lr)
             else:
                 g.apply(_kernels.Update.SGD, param, coefficients=(lr,))
 
