@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +103,27 @@ def assert_gradients_close(analytic, numeric, rtol=1e-6):
 # a small language with a long-range agreement, for the language-model tests
 ANIMALS = {"cat": "meows", "dog": "barks", "cow": "moos", "bird": "sings"}
 ADJECTIVES = ["big", "small", "old", "young"]
+
+
+def interrupt_cli(argv: list[str], ready, from_stderr: bool) -> tuple[int, str, str]:
+    """Run `python -m bptt *argv`, send it Ctrl-C (SIGINT) once a line for which
+    ready(line) holds appears on its stdout (or stderr), and return (exit status,
+    stdout, stderr). The child gets Python's own SIGINT handling even if this runner
+    ignores SIGINT; it is killed if it has not exited 60 s later."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bptt", *argv], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        stream = child.stderr if from_stderr else child.stdout
+        line = stream.readline()
+        while line and not ready(line):                      # training is under way
+            line = stream.readline()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    return child.returncode, out, err
 
 
 def grammar_text(n_sentences: int, seed: int) -> str:

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from bptt import cli
+from conftest import interrupt_cli
 
 
 def test_demo_learns_delayed_recall(capsys):
@@ -44,20 +45,10 @@ def test_unknown_command_exits_2():
 
 
 def test_ctrl_c_in_the_demo_exits_130_with_one_line():
-    import signal
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bptt", "demo", "--epochs", "100000", "--sequences", "64"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        line = child.stderr.readline()
-        while line and "epoch 1/" not in line:               # training is under way
-            line = child.stderr.readline()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        child.kill()
-    assert child.returncode == 130, err
+    status, out, err = interrupt_cli(
+        ["demo", "--epochs", "100000", "--sequences", "64"],
+        lambda line: "epoch 1/" in line, from_stderr=True)
+    assert status == 130, err
     assert "Traceback" not in err
     last = err.strip().split("\n")[-1].split("\r")[-1].strip()
     assert last.startswith("training interrupted ") and \

@@ -12,7 +12,7 @@ import pytest
 import bptt
 from bptt import cli, lm
 from bptt import io as bptt_io
-from conftest import grammar_text
+from conftest import grammar_text, interrupt_cli
 
 
 @pytest.fixture(scope="module")
@@ -313,25 +313,12 @@ def test_checkpoint_is_not_overwritten_and_a_finished_run_says_so(files, capsys)
 
 
 def test_ctrl_c_stops_cleanly_exits_130_and_says_how_to_resume(files, tmp_path):
-    import signal
-    import subprocess
     checkpoint = tmp_path / "run.npz"
     argv = train_argv(files, tmp_path / "m.npz", "--epochs", "500", "--schedule",
                       "constant", "--checkpoint", str(checkpoint))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bptt", *argv], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        # Python's own SIGINT handling, even if this runner ignores SIGINT
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        line = child.stdout.readline()
-        while line and not line.startswith("Iter:"):        # training is under way
-            line = child.stdout.readline()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        child.kill()
-    assert child.returncode == 130, err
+    status, out, err = interrupt_cli(argv, lambda line: line.startswith("Iter:"),
+                                     from_stderr=False)
+    assert status == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert re.match(r"training interrupted (in epoch \d+ after (update|step) \d+ of \d+|"

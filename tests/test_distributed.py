@@ -118,25 +118,33 @@ def test_two_ranks_equal_one_process(tmp_path, name, exchange):
     assert histories[0]["train_loss"] == histories[1]["train_loss"]
 
 
-@needs_mpi
-def test_resume_equals_uninterrupted_run(tmp_path):
-    """Two epochs, stop, resume to four (shuffled, each rank its own generator) ends
-    bit-identical to four epochs at once."""
+def assert_resumed_equals_whole(scenario_name: str, tmp_path, flags: str = "") -> None:
+    """Run scenario_name under MPI whole, and in two parts (to epoch 2 with a
+    checkpoint, then resumed to the end): the parts end bit-identical to the whole on
+    every rank. flags: extra run_scenario flags joined with "+" (e.g. "average4")."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir(), parts.mkdir()
-    run_scenario("resume_adam", whole)
-    run_scenario("resume_adam", parts, "checkpoint2")
-    run_scenario("resume_adam", parts, "checkpoint")
+    run_scenario(scenario_name, whole, flags)
+    prefix = flags + "+" if flags else ""
+    run_scenario(scenario_name, parts, prefix + "checkpoint2")
+    run_scenario(scenario_name, parts, prefix + "checkpoint")
     (w_whole, h_whole), (w_parts, h_parts) = rank_results(whole), rank_results(parts)
     assert_identical_ranks(w_parts)
     for key, value in w_whole[0].items():
         np.testing.assert_array_equal(w_parts[0][key], value, err_msg=key)
     assert h_whole[0]["train_loss"] == h_parts[0]["train_loss"]
-    assert len(h_parts[0]["train_loss"]) == 4
+
+
+@needs_mpi
+def test_resume_equals_uninterrupted_run(tmp_path):
+    """Two epochs, stop, resume to four (shuffled, each rank its own generator) ends
+    bit-identical to four epochs at once."""
+    assert_resumed_equals_whole("resume_adam", tmp_path)
+    assert len(rank_results(tmp_path / "parts")[1][0]["train_loss"]) == 4
     # a checkpoint of two ranks does not resume in one process
     net, X, D, options = scenario("resume_adam")
     with pytest.raises(ValueError, match="2 process"):
-        net.fit(X, D, checkpoint=parts / "run.npz", resume=True, **options)
+        net.fit(X, D, checkpoint=tmp_path / "parts" / "run.npz", resume=True, **options)
 
 
 @needs_mpi
@@ -166,16 +174,7 @@ def test_model_averaging_against_its_definition(tmp_path):
 def test_model_averaging_resumes_bit_identically(tmp_path):
     """With averaging each rank keeps its own optimizer state (Adam's moments): the
     checkpoint holds every rank's, and a resumed run equals an uninterrupted one."""
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    whole.mkdir(), parts.mkdir()
-    run_scenario("resume_adam", whole, "average4")
-    run_scenario("resume_adam", parts, "average4+checkpoint2")
-    run_scenario("resume_adam", parts, "average4+checkpoint")
-    (w_whole, h_whole), (w_parts, h_parts) = rank_results(whole), rank_results(parts)
-    assert_identical_ranks(w_parts)
-    for key, value in w_whole[0].items():
-        np.testing.assert_array_equal(w_parts[0][key], value, err_msg=key)
-    assert h_whole[0]["train_loss"] == h_parts[0]["train_loss"]
+    assert_resumed_equals_whole("resume_adam", tmp_path, "average4")
 
 
 @needs_mpi
