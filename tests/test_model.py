@@ -250,17 +250,17 @@ def test_batch_size_chunks_equal_the_whole(untied):
 
 def test_predict_memory_is_bounded_by_batch_size(monkeypatch):
     # chunks of 4 sequences: no scratch of the states of all 64 sequences at once
-    from bptt import model
+    from bptt import engine
     net = bptt.ElmanRNN(3, 6, 4, dtype="float64")
     X = np.random.default_rng(0).standard_normal((10, 64, 3))
     sizes = []
-    get = model.Workspace.get
+    get = engine.Workspace.get
 
     def spy(self, name, shape, dtype):
         sizes.append((name, shape))
         return get(self, name, shape, dtype)
 
-    monkeypatch.setattr(model.Workspace, "get", spy)
+    monkeypatch.setattr(engine.Workspace, "get", spy)
     net.predict(X, batch_size=4)
     states = [shape for name, shape in sizes if name == "eval_S"]
     assert states and all(shape[1] == 4 for shape in states)

@@ -303,6 +303,28 @@ def check_resets(resets, T: int, B: int) -> np.ndarray:
     return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
+def check_model_inputs(net, X, resets=None) -> Inputs:
+    """check_inputs for the model net (its n_in, dtype), resets (check_resets), and
+    the fixed number of steps of a model with untied recurrent weights."""
+    inputs = check_inputs(X, net.n_in, net.dtype)
+    if net.untied_steps is not None and inputs.T not in (0, net.untied_steps):
+        raise ValueError(f"X has {inputs.T} steps, but this model has untied recurrent "
+                         f"weights for exactly {net.untied_steps} steps")
+    if resets is not None:
+        inputs = inputs._replace(resets=check_resets(resets, inputs.T, inputs.B))
+    return inputs
+
+
+def check_model_targets(net, D, T: int, B: int) -> Targets:
+    """check_targets for the model net, and integer targets for a class-factorised
+    softmax."""
+    targets = check_targets(D, T, B, net.n_out, net.dtype, net.output, net.loss)
+    if net.classes is not None and targets.classes.size != T * B:
+        raise TypeError("D must hold integer word ids (T, B) for a class-factorised "
+                        "softmax")
+    return targets
+
+
 def check_h0(h0, B: int, H: int, dtype: np.dtype) -> np.ndarray | None:
     """h0: None (zeros) or the initial state (B, H) of the model's dtype, finite."""
     if h0 is None:

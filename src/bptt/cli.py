@@ -157,7 +157,7 @@ def _encode(vocab: Vocabulary, path: str, option: str, file=None,
     if scored:
         if ids.size == 0:
             raise ValueError(f"{option} {path} holds no tokens")
-        lm._check_known(f"{option} {path}", ids, vocab)
+        lm.check_known(f"{option} {path}", ids, vocab)
     return ids
 
 
@@ -173,7 +173,7 @@ def _token_ids(vocab: Vocabulary, path: str, option: str, scored: bool = False):
     if scored:
         if ids.size == 0:
             raise ValueError(f"{option} {path} holds no tokens")
-        lm._check_known(f"{option} {path}", np.asarray(ids), vocab)
+        lm.check_known(f"{option} {path}", np.asarray(ids), vocab)
     return ids
 
 
@@ -466,8 +466,8 @@ def lm_eval(args: argparse.Namespace) -> int:
 def lm_generate(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args)
     prime = None if args.prime is None else args.prime.replace("\\n", "\n")
-    prime_ids, ids = lm._sample_ids(net, vocab, args.length, args.temperature,
-                                    args.seed, prime, options["independent"])
+    prime_ids, ids = lm.sample_ids(net, vocab, args.length, args.temperature,
+                                   args.seed, prime, options["independent"])
     text = vocab.decode(np.concatenate([prime_ids, ids]))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
