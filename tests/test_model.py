@@ -85,6 +85,51 @@ def test_assigning_a_parameter_copies_into_the_live_array():
         net.W = np.full((3, 2), np.nan)
 
 
+def test_set_parameters_copies_every_parameter_in_place_or_none():
+    net = bptt.ElmanRNN(3, 4, 5, dtype="float32", seed=1, classes=[0, 2, 5])
+    other = bptt.ElmanRNN(3, 4, 5, dtype="float32", seed=2, classes=[0, 2, 5])
+    live = net.parameters()
+    net.set_parameters(other.parameters())
+    for name, param in net.parameters().items():
+        assert param is live[name] and param.dtype == np.float32
+        np.testing.assert_array_equal(param, other.parameters()[name])
+    before = {k: v.copy() for k, v in live.items()}
+    bad = {k: v.copy() for k, v in other.parameters().items()}
+    bad["b_c"][0] = np.inf
+    with pytest.raises(ValueError, match="b_c contains NaN or infinity"):
+        net.set_parameters(bad)
+    bad["b_c"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"b_c must have shape \(2,\)"):
+        net.set_parameters(bad)
+    with pytest.raises(ValueError, match="params must map each of"):
+        net.set_parameters({k: v for k, v in other.parameters().items() if k != "W_c"})
+    with pytest.raises(ValueError, match="params must map each of"):
+        net.set_parameters(dict(other.parameters(), extra=np.zeros(1)))
+    with pytest.raises(ValueError, match="params must map each of"):
+        net.set_parameters([("V", np.zeros((3, 4)))])
+    for name, param in net.parameters().items():       # all checked before any write
+        np.testing.assert_array_equal(param, before[name])
+
+
+@pytest.mark.parametrize("config", [dict(dtype="float64"),
+                                    dict(hidden="relu", untied_steps=3, seed=None),
+                                    dict(classes=[0, 1, 5], init="normal")],
+                         ids=["dense", "untied", "classes"])
+def test_pickle_and_deepcopy_keep_config_and_weights(config):
+    import copy
+    import pickle
+    net = bptt.ElmanRNN(3, 4, 5, **config)
+    X, D = np.zeros((3, 2), np.intp), np.ones((3, 2), np.intp)
+    loss = net.loss_and_grad(X, D)[0]
+    for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert type(twin) is bptt.ElmanRNN and twin.config() == net.config()
+        assert twin.engine is not net.engine
+        for name, param in net.parameters().items():
+            np.testing.assert_array_equal(twin.parameters()[name], param)
+            assert twin.parameters()[name] is not param
+        assert twin.loss_and_grad(X, D)[0] == loss
+
+
 def test_results_do_not_alias_internal_buffers():
     case = make_case()
     loss1, grads1 = case.net.loss_and_grad(case.X, case.D)
