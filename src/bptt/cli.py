@@ -32,6 +32,7 @@ import numpy as np
 
 from . import distributed, lm, rnnlm_format, tasks
 from . import io as bptt_io
+from ._checks import check_token_array
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -166,10 +167,7 @@ def _token_ids(vocab: Vocabulary, path: str, option: str, scored: bool = False):
     mapped: only what is used of it is read."""
     if not path.endswith(".npy"):
         return _encode(vocab, path, option, scored=scored)
-    ids = np.load(path, mmap_mode="r")
-    if ids.ndim != 1 or ids.dtype.kind not in "iu":
-        raise ValueError(f"{option} {path} must hold a 1-D array of integer token ids "
-                         f"(as lm encode writes), got {ids.dtype} {ids.shape}")
+    ids = check_token_array(f"{option} {path}", np.load(path, mmap_mode="r"), 1)
     if scored:
         if ids.size == 0:
             raise ValueError(f"{option} {path} holds no tokens")

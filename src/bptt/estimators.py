@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice, check_dtype, check_int, check_real
+from ._checks import check_choice, check_dtype, check_int, check_real, check_token_ids
 from .init import SCHEMES
 from .model import ElmanRNN
 from .sklearn_compat import (DataConversionWarning, EstimatorProtocol, NotFittedError,
@@ -70,18 +70,6 @@ def _as_numeric(name: str, value) -> np.ndarray:
     elif arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     return arr
-
-
-def _token_ids(name: str, arr: np.ndarray, vocab: int) -> np.ndarray:
-    """Integer token ids in [0, vocab) as intp (whole floats accepted)."""
-    if arr.dtype.kind == "f" and not (np.isfinite(arr).all()
-                                      and (arr == np.round(arr)).all()):
-        raise ValueError(f"{name} must hold integer token ids (vocab_size is set); it "
-                         f"holds non-integer values, NaN or infinity")
-    if arr.min() < 0 or arr.max() >= vocab:
-        raise ValueError(f"{name} holds token ids outside [0, vocab_size={vocab}): "
-                         f"min {arr.min()}, max {arr.max()}")
-    return arr.astype(np.intp, copy=False)
 
 
 def _finite(name: str, arr: np.ndarray) -> np.ndarray:
@@ -263,7 +251,8 @@ class _RNNEstimator(EstimatorProtocol):
             raise ValueError(f"X has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
                              f"is required.")
         if vocab is not None:
-            return _token_ids("X", arr, vocab), "tokens", vocab
+            return (check_token_ids("X", arr, 2, vocab, size_name="vocab_size",
+                                    any_numeric=True), "tokens", vocab)
         arr = _finite("X", arr.astype(dtype, copy=False))
         if arr.ndim == 2:
             return arr[:, :, np.newaxis], "columns", arr.shape[1]
@@ -281,7 +270,8 @@ class _RNNEstimator(EstimatorProtocol):
                 if arr.ndim != 1:
                     raise ValueError(f"{name} must be a 1-D sequence (T_i,) of integer "
                                      f"token ids, got shape {arr.shape}")
-                arr = _token_ids(name, arr, vocab)
+                arr = check_token_ids(name, arr, 1, vocab, size_name="vocab_size",
+                                      any_numeric=True)
             else:
                 if arr.ndim == 1:
                     arr = arr[:, np.newaxis]

@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Literal, Sequence, overload
 import numpy as np
 
 from . import io as _io
-from ._checks import check_int, check_real, check_token_ids
+from ._checks import check_int, check_real, check_token_array, check_token_ids
 from .model import ElmanRNN
 from .online import OnlineSettings, OnlineTrainer
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
@@ -104,16 +104,21 @@ def check_known(name: str, ids: np.ndarray, vocab: Vocabulary) -> None:
                          f"({vocab.level!r})?")
 
 
+def _check_stream_length(name: str, n: int, batch: int, eos: int | None) -> None:
+    """Refuse n tokens too few for batch streams read from the fresh state: with an
+    eos (the first input) a stream needs a token, without one two."""
+    need = 1 if eos is not None else 2
+    if n < need * batch:
+        raise ValueError(f"{name} is too short for batch={batch}: each stream needs at "
+                         f"least {need} token{'s' if need > 1 else ''}, got {n} tokens")
+
+
 def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
                  eos: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and targets (T, batch) of ids cut into batch streams (batchify), each
     from the fresh state: eos as the first input, every token a target. Without an
     eos, each stream's first token is context only."""
-    need = 1 if eos is not None else 2
-    if ids.size < need * batch:
-        raise ValueError(f"{name} is too short for batch={batch}: each stream needs at "
-                         f"least {need} token{'s' if need > 1 else ''}, got {ids.size} "
-                         f"tokens")
+    _check_stream_length(name, ids.size, batch, eos)
     streams = batchify(ids, batch)
     if eos is not None:
         streams = np.concatenate([np.full((1, batch), eos, np.int64), streams])
@@ -135,16 +140,8 @@ def _shard_pairs(ids, batch: int, eos: int | None, size: int,
             raise ValueError(f"batch={batch} streams cannot be shared by {ranks} ranks: "
                              f"give at least one per rank")
     from .distributed import stream_shard
-    if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.dtype.kind not in "iu":
-        raise TypeError(f"train_ids must be a 1-D array of integer token ids, got "
-                        f"{ids.dtype} {ids.shape}")
-    need = 1 if eos is not None else 2
-    if ids.shape[0] < need * batch:
-        raise ValueError(f"train_ids is too short for batch={batch}: each stream needs at "
-                         f"least {need} token{'s' if need > 1 else ''}, got "
-                         f"{ids.shape[0]} tokens")
+    ids = check_token_array("train_ids", ids, 1)       # its ids are read per stream
+    _check_stream_length("train_ids", ids.shape[0], batch, eos)
     part = stream_shard(batch, rank, ranks)
     length = ids.shape[0] // batch
     first = 0 if eos is None else 1
