@@ -101,11 +101,11 @@ def test_set_parameters_copies_every_parameter_in_place_or_none():
     bad["b_c"] = np.zeros(3)
     with pytest.raises(ValueError, match=r"b_c must have shape \(2,\)"):
         net.set_parameters(bad)
-    with pytest.raises(ValueError, match="params must map each of"):
+    with pytest.raises(ValueError, match="params must hold exactly the parameters"):
         net.set_parameters({k: v for k, v in other.parameters().items() if k != "W_c"})
-    with pytest.raises(ValueError, match="params must map each of"):
+    with pytest.raises(ValueError, match="params must hold exactly the parameters"):
         net.set_parameters(dict(other.parameters(), extra=np.zeros(1)))
-    with pytest.raises(ValueError, match="params must map each of"):
+    with pytest.raises(TypeError, match="params must be a dict of arrays by name"):
         net.set_parameters([("V", np.zeros((3, 4)))])
     for name, param in net.parameters().items():       # all checked before any write
         np.testing.assert_array_equal(param, before[name])

@@ -148,11 +148,13 @@ class ElmanRNN:
         stay the same objects). params: an array-like by name for each name of
         parameters(), of that parameter's shape, numbers (cast to the model's dtype),
         finite; all are checked before any is written."""
-        names = set(self._params)
-        if not isinstance(params, Mapping) or set(params) != names:
-            given = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-            raise ValueError(f"params must map each of {sorted(names)} to an array, got "
-                             f"{given}")
+        names = sorted(self._params)
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict of arrays by name ({names}), got "
+                            f"{type(params).__name__}")
+        if set(params) != set(names):
+            raise ValueError(f"params must hold exactly the parameters {names}, got "
+                             f"{sorted(map(str, params))}")
         values = {name: _checked_value(name, target, params[name])
                   for name, target in self._params.items()}
         for name, target in self._params.items():
