@@ -70,7 +70,35 @@ def input_variants():
 
 
 def config_id(config: dict) -> str:
-    return "-".join(str(v) for v in config.values())
+    """hidden-output-loss, cross_entropy shortened: e.g. tanh-softmax-ce."""
+    loss = "ce" if config["loss"] == "cross_entropy" else config["loss"]
+    return f"{config['hidden']}-{config['output']}-{loss}"
+
+
+def variant_id(variant: dict) -> str:
+    """The input variant as a test id part: e.g. tokens-classes-h0-mask, dense-T7B3."""
+    parts = ["tokens" if variant["tokens"] else "dense"]
+    parts += [name for name in ("classes", "h0", "mask") if variant[name]]
+    if "T" in variant:
+        parts.append(f"T{variant['T']}B{variant['B']}")
+    return "-".join(parts)
+
+
+def tau_id(truncate) -> str:
+    """truncate as a test id: full, or tau<n>."""
+    return "full" if truncate is None else f"tau{truncate}"
+
+
+def configured_variants(variants: list[dict] | None = None) -> list:
+    """pytest params (config, variant, seed) of every configuration with every input
+    variant valid for it (class targets need a softmax), the variant's index as the
+    seed of its case; variants: input_variants() unless given."""
+    variants = list(input_variants()) if variants is None else variants
+    return [pytest.param(config, variant, seed,
+                         id=f"{config_id(config)}-{variant_id(variant)}")
+            for config in all_configurations()
+            for seed, variant in enumerate(variants)
+            if not (variant["classes"] and config["output"] != "softmax")]
 
 
 FD_STEP = 1e-6  # central-difference step

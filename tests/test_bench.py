@@ -78,10 +78,11 @@ def test_profiling_leaves_results_unchanged():
     rng = np.random.default_rng(0)
     X, D = rng.standard_normal((3, 2, 4)), rng.integers(0, 6, (3, 2))
     loss, grads = net.loss_and_grad(X, D)
-    net._workspace.prof = np.zeros(len(_kernels.PROFILE_PHASES))
+    net.engine.start_profile()
     loss_p, grads_p = net.loss_and_grad(X, D)
-    assert net._workspace.prof[:4].sum() > 0
-    net._workspace.prof = None
+    phases = net.engine.stop_profile()
+    assert sum(phases.values()) > 0 and phases["update"] == 0
+    assert not net.engine.profiling
     assert loss_p == loss
     for k in grads:
         np.testing.assert_array_equal(grads[k], grads_p[k])

@@ -171,3 +171,43 @@ def test_shape_errors_name_the_time_major_layout(net):
             call()
     net.fit(batch_first, good()["D"].T, epochs=1, lr=0.1, batch_first=True,
             valid=(batch_first, good()["D"].T))
+
+
+# ------------------------------------------------------------------ token ids
+
+
+def test_one_token_id_validator_for_every_caller():
+    from bptt._checks import check_token_ids
+    assert check_token_ids("ids", []).dtype == np.int64        # an empty list is ids
+    with pytest.raises(TypeError, match="ids must hold integer token ids, got dtype"):
+        check_token_ids("ids", [1.5])
+    with pytest.raises(ValueError, match=r"ids must be 1-D, got shape \(1, 2\)"):
+        check_token_ids("ids", [[1, 2]])
+    with pytest.raises(ValueError, match="ids must hold at least 2 tokens, got 1"):
+        check_token_ids("ids", [1], min_length=2)
+    with pytest.raises(ValueError, match="ids must hold ids >= 0, got -1"):
+        check_token_ids("ids", [3, -1])
+    with pytest.raises(ValueError, match=r"X holds ids outside \[0, vocab_size=3\): "
+                                         r"min 0, max 3"):
+        check_token_ids("X", [[0, 3]], 2, 3, size_name="vocab_size")
+    # the estimators read any numeric X: bools and whole floats are ids there
+    np.testing.assert_array_equal(check_token_ids("X", np.array([0.0, 2.0]), 1, 3,
+                                                  any_numeric=True), [0, 2])
+    assert check_token_ids("X", np.array([True, False]), 1, 3,
+                           any_numeric=True).dtype == np.int64
+    for bad in ([0.5], [np.nan], [np.inf]):
+        with pytest.raises(ValueError, match="X must hold integer token ids; it holds "
+                                             "non-integer values"):
+            check_token_ids("X", np.array(bad), 1, 3, any_numeric=True)
+
+
+def test_token_array_checks_a_memory_mapped_file_without_reading_its_ids(tmp_path):
+    from bptt._checks import check_token_array
+    np.save(tmp_path / "ids.npy", np.array([5, -1, 7]))
+    ids = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    assert check_token_array("ids", ids) is ids         # still the memmap; -1 not seen
+    with pytest.raises(ValueError, match="ids must be 2-D"):
+        check_token_array("ids", ids, 2)
+    np.save(tmp_path / "floats.npy", np.zeros(3))
+    with pytest.raises(TypeError, match="must hold integer token ids"):
+        check_token_array("ids", np.load(tmp_path / "floats.npy", mmap_mode="r"))

@@ -355,7 +355,7 @@ def test_lm_train_fills_the_recipe_its_help_describes(given, tokens, expected):
     assert args.hidden == given.get("hidden", 100 if args.level == "word" else 200)
 
 
-def test_encode_then_train_and_eval_from_npy(files, tmp_path):
+def test_encode_then_train_and_eval_from_npy(files, tmp_path, capsys):
     """lm encode writes the vocabulary and the ids once; lm train and lm eval on them
     (memory-mapped) give what the texts give."""
     out = run(["lm", "encode", "--train", str(files["train"]), "--valid", str(files["valid"]),
@@ -381,3 +381,8 @@ def test_encode_then_train_and_eval_from_npy(files, tmp_path):
     with pytest.raises(SystemExit):      # ids without their vocabulary
         cli.main(["lm", "train", "--train", str(tmp_path / "train.npy"), "--model",
                   str(tmp_path / "x.npz")])
+    np.save(tmp_path / "floats.npy", np.zeros(5))
+    with pytest.raises(SystemExit):      # not token ids
+        cli.main(["lm", "eval", "--model", str(tmp_path / "ids.npz"), "--test",
+                  str(tmp_path / "floats.npy")])
+    assert "floats.npy must hold integer token ids" in capsys.readouterr().err

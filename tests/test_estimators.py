@@ -567,5 +567,5 @@ def test_token_id_lists():
     y = np.array([x[0] for x in X])
     clf = RNNClassifier(vocab_size=4, epochs=2, random_state=0).fit(X, y)
     assert clf.predict(X).shape == (60,)
-    with pytest.raises(ValueError, match=r"X\[0\] holds token ids outside"):
+    with pytest.raises(ValueError, match=r"X\[0\] holds ids outside \[0, vocab_size=4\)"):
         clf.predict([np.array([7, 1]), np.array([1])])

@@ -10,8 +10,8 @@ for each window), so both sides are checked without the reference.
 import numpy as np
 import pytest
 
-from conftest import (all_configurations, assert_gradients_close, config_id, input_variants,
-                      make_case, numerical_gradient)
+from conftest import (assert_gradients_close, configured_variants, make_case,
+                      numerical_gradient, tau_id)
 
 def truncated_objective(case, tau):
     """sum_t C_t with s(t - tau - 1) frozen at the unperturbed weights' value."""
@@ -35,33 +35,30 @@ def truncated_objective(case, tau):
 
 
 
-@pytest.mark.parametrize("config", list(all_configurations()), ids=config_id)
-@pytest.mark.parametrize("truncate", [None, 0, 1, 3])
-def test_gradient_matches_finite_differences(config, truncate):
-    for i, variant in enumerate(input_variants()):
-        if variant["classes"] and config["output"] != "softmax":
-            continue
-        case = make_case(**config, **variant, T=5, seed=i)
-        loss, grads = case.net.loss_and_grad(case.X, case.D, truncate=truncate,
-                                             **case.call_kwargs())
-        if truncate is None:
-            def loss_fn():
-                return case.net.loss_and_grad(case.X, case.D, **case.call_kwargs())[0]
-            assert loss_fn() == loss
-        else:
-            loss_fn = truncated_objective(case, truncate)
-        assert_gradients_close(grads, numerical_gradient(loss_fn, case.net))
+@pytest.mark.parametrize("truncate", [None, 0, 1, 3], ids=tau_id)
+@pytest.mark.parametrize("config,variant,seed", configured_variants())
+def test_gradient_matches_finite_differences(config, variant, seed, truncate):
+    case = make_case(**config, **variant, T=5, seed=seed)
+    loss, grads = case.net.loss_and_grad(case.X, case.D, truncate=truncate,
+                                         **case.call_kwargs())
+    if truncate is None:
+        def loss_fn():
+            return case.net.loss_and_grad(case.X, case.D, **case.call_kwargs())[0]
+        assert loss_fn() == loss
+    else:
+        loss_fn = truncated_objective(case, truncate)
+    assert_gradients_close(grads, numerical_gradient(loss_fn, case.net))
 
 
+@pytest.mark.parametrize("tau", [5, 6, 50], ids=tau_id)
 @pytest.mark.parametrize("hidden", ["tanh", "sigmoid", "relu", "linear"])
-def test_truncation_at_or_beyond_length_is_full_bptt(hidden):
+def test_truncation_at_or_beyond_length_is_full_bptt(hidden, tau):
     case = make_case(hidden=hidden, T=6, h0=True, mask=True)
     _, full = case.net.loss_and_grad(case.X, case.D, **case.call_kwargs())
-    for tau in (5, 6, 50):
-        _, grads = case.net.loss_and_grad(case.X, case.D, truncate=tau,
-                                          **case.call_kwargs())
-        for name in full:
-            np.testing.assert_allclose(grads[name], full[name], rtol=1e-12, atol=1e-14)
+    _, grads = case.net.loss_and_grad(case.X, case.D, truncate=tau, **case.call_kwargs())
+    for name in full:
+        np.testing.assert_allclose(grads[name], full[name], rtol=1e-12, atol=1e-14,
+                                   err_msg=name)
 
 
 def test_truncation_changes_the_gradient():

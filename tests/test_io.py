@@ -38,7 +38,7 @@ def write_npz(path, **arrays):
 
 
 def good_arrays(net):
-    return net._to_arrays()
+    return net.to_arrays()
 
 
 def test_load_refuses_pickled_objects(tmp_path):

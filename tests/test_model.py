@@ -85,6 +85,51 @@ def test_assigning_a_parameter_copies_into_the_live_array():
         net.W = np.full((3, 2), np.nan)
 
 
+def test_set_parameters_copies_every_parameter_in_place_or_none():
+    net = bptt.ElmanRNN(3, 4, 5, dtype="float32", seed=1, classes=[0, 2, 5])
+    other = bptt.ElmanRNN(3, 4, 5, dtype="float32", seed=2, classes=[0, 2, 5])
+    live = net.parameters()
+    net.set_parameters(other.parameters())
+    for name, param in net.parameters().items():
+        assert param is live[name] and param.dtype == np.float32
+        np.testing.assert_array_equal(param, other.parameters()[name])
+    before = {k: v.copy() for k, v in live.items()}
+    bad = {k: v.copy() for k, v in other.parameters().items()}
+    bad["b_c"][0] = np.inf
+    with pytest.raises(ValueError, match="b_c contains NaN or infinity"):
+        net.set_parameters(bad)
+    bad["b_c"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"b_c must have shape \(2,\)"):
+        net.set_parameters(bad)
+    with pytest.raises(ValueError, match="params must hold exactly the parameters"):
+        net.set_parameters({k: v for k, v in other.parameters().items() if k != "W_c"})
+    with pytest.raises(ValueError, match="params must hold exactly the parameters"):
+        net.set_parameters(dict(other.parameters(), extra=np.zeros(1)))
+    with pytest.raises(TypeError, match="params must be a dict of arrays by name"):
+        net.set_parameters([("V", np.zeros((3, 4)))])
+    for name, param in net.parameters().items():       # all checked before any write
+        np.testing.assert_array_equal(param, before[name])
+
+
+@pytest.mark.parametrize("config", [dict(dtype="float64"),
+                                    dict(hidden="relu", untied_steps=3, seed=None),
+                                    dict(classes=[0, 1, 5], init="normal")],
+                         ids=["dense", "untied", "classes"])
+def test_pickle_and_deepcopy_keep_config_and_weights(config):
+    import copy
+    import pickle
+    net = bptt.ElmanRNN(3, 4, 5, **config)
+    X, D = np.zeros((3, 2), np.intp), np.ones((3, 2), np.intp)
+    loss = net.loss_and_grad(X, D)[0]
+    for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert type(twin) is bptt.ElmanRNN and twin.config() == net.config()
+        assert twin.engine is not net.engine
+        for name, param in net.parameters().items():
+            np.testing.assert_array_equal(twin.parameters()[name], param)
+            assert twin.parameters()[name] is not param
+        assert twin.loss_and_grad(X, D)[0] == loss
+
+
 def test_results_do_not_alias_internal_buffers():
     case = make_case()
     loss1, grads1 = case.net.loss_and_grad(case.X, case.D)
@@ -250,17 +295,17 @@ def test_batch_size_chunks_equal_the_whole(untied):
 
 def test_predict_memory_is_bounded_by_batch_size(monkeypatch):
     # chunks of 4 sequences: no scratch of the states of all 64 sequences at once
-    from bptt import model
+    from bptt import engine
     net = bptt.ElmanRNN(3, 6, 4, dtype="float64")
     X = np.random.default_rng(0).standard_normal((10, 64, 3))
     sizes = []
-    get = model.Workspace.get
+    get = engine.Workspace.get
 
     def spy(self, name, shape, dtype):
         sizes.append((name, shape))
         return get(self, name, shape, dtype)
 
-    monkeypatch.setattr(model.Workspace, "get", spy)
+    monkeypatch.setattr(engine.Workspace, "get", spy)
     net.predict(X, batch_size=4)
     states = [shape for name, shape in sizes if name == "eval_S"]
     assert states and all(shape[1] == 4 for shape in states)

@@ -138,7 +138,7 @@ def test_online_path_taken_only_when_it_equals_the_batched_one():
     ids = np.arange(20) % 10
     stream = bptt.data.stream_batch(ids[:, None], ids[:, None], None, net)
     opt = bptt.optimizers.make_optimizer("sgd", 0.1)
-    settings = training._Settings(None, None, 0.0, "raise")
+    settings = training.UpdateSettings(None, None, 0.0, "raise")
     assert training._online_settings(net, stream, 5, 5, -1, opt, settings, "block",
                                      None, None).order == "block"
     adam = bptt.optimizers.make_optimizer("adam", 0.1)

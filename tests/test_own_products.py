@@ -42,13 +42,13 @@ def gradients(net, X, D, *, own: bool, **kwargs):
     with bptt.blas_threads(1):
         if own:
             result = net.loss_and_grad(X, D, **kwargs)
-            assert net._own_products()          # the path under test was taken
+            assert net.engine.own_products()   # the path under test was taken
             return result
-        net._own_products = lambda: False       # instance attribute: this model only
+        net.engine.own_products = lambda: False   # instance attribute: this model only
         try:
             return net.loss_and_grad(X, D, **kwargs)
         finally:
-            del net._own_products
+            del net.engine.own_products
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}O{}".format(*s))
@@ -95,13 +95,13 @@ def test_layer_matrices_are_packed_only_with_blas_on_one_thread():
     # a small model (B*H < 16384) runs its own products at any BLAS thread count, but
     # with more BLAS threads its input and output layers keep them when larger than U
     net = bptt.ElmanRNN(30, 64, 500, dtype="float32", seed=0)
-    with bptt.blas_threads(1), net._kernel_section(8):
-        assert len(net._packed()) == _kernels.packed_length(0, 64, 500)
-        assert len(net._packed(_checks.check_inputs(np.zeros((2, 8, 30), np.float32), 30, net.dtype))) \
+    with bptt.blas_threads(1), net.engine.section(8):
+        assert len(net.engine.packed()) == _kernels.packed_length(0, 64, 500)
+        assert len(net.engine.packed(_checks.check_inputs(np.zeros((2, 8, 30), np.float32), 30, net.dtype))) \
             == _kernels.packed_length(30, 64, 500) > _kernels.packed_length(0, 64, 0)
-    with bptt.blas_threads(2), net._kernel_section(8):
-        assert net._own_products()
-        assert len(net._packed()) == _kernels.packed_length(0, 64, 0)
+    with bptt.blas_threads(2), net.engine.section(8):
+        assert net.engine.own_products()
+        assert len(net.engine.packed()) == _kernels.packed_length(0, 64, 0)
 
 
 def test_forward_states_match_blas():
@@ -109,8 +109,8 @@ def test_forward_states_match_blas():
     net = case.net
     with bptt.blas_threads(1):
         _, S_own = net.forward(case.X, case.h0)
-        assert net._own_products()
-        net._own_products = lambda: False
+        assert net.engine.own_products()
+        net.engine.own_products = lambda: False
         _, S_blas = net.forward(case.X, case.h0)
     assert relative_error(S_own, S_blas) < 1e-6
 

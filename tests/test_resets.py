@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bptt import ElmanRNN, reference
-from conftest import (all_configurations, assert_gradients_close, config_id, input_variants,
-                      make_case, numerical_gradient)
+from conftest import (assert_gradients_close, configured_variants, make_case,
+                      numerical_gradient, tau_id)
 
 
 def some_resets(T, B, seed):
@@ -19,34 +19,31 @@ def some_resets(T, B, seed):
 
 
 
-@pytest.mark.parametrize("config", list(all_configurations()), ids=config_id)
-@pytest.mark.parametrize("truncate", [None, 0, 1, 3])
-def test_resets_match_the_reference_in_float64(config, truncate):
-    for i, variant in enumerate(input_variants()):
-        if variant["classes"] and config["output"] != "softmax":
-            continue
-        case = make_case(**config, **variant, T=7, B=3, seed=i)
-        net = case.net
-        resets = some_resets(7, 3, i)
-        loss, grads = net.loss_and_grad(case.X, case.D, truncate=truncate, resets=resets,
-                                        **case.call_kwargs())
-        classes = None if net.classes is None else net.classes
-        ref_loss, ref_grads = reference.loss_and_grad(
-            net.parameters(), case.X, case.D, h0=case.h0, mask=case.mask,
-            truncate=truncate, hidden=net.hidden, output=net.output, loss=net.loss,
-            classes=classes, resets=resets)
-        assert loss == pytest.approx(ref_loss, rel=1e-12)
-        for name in grads:
-            np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-12,
-                                       atol=1e-12 * np.abs(ref_grads[name]).max(),
-                                       err_msg=name)
-        Y, S = net.forward(case.X, case.h0, resets=resets)
-        ref_Y, ref_S = reference.forward(net.parameters(), case.X, case.h0, net.hidden,
-                                         net.output, classes=classes, resets=resets)
-        np.testing.assert_allclose(S, ref_S, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(Y, ref_Y, rtol=1e-12, atol=1e-14)
-        assert net.evaluate(case.X, case.D, case.h0, case.mask, resets=resets) == \
-            pytest.approx(loss, rel=1e-12)
+@pytest.mark.parametrize("truncate", [None, 0, 1, 3], ids=tau_id)
+@pytest.mark.parametrize("config,variant,seed", configured_variants())
+def test_resets_match_the_reference_in_float64(config, variant, seed, truncate):
+    case = make_case(**config, **variant, T=7, B=3, seed=seed)
+    net = case.net
+    resets = some_resets(7, 3, seed)
+    loss, grads = net.loss_and_grad(case.X, case.D, truncate=truncate, resets=resets,
+                                    **case.call_kwargs())
+    classes = None if net.classes is None else net.classes
+    ref_loss, ref_grads = reference.loss_and_grad(
+        net.parameters(), case.X, case.D, h0=case.h0, mask=case.mask,
+        truncate=truncate, hidden=net.hidden, output=net.output, loss=net.loss,
+        classes=classes, resets=resets)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-12,
+                                   atol=1e-12 * np.abs(ref_grads[name]).max(),
+                                   err_msg=name)
+    Y, S = net.forward(case.X, case.h0, resets=resets)
+    ref_Y, ref_S = reference.forward(net.parameters(), case.X, case.h0, net.hidden,
+                                     net.output, classes=classes, resets=resets)
+    np.testing.assert_allclose(S, ref_S, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(Y, ref_Y, rtol=1e-12, atol=1e-14)
+    assert net.evaluate(case.X, case.D, case.h0, case.mask, resets=resets) == \
+        pytest.approx(loss, rel=1e-12)
 
 
 @pytest.mark.parametrize("hidden", ["tanh", "sigmoid", "relu", "linear"])
@@ -118,21 +115,21 @@ def test_float32_resets_follow_the_reference():
                                    atol=1e-5 * np.abs(ref_grads[name]).max(), err_msg=name)
 
 
-def test_untied_weights_with_resets_match_the_reference():
+@pytest.mark.parametrize("truncate", [None, 1], ids=tau_id)
+def test_untied_weights_with_resets_match_the_reference(truncate):
     rng = np.random.default_rng(0)
     net = ElmanRNN(3, 4, 3, dtype="float64", init="normal", untied_steps=5, seed=1)
     net.U = net.U * (1 + rng.uniform(size=net.U.shape))        # different per step
     X, D = rng.integers(0, 3, (5, 2)), rng.integers(0, 3, (5, 2))
     resets = np.zeros((5, 2), bool)
     resets[2, 0] = resets[4, 1] = True
-    for truncate in (None, 1):
-        loss, grads = net.loss_and_grad(X, D, truncate=truncate, resets=resets)
-        ref_loss, ref_grads = reference.loss_and_grad(net.parameters(), X, D,
-                                                      truncate=truncate, resets=resets)
-        assert loss == pytest.approx(ref_loss, rel=1e-12)
-        for name in grads:
-            np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-12,
-                                       atol=1e-14, err_msg=name)
+    loss, grads = net.loss_and_grad(X, D, truncate=truncate, resets=resets)
+    ref_loss, ref_grads = reference.loss_and_grad(net.parameters(), X, D,
+                                                  truncate=truncate, resets=resets)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-12, atol=1e-14,
+                                   err_msg=name)
 
 
 def test_resets_are_checked():

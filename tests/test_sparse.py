@@ -47,11 +47,11 @@ def class_columns(bounds, targets) -> np.ndarray:
 
 
 def gradients(net, X, D, mask=None, tau=-1, sparse=True):
-    """net._loss_and_grad as fit calls it: (loss, dense buffers, SparseGrads)."""
+    """net.engine.loss_and_grad as fit calls it: (loss, dense buffers, SparseGrads)."""
     inputs, targets, weights, _ = net._check_data(X, D, mask, None)
     grads = {k: np.full_like(v, np.nan) for k, v in net.parameters().items()}
     out = {} if sparse else None
-    loss = net._loss_and_grad(inputs, targets, weights, None, tau, grads, out)
+    loss = net.engine.loss_and_grad(inputs, targets, weights, None, tau, grads, out)
     return loss, grads, out
 
 
@@ -79,7 +79,7 @@ def test_kernels_return_touched_slices_and_their_gradients(dtype, tau, bounds):
         assert not np.delete(dense["W"], W.ids, axis=1).any()
         assert not np.delete(dense["b_o"], b_o.ids).any()
     # the row map the kernel borrows is left as it found it
-    assert (net._workspace.slots(net.n_in) == -1).all()
+    assert (net.engine.workspace.slots(net.n_in) == -1).all()
 
 
 def test_loss_and_grad_stays_dense():
@@ -108,7 +108,7 @@ def test_touched_ids_for_random_vocabularies(data):
     np.testing.assert_array_equal(sparse["W"].ids, class_columns(bounds, D.ravel()))
     for name, g in sparse.items():
         np.testing.assert_allclose(g.to_dense(), dense[name], rtol=1e-12, atol=1e-14)
-    assert (net._workspace.slots(vocab) == -1).all()
+    assert (net.engine.workspace.slots(vocab) == -1).all()
 
 
 # ------------------------------------------------------------------ update ops

@@ -534,8 +534,8 @@ def test_history_seconds_cover_the_whole_epoch_and_validation(monkeypatch):
         clock[0] += 2.0
         return original(*args)
 
-    original = training._epochwise
-    monkeypatch.setattr(training, "_epochwise", train_step)
+    original = training.epochwise_pass
+    monkeypatch.setattr(training, "epochwise_pass", train_step)
     history = net.fit(task.X, task.D, epochs=2, lr=0.01, valid=(task.X, task.D))
     assert history.seconds == [7.0, 7.0] and history.valid_seconds == [5.0, 5.0]
     assert history.sequences_per_second == [8 / 2.0, 8 / 2.0]

@@ -127,31 +127,13 @@ def _check_float(name: str, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_id_range(name: str, arr: np.ndarray, n: int | None) -> None:
-    """Every id of arr in [0, n) (n None: >= 0)."""
-    if not arr.size:
-        return
-    if n is None:
-        if arr.min() < 0:
-            raise ValueError(f"{name} must hold ids >= 0, got {arr.min()}")
-    elif arr.min() < 0 or arr.max() >= n:
-        raise ValueError(f"{name} holds ids outside [0, {n}): "
-                         f"min {arr.min()}, max {arr.max()}")
-
-
-def _check_ids(name: str, arr: np.ndarray, n: int) -> np.ndarray:
-    """Integer ids in [0, n) as a contiguous intp array."""
-    _check_id_range(name, arr, n)
-    return np.ascontiguousarray(arr, dtype=np.intp)
-
-
-def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
-                    min_length: int = 0) -> np.ndarray:
-    """Token ids as an int64 array: integers (an empty list is accepted), ndim
-    dimensions, each in [0, size) (size None: >= 0), at least min_length of them."""
+def check_token_array(name: str, value, ndim: int = 1, min_length: int = 0) -> np.ndarray:
+    """value as an array of integers (an empty list is accepted) of ndim dimensions
+    and at least min_length elements, without reading them (a memory-mapped file stays
+    unread): the first half of check_token_ids."""
     if value is None:
         raise TypeError(f"{name} must be an array of token ids, got None")
-    arr = np.asarray(value)
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)  # memmap stays
     if arr.size == 0 and arr.dtype.kind == "f":        # [] reads as float64
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
@@ -161,7 +143,33 @@ def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
     if arr.size < min_length:
         raise ValueError(f"{name} must hold at least {min_length} "
                          f"token{'s' if min_length > 1 else ''}, got {arr.size}")
-    _check_id_range(name, arr, size)
+    return arr
+
+
+def check_token_ids(name: str, value, ndim: int = 1, size: int | None = None,
+                    min_length: int = 0, *, size_name: str | None = None,
+                    any_numeric: bool = False) -> np.ndarray:
+    """Token (or class) ids as an int64 array: check_token_array, then every id in
+    [0, size) (size None: >= 0). size_name: what size is, named in the range error
+    (e.g. "vocab_size"). any_numeric: bools, and floats that are all whole numbers,
+    are read as ids too (the estimators take any numeric X)."""
+    if any_numeric and value is not None:
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and not (np.isfinite(arr).all()
+                                          and (arr == np.round(arr)).all()):
+            raise ValueError(f"{name} must hold integer token ids; it holds non-integer "
+                             f"values, NaN or infinity")
+        value = arr.astype(np.int64) if arr.dtype.kind in "bf" else arr
+    arr = check_token_array(name, value, ndim, min_length)
+    if arr.size:
+        low, high = arr.min(), arr.max()
+        if size is None:
+            if low < 0:
+                raise ValueError(f"{name} must hold ids >= 0, got {low}")
+        elif low < 0 or high >= size:
+            bound = size if size_name is None else f"{size_name}={size}"
+            raise ValueError(f"{name} holds ids outside [0, {bound}): min {low}, "
+                             f"max {high}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -225,7 +233,8 @@ def check_inputs(X, n_in: int, dtype: np.dtype) -> Inputs:
         _check_rank("X", arr, (None, None), "T steps, B sequences of token ids")
         T, B = arr.shape
         _check_sizes(T, B)
-        tokens = _check_ids("X", arr, n_in).reshape(-1)
+        tokens = np.ascontiguousarray(check_token_ids("X", arr, 2, n_in),
+                                      np.intp).reshape(-1)
         return Inputs(T, B, np.empty((0, n_in), dtype), tokens)
     _check_rank("X", arr, (None, None, n_in), "T steps, B sequences, n_in inputs")
     T, B = arr.shape[:2]
@@ -259,7 +268,8 @@ def check_targets(D, T: int, B: int, n_out: int, dtype: np.dtype, output: str,
             raise TypeError(f"D holds integer class ids, which need output='softmax' "
                             f"(this model's output is {output!r}); give float targets")
         _check_rank("D", arr, (T, B), "class ids, same T and B as X")
-        classes = _check_ids("D", arr, n_out).reshape(-1)
+        classes = np.ascontiguousarray(check_token_ids("D", arr, 2, n_out),
+                                       np.intp).reshape(-1)
         return Targets(np.empty((0, n_out), dtype), classes)
     if output == "softmax" and arr.ndim == 2 and arr.shape == (T, B):
         raise TypeError(f"D holds floats (dtype {arr.dtype}) of shape (T, B): a softmax "
@@ -301,6 +311,28 @@ def check_resets(resets, T: int, B: int) -> np.ndarray:
         raise TypeError(f"resets must be a bool array (T, B), got dtype {arr.dtype}")
     _check_rank("resets", arr, (T, B), "one flag per step and sequence, like X")
     return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+
+
+def check_model_inputs(net, X, resets=None) -> Inputs:
+    """check_inputs for the model net (its n_in, dtype), resets (check_resets), and
+    the fixed number of steps of a model with untied recurrent weights."""
+    inputs = check_inputs(X, net.n_in, net.dtype)
+    if net.untied_steps is not None and inputs.T not in (0, net.untied_steps):
+        raise ValueError(f"X has {inputs.T} steps, but this model has untied recurrent "
+                         f"weights for exactly {net.untied_steps} steps")
+    if resets is not None:
+        inputs = inputs._replace(resets=check_resets(resets, inputs.T, inputs.B))
+    return inputs
+
+
+def check_model_targets(net, D, T: int, B: int) -> Targets:
+    """check_targets for the model net, and integer targets for a class-factorised
+    softmax."""
+    targets = check_targets(D, T, B, net.n_out, net.dtype, net.output, net.loss)
+    if net.classes is not None and targets.classes.size != T * B:
+        raise TypeError("D must hold integer word ids (T, B) for a class-factorised "
+                        "softmax")
+    return targets
 
 
 def check_h0(h0, B: int, H: int, dtype: np.dtype) -> np.ndarray | None:

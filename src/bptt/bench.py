@@ -166,10 +166,11 @@ class KernelStep:
 
 def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
     """A training step as bptt's training loop runs it: data validated once, then
-    (inside the model's kernel section: its lock and thread policy) forward + loss +
-    BPTT into preallocated gradients, and an in-place SGD update, sparse for the
-    parameters whose gradients are (V with token inputs; W, b_o with classes).
-    With profiling on, step.update_entries sums the gradient entries updated."""
+    (inside the engine's kernel section: the model's lock and thread policy) forward +
+    loss + BPTT into preallocated gradients, and an in-place SGD update, sparse for
+    the parameters whose gradients are (V with token inputs; W, b_o with classes).
+    With profiling on, the update's time counts in its phase and
+    step.update_entries sums the gradient entries updated."""
     batch = stream_batch(X, D, None, net)          # the training loop's validation
     inputs, targets, weights = batch.inputs, batch.targets, batch.weights
     params = net.parameters()
@@ -179,7 +180,7 @@ def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
     flat = {name: (p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()}
     lr = net.dtype.type(LEARNING_RATE)
     update = _kernels.sgd_update
-    ws = net._workspace
+    engine = net.engine
 
     def apply() -> None:
         for name, param in params.items():
@@ -190,14 +191,14 @@ def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
                 g.apply(_kernels.Update.SGD, param, coefficients=(lr,))
 
     def step() -> int:
-        with net._kernel_section(inputs.B):
-            net._loss_and_grad(inputs, targets, weights, None, -1, grads, sparse)
-        if ws.prof is None:
+        with engine.section(inputs.B):
+            engine.loss_and_grad(inputs, targets, weights, None, -1, grads, sparse)
+        if not engine.profiling:
             apply()
             return 0
         start = time.perf_counter()
         apply()
-        ws.prof[4] += time.perf_counter() - start
+        engine.add_to_phase("update", time.perf_counter() - start)
         return sum(sparse[k].values.size if k in sparse else g.size
                    for k, g in grads.items())
     return KernelStep(step)
@@ -209,17 +210,16 @@ def profile_step(net: ElmanRNN, X, D, repeats: int) -> tuple[dict[str, float], f
     gradient entries the update read and wrote per step."""
     step = kernels_step(net, X, D)
     step()
-    net._workspace.prof = np.zeros(len(_kernels.PROFILE_PHASES))
+    net.engine.start_profile()
     try:
         start = time.perf_counter()
         for _ in range(repeats):
             step()
         total = time.perf_counter() - start
-        phases = net._workspace.prof.copy()
     finally:
-        net._workspace.prof = None
-    out = {name: 1e3 * sec / repeats for name, sec in zip(_kernels.PROFILE_PHASES, phases)}
-    out["other"] = 1e3 * (total - phases.sum()) / repeats
+        phases = net.engine.stop_profile()
+    out = {name: 1e3 * sec / repeats for name, sec in phases.items()}
+    out["other"] = 1e3 * (total - sum(phases.values())) / repeats
     return out, step.update_entries / repeats
 
 
@@ -364,14 +364,14 @@ def online_pass(net: ElmanRNN, stream: np.ndarray, order: str,
 
 
 def batched_pass(net: ElmanRNN, stream: np.ndarray) -> Callable[[], None]:
-    """One pass of the batched training path (training._tbptt: kernels per block,
+    """One pass of the batched training path (training.tbptt_pass: kernels per block,
     Python between blocks) over the stream as one stream, for comparison."""
     batch = stream_batch(stream[:-1, None], stream[1:, None], None, net)
     opt = make_optimizer("sgd", ONLINE_LR)
-    settings = training._Settings(None, None, 0.0, "raise")
+    settings = training.UpdateSettings(None, None, 0.0, "raise")
 
     def one_pass() -> None:
-        training._tbptt(net, batch, ONLINE_K1, ONLINE_K2, -1, opt, settings,
+        training.tbptt_pass(net, batch, ONLINE_K1, ONLINE_K2, -1, opt, settings,
                         training.History(), 0, None)
     return one_pass
 

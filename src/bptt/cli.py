@@ -32,6 +32,7 @@ import numpy as np
 
 from . import distributed, lm, rnnlm_format, tasks
 from . import io as bptt_io
+from ._checks import check_token_array
 from .model import ElmanRNN
 from .progress import Progress
 from .schedules import RNNLM
@@ -157,7 +158,7 @@ def _encode(vocab: Vocabulary, path: str, option: str, file=None,
     if scored:
         if ids.size == 0:
             raise ValueError(f"{option} {path} holds no tokens")
-        lm._check_known(f"{option} {path}", ids, vocab)
+        lm.check_known(f"{option} {path}", ids, vocab)
     return ids
 
 
@@ -166,14 +167,11 @@ def _token_ids(vocab: Vocabulary, path: str, option: str, scored: bool = False):
     mapped: only what is used of it is read."""
     if not path.endswith(".npy"):
         return _encode(vocab, path, option, scored=scored)
-    ids = np.load(path, mmap_mode="r")
-    if ids.ndim != 1 or ids.dtype.kind not in "iu":
-        raise ValueError(f"{option} {path} must hold a 1-D array of integer token ids "
-                         f"(as lm encode writes), got {ids.dtype} {ids.shape}")
+    ids = check_token_array(f"{option} {path}", np.load(path, mmap_mode="r"), 1)
     if scored:
         if ids.size == 0:
             raise ValueError(f"{option} {path} holds no tokens")
-        lm._check_known(f"{option} {path}", np.asarray(ids), vocab)
+        lm.check_known(f"{option} {path}", np.asarray(ids), vocab)
     return ids
 
 
@@ -466,8 +464,8 @@ def lm_eval(args: argparse.Namespace) -> int:
 def lm_generate(args: argparse.Namespace) -> int:
     net, vocab, options = _load_lm(args)
     prime = None if args.prime is None else args.prime.replace("\\n", "\n")
-    prime_ids, ids = lm._sample_ids(net, vocab, args.length, args.temperature,
-                                    args.seed, prime, options["independent"])
+    prime_ids, ids = lm.sample_ids(net, vocab, args.length, args.temperature,
+                                   args.seed, prime, options["independent"])
     text = vocab.decode(np.concatenate([prime_ids, ids]))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0

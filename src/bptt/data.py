@@ -12,7 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ._checks import Inputs, Targets, check_mask
+from ._checks import (Inputs, Targets, check_mask, check_model_inputs,
+                      check_model_targets)
 
 
 @dataclass
@@ -44,8 +45,8 @@ def _ones_if_empty(weights: np.ndarray, n: int, dtype) -> np.ndarray:
 
 def _as_batch(X, D, mask, net) -> Batch:
     """Validate whole time-major arrays into one Batch."""
-    inputs = net._check_inputs(X)
-    targets = net._check_targets(D, inputs.T, inputs.B)
+    inputs = check_model_inputs(net, X)
+    targets = check_model_targets(net, D, inputs.T, inputs.B)
     weights = check_mask(mask, inputs.T, inputs.B, net.dtype)
     if inputs.T * inputs.B == 0:
         raise ValueError(f"X holds no steps (T={inputs.T}, B={inputs.B})")
@@ -53,7 +54,7 @@ def _as_batch(X, D, mask, net) -> Batch:
                  inputs.B)
 
 
-def _select(batch: Batch, columns: np.ndarray) -> Batch:
+def select_sequences(batch: Batch, columns: np.ndarray) -> Batch:
     """The sequences `columns` of a batch, gathered into new contiguous arrays."""
     T, B = batch.T, batch.B
 
@@ -190,7 +191,7 @@ class SequenceData:
             return
         columns = rng.permutation(whole.B) if rng is not None else np.arange(whole.B)
         for start in range(0, whole.B, self.batch_size):
-            yield _select(whole, np.sort(columns[start:start + self.batch_size]))
+            yield select_sequences(whole, np.sort(columns[start:start + self.batch_size]))
 
     def n_batches(self) -> int:
         if self._buckets is not None:

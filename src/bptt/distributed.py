@@ -264,7 +264,7 @@ class Group:
         for name in self.front[rows:]:          # these go dense: scatter them
             if name in sparse:
                 g = sparse[name]
-                type(g)._trusted(g.ids, g.values.copy(), g.shape, g.axis).to_dense(
+                type(g).unchecked(g.ids, g.values.copy(), g.shape, g.axis).to_dense(
                     self.views[name])
             elif counts[self.rank, self.front.index(name)] == -1:
                 self.views[name].fill(0)
@@ -354,7 +354,7 @@ class Group:
                         total[pos] += values.reshape((ids.size,) + shape[1:])
                     else:
                         total[:, pos] += values.reshape(shape[0], ids.size)
-            out[name] = SparseGrad._trusted(union.astype(np.intp), total, view.shape, axis)
+            out[name] = SparseGrad.unchecked(union.astype(np.intp), total, view.shape, axis)
         return out
 
     def allreduce_update(self, loss: float, weight: float, n_sequences: int,

@@ -132,6 +132,6 @@ def read_word2vec(path: str | os.PathLike, dtype=np.float64) -> tuple[list[str],
 def save_word2vec(path: str | os.PathLike, net, vocab) -> None:
     """A language model's input embeddings (the rows of net.V) with vocab's tokens,
     in the word2vec text format (write_word2vec)."""
-    from .lm import _check_lm, _check_vocab
-    net = _check_lm(net, _check_vocab(vocab))
+    from .lm import check_lm, check_vocab
+    net = check_lm(net, check_vocab(vocab))
     write_word2vec(path, vocab.tokens, net.V)

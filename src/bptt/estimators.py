@@ -15,16 +15,12 @@ Any numeric input is accepted and converted to the estimator's ``dtype`` (the co
 ElmanRNN stays strict about dtypes). One target per sequence is read from the output
 of the last step (a mask zeroes the loss elsewhere); per-step targets train every step.
 
-scikit-learn is never imported here: the estimator protocol (get_params/set_params
-from the __init__ signature, fit returning self, learned attributes ending in "_")
-is written out. The only scikit-learn objects used are built on demand when
-scikit-learn itself is already loaded: the Tags of ``__sklearn_tags__`` (which only
-scikit-learn calls), and NotFittedError / DataConversionWarning, which then also
-derive from scikit-learn's classes of the same name so its code catches them.
+scikit-learn is never imported: the estimator protocol (get_params/set_params, repr,
+tags, NotFittedError) is written out in bptt.sklearn_compat; here are the checks of
+the data, fit (returning self, learned attributes ending in "_"), predict and score.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import sys
@@ -33,56 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice, check_dtype, check_int, check_real
+from ._checks import check_choice, check_dtype, check_int, check_real, check_token_ids
 from .init import SCHEMES
 from .model import ElmanRNN
+from .sklearn_compat import (DataConversionWarning, EstimatorProtocol, NotFittedError,
+                             with_sklearn_base)
 
 __all__ = ["DataConversionWarning", "NotFittedError", "RNNClassifier", "RNNRegressor"]
 
 # samples x steps x units of network state per chunk of predict (bounded memory)
 PREDICT_ELEMENTS = 2**22
-
-
-# ---------------------------------------------------------------- errors and warnings
-
-
-class NotFittedError(ValueError, AttributeError):
-    """predict, predict_proba or score called before fit.
-
-    A ValueError and an AttributeError, like scikit-learn's; when scikit-learn is
-    loaded the raised exception is also an instance of sklearn.exceptions.NotFittedError.
-    """
-
-    def __reduce__(self):
-        return (_make_not_fitted_error, self.args)
-
-
-class DataConversionWarning(UserWarning):
-    """The data were reshaped to what the estimator expects (a column-vector y)."""
-
-
-_WITH_SKLEARN_BASE: dict[type, type] = {}
-
-
-def _with_sklearn_base(cls: type) -> type:
-    """cls, or, when scikit-learn is already imported, a subclass of both cls and
-    sklearn.exceptions' class of the same name. Never imports scikit-learn itself:
-    code that catches or filters scikit-learn's class has imported it already."""
-    if "sklearn" not in sys.modules:
-        return cls
-    if cls not in _WITH_SKLEARN_BASE:
-        try:
-            from sklearn import exceptions
-            base = getattr(exceptions, cls.__name__)
-        except (ImportError, AttributeError):
-            return cls
-        _WITH_SKLEARN_BASE[cls] = type(cls.__name__, (cls, base),
-                                       {"__module__": cls.__module__, "__doc__": cls.__doc__})
-    return _WITH_SKLEARN_BASE[cls]
-
-
-def _make_not_fitted_error(*args) -> NotFittedError:
-    return _with_sklearn_base(NotFittedError)(*args)
 
 
 # ---------------------------------------------------------------- input checks
@@ -114,18 +70,6 @@ def _as_numeric(name: str, value) -> np.ndarray:
     elif arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     return arr
-
-
-def _token_ids(name: str, arr: np.ndarray, vocab: int) -> np.ndarray:
-    """Integer token ids in [0, vocab) as intp (whole floats accepted)."""
-    if arr.dtype.kind == "f" and not (np.isfinite(arr).all()
-                                      and (arr == np.round(arr)).all()):
-        raise ValueError(f"{name} must hold integer token ids (vocab_size is set); it "
-                         f"holds non-integer values, NaN or infinity")
-    if arr.min() < 0 or arr.max() >= vocab:
-        raise ValueError(f"{name} holds token ids outside [0, vocab_size={vocab}): "
-                         f"min {arr.min()}, max {arr.max()}")
-    return arr.astype(np.intp, copy=False)
 
 
 def _finite(name: str, arr: np.ndarray) -> np.ndarray:
@@ -219,13 +163,6 @@ def _check_bool(name: str, value) -> bool:
     return bool(value)
 
 
-def _same(a, b) -> bool:
-    try:
-        return a is b or (type(a) is type(b) and bool(a == b))
-    except (TypeError, ValueError):
-        return False
-
-
 def _r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """R² as sklearn.metrics.r2_score(multioutput="uniform_average") computes it on
     (n, k) arrays: per target 1 - SS_res / SS_tot (1.0 when both are 0, 0.0 when only
@@ -247,11 +184,9 @@ def _r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 # ---------------------------------------------------------------- shared base
 
 
-class _RNNEstimator:
-    """Hyper-parameters, the estimator protocol, input checks, training and prediction
-    shared by RNNClassifier and RNNRegressor."""
-
-    _estimator_type: str = ""
+class _RNNEstimator(EstimatorProtocol):
+    """Hyper-parameters, input checks, training and prediction shared by
+    RNNClassifier and RNNRegressor (the estimator protocol: EstimatorProtocol)."""
 
     def __init__(self, *, n_hidden=32, hidden="tanh", init="normal", epochs=100, lr=0.003,
                  optimizer="adam", batch_size=32, truncate=None, clip_norm=5.0, l2=0.0,
@@ -278,79 +213,7 @@ class _RNNEstimator:
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------ estimator protocol
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return sorted(p.name for p in signature.parameters.values()
-                      if p.name != "self" and p.kind == p.KEYWORD_ONLY)
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The hyper-parameters by name (deep is accepted for scikit-learn; there are
-        no nested estimators)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Set hyper-parameters by name (checked when fit runs); returns self."""
-        valid = self._param_names()
-        for name in params:
-            if name not in valid:
-                raise ValueError(f"Invalid parameter {name!r} for estimator "
-                                 f"{type(self).__name__}. Valid parameters are: {valid}.")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {p.name: p.default
-                    for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
-                   if not _same(v, defaults.get(k))]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "model_")
-
-    def __sklearn_tags__(self):
-        # Only scikit-learn calls this, so scikit-learn is loaded by then.
-        from sklearn.utils import (ClassifierTags, InputTags, RegressorTags, Tags,
-                                   TargetTags)
-        regressor = self._estimator_type == "regressor"
-        return Tags(
-            estimator_type=self._estimator_type,
-            target_tags=TargetTags(required=True, multi_output=regressor,
-                                   single_output=True),
-            classifier_tags=None if regressor else ClassifierTags(),
-            regressor_tags=RegressorTags() if regressor else None,
-            input_tags=InputTags(two_d_array=True, three_d_array=True))
-
-    def __getstate__(self) -> dict:
-        # ElmanRNN holds a lock, which does not pickle: keep its config and weights
-        state = self.__dict__.copy()
-        net = state.get("model_")
-        if isinstance(net, ElmanRNN):
-            state["model_"] = {"config": net.config(),
-                               "parameters": {k: v.copy() for k, v in
-                                              net.parameters().items()}}
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        saved = state.get("model_")
-        if isinstance(saved, dict):
-            net = ElmanRNN(**saved["config"])
-            for name, param in net.parameters().items():
-                param[...] = saved["parameters"][name]
-            state = dict(state, model_=net)
-        self.__dict__.update(state)
-
     # ------------------------------------------------------------ checks
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise _make_not_fitted_error(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                f"appropriate arguments before using this estimator.")
 
     def _validate_fit_X(self, X) -> tuple[np.ndarray | list[np.ndarray], str, int]:
         """X for fit, read by the hyper-parameters vocab_size and dtype (see _read_X)."""
@@ -388,7 +251,8 @@ class _RNNEstimator:
             raise ValueError(f"X has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
                              f"is required.")
         if vocab is not None:
-            return _token_ids("X", arr, vocab), "tokens", vocab
+            return (check_token_ids("X", arr, 2, vocab, size_name="vocab_size",
+                                    any_numeric=True), "tokens", vocab)
         arr = _finite("X", arr.astype(dtype, copy=False))
         if arr.ndim == 2:
             return arr[:, :, np.newaxis], "columns", arr.shape[1]
@@ -406,7 +270,8 @@ class _RNNEstimator:
                 if arr.ndim != 1:
                     raise ValueError(f"{name} must be a 1-D sequence (T_i,) of integer "
                                      f"token ids, got shape {arr.shape}")
-                arr = _token_ids(name, arr, vocab)
+                arr = check_token_ids(name, arr, 1, vocab, size_name="vocab_size",
+                                      any_numeric=True)
             else:
                 if arr.ndim == 1:
                     arr = arr[:, np.newaxis]
@@ -670,7 +535,7 @@ class RNNClassifier(_RNNEstimator):
             T = None if isinstance(Xs, list) else Xs.shape[1]
             y = self._validate_y(y, n)
             if y.ndim == 2 and y.shape[1] == 1 and T != 1:
-                warnings.warn(_with_sklearn_base(DataConversionWarning)(
+                warnings.warn(with_sklearn_base(DataConversionWarning)(
                     "A column-vector y was passed when a 1d array was expected. Please "
                     "change the shape of y to (n_samples,), for example using ravel(); a "
                     "label per step needs y of shape (n_samples, T)."), stacklevel=2)

@@ -35,6 +35,7 @@ No printing here (docs/development.md): progress goes through ``verbose`` / ``ca
 """
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import nullcontext
 from typing import Callable, Iterable, Literal, Sequence, overload
@@ -42,7 +43,7 @@ from typing import Callable, Iterable, Literal, Sequence, overload
 import numpy as np
 
 from . import io as _io
-from ._checks import check_int, check_real, check_token_ids
+from ._checks import check_int, check_real, check_token_array, check_token_ids
 from .model import ElmanRNN
 from .online import OnlineSettings, OnlineTrainer
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
@@ -61,13 +62,14 @@ _SENTENCE_BATCH = 512
 
 # ------------------------------------------------------------------ checks
 
-def _check_vocab(vocab) -> Vocabulary:
+def check_vocab(vocab) -> Vocabulary:
+    """vocab, which must be a bptt.Vocabulary."""
     if not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a bptt.Vocabulary, got {type(vocab).__name__}")
     return vocab
 
 
-def _check_lm(net, vocab: Vocabulary | None = None) -> ElmanRNN:
+def check_lm(net, vocab: Vocabulary | None = None) -> ElmanRNN:
     """net must be a token-in, softmax-over-tokens model (of vocab's size)."""
     if not isinstance(net, ElmanRNN):
         raise TypeError(f"net must be a bptt.ElmanRNN, got {type(net).__name__}")
@@ -89,7 +91,7 @@ def _check_flag(name: str, value) -> bool:
     return bool(value)
 
 
-def _check_known(name: str, ids: np.ndarray, vocab: Vocabulary) -> None:
+def check_known(name: str, ids: np.ndarray, vocab: Vocabulary) -> None:
     """Refuse a text whose every token is unk (or eos): it shares no token with the
     vocabulary, and its perplexity would measure nothing."""
     if vocab.unk_id is None or not ids.size:
@@ -102,16 +104,21 @@ def _check_known(name: str, ids: np.ndarray, vocab: Vocabulary) -> None:
                          f"({vocab.level!r})?")
 
 
+def _check_stream_length(name: str, n: int, batch: int, eos: int | None) -> None:
+    """Refuse n tokens too few for batch streams read from the fresh state: with an
+    eos (the first input) a stream needs a token, without one two."""
+    need = 1 if eos is not None else 2
+    if n < need * batch:
+        raise ValueError(f"{name} is too short for batch={batch}: each stream needs at "
+                         f"least {need} token{'s' if need > 1 else ''}, got {n} tokens")
+
+
 def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
                  eos: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and targets (T, batch) of ids cut into batch streams (batchify), each
     from the fresh state: eos as the first input, every token a target. Without an
     eos, each stream's first token is context only."""
-    need = 1 if eos is not None else 2
-    if ids.size < need * batch:
-        raise ValueError(f"{name} is too short for batch={batch}: each stream needs at "
-                         f"least {need} token{'s' if need > 1 else ''}, got {ids.size} "
-                         f"tokens")
+    _check_stream_length(name, ids.size, batch, eos)
     streams = batchify(ids, batch)
     if eos is not None:
         streams = np.concatenate([np.full((1, batch), eos, np.int64), streams])
@@ -133,16 +140,8 @@ def _shard_pairs(ids, batch: int, eos: int | None, size: int,
             raise ValueError(f"batch={batch} streams cannot be shared by {ranks} ranks: "
                              f"give at least one per rank")
     from .distributed import stream_shard
-    if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.dtype.kind not in "iu":
-        raise TypeError(f"train_ids must be a 1-D array of integer token ids, got "
-                        f"{ids.dtype} {ids.shape}")
-    need = 1 if eos is not None else 2
-    if ids.shape[0] < need * batch:
-        raise ValueError(f"train_ids is too short for batch={batch}: each stream needs at "
-                         f"least {need} token{'s' if need > 1 else ''}, got "
-                         f"{ids.shape[0]} tokens")
+    ids = check_token_array("train_ids", ids, 1)       # its ids are read per stream
+    _check_stream_length("train_ids", ids.shape[0], batch, eos)
     part = stream_shard(batch, rank, ranks)
     length = ids.shape[0] // batch
     first = 0 if eos is None else 1
@@ -180,7 +179,7 @@ def build(vocab: Vocabulary, n_hidden: int, n_classes: int | None = None, *,
     hidden : the hidden activation; RNNLM uses "sigmoid".
     init : weight initialisation (bptt.init.SCHEMES); "rnnlm" draws as RNNLM does.
     """
-    vocab = _check_vocab(vocab)
+    vocab = check_vocab(vocab)
     V = len(vocab)
     options = dict(hidden=hidden, output="softmax", loss="cross_entropy", dtype=dtype,
                    seed=seed, init=init)
@@ -267,8 +266,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     ``history.train_loss[i] / ln 2``; ``history.steps_per_second`` is tokens per
     second (words/s at word level).
     """
-    vocab = _check_vocab(vocab)
-    net = _check_lm(net, vocab)
+    vocab = check_vocab(vocab)
+    net = check_lm(net, vocab)
     V = len(vocab)
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
@@ -281,7 +280,7 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     valid = None
     if valid_ids is not None:
         valid_arr = check_token_ids("valid_ids", valid_ids, 1, V, 1)
-        _check_known("valid_ids", valid_arr, vocab)
+        check_known("valid_ids", valid_arr, vocab)
         valid = _fresh_pairs("valid_ids", valid_arr, 1, eos)
     elif schedule == "rnnlm":
         raise ValueError("schedule='rnnlm' adapts the learning rate to the validation "
@@ -314,12 +313,12 @@ def stream_nll(net: ElmanRNN, ids, batch: int = 1, *, vocab: Vocabulary | None =
                independent: bool = False) -> tuple[float, int]:
     """(total negative log-likelihood in nats, number of tokens predicted) of a
     stream, read as in :func:`perplexity`."""
-    net = _check_lm(net, None if vocab is None else _check_vocab(vocab))
+    net = check_lm(net, None if vocab is None else check_vocab(vocab))
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
     arr = check_token_ids("ids", ids, 1, net.n_in, 1)
     if vocab is not None:
-        _check_known("ids", arr, vocab)
+        check_known("ids", arr, vocab)
     X, D = _fresh_pairs("ids", arr, batch, None if vocab is None else vocab.eos_id)
     resets = None if restart is None else X == restart
     return float(net.evaluate(X, D, resets=resets)), int(D.size)
@@ -353,8 +352,8 @@ def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 1
     model keeps training on it with online SGD in RNNLM's update order (bptt.online):
     learning rate lr, TBPTT(k1, k2), RNNLM's beta and gradient cutoff, each token
     scored before the update it causes. net itself is left unchanged."""
-    vocab = _check_vocab(vocab)
-    net = _check_lm(net, vocab)
+    vocab = check_vocab(vocab)
+    net = check_lm(net, vocab)
     lr = check_real("lr", lr, low=0.0, low_open=True)
     k1 = check_int("k1", k1, minimum=1)
     k2 = check_int("k2", k2, minimum=k1)
@@ -363,9 +362,9 @@ def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 1
         error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
     restart = _restart_token(vocab, independent)
     arr = check_token_ids("ids", ids, 1, net.n_in, 1)
-    _check_known("ids", arr, vocab)
+    check_known("ids", arr, vocab)
     X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
-    learner = ElmanRNN._from_arrays(net._to_arrays(), "the model")
+    learner = copy.deepcopy(net)
     trainer = OnlineTrainer(learner, OnlineSettings(
         "rnnlm", k1, k2, beta, error_clip or 0.0, -1 if restart is None else restart))
     total, scored = 0.0, 0
@@ -406,8 +405,8 @@ def sentence_log_probs(net: ElmanRNN, vocab: Vocabulary,
     nats. Words not in the vocabulary are scored as its unk token (RNNLM instead
     adds a fixed penalty for words it does not know).
     """
-    vocab = _check_vocab(vocab)
-    net = _check_lm(net, vocab)
+    vocab = check_vocab(vocab)
+    net = check_lm(net, vocab)
     if isinstance(lines, str) or not isinstance(lines, (Sequence, np.ndarray)):
         raise TypeError(f"lines must be a sequence of str (one sentence each), got "
                         f"{type(lines).__name__}")
@@ -439,11 +438,11 @@ def sentence_log_probs(net: ElmanRNN, vocab: Vocabulary,
 
 # ------------------------------------------------------------------ generation
 
-def _sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float,
-                seed, prime, independent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def sample_ids(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float,
+               seed, prime, independent: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(prime ids, sampled ids)."""
-    vocab = _check_vocab(vocab)
-    net = _check_lm(net, vocab)
+    vocab = check_vocab(vocab)
+    net = check_lm(net, vocab)
     restart = _restart_token(vocab, independent)
     length = check_int("length", length, minimum=0)
     temperature = check_real("temperature", temperature, low=0.0)
@@ -501,7 +500,7 @@ def generate(net: ElmanRNN, vocab: Vocabulary, length: int, temperature: float =
     or sampled, for models trained that way. Word level: tokens joined by spaces,
     end-of-sentence as a line break.
     """
-    _, ids = _sample_ids(net, vocab, length, temperature, seed, prime, independent)
+    _, ids = sample_ids(net, vocab, length, temperature, seed, prime, independent)
     return vocab.decode(ids)
 
 
@@ -511,10 +510,10 @@ def save_lm(path, net: ElmanRNN, vocab: Vocabulary, *, independent: bool = False
     """Write the model and its vocabulary to one .npz atomically (:func:`load_lm`);
     the file is also a plain model file for :func:`bptt.load`. independent: the
     model was trained with ``independent=True`` (stored as ``lm/independent``)."""
-    vocab = _check_vocab(vocab)
-    net = _check_lm(net, vocab)
+    vocab = check_vocab(vocab)
+    net = check_lm(net, vocab)
     independent = _check_flag("independent", independent)
-    arrays = net._to_arrays()
+    arrays = net.to_arrays()
     arrays.update({VOCAB_PREFIX + k: v for k, v in vocab.to_arrays().items()})
     arrays[INDEPENDENT_KEY] = np.array(independent)
     _io.save_arrays(path, arrays)
@@ -544,9 +543,9 @@ def load_lm(path, *, with_options: bool = False):
         vocab = Vocabulary.from_arrays(vocab_arrays)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} holds an invalid vocabulary: {exc}") from exc
-    net = ElmanRNN._from_arrays(arrays, path)
+    net = ElmanRNN.from_arrays(arrays, path)
     try:
-        _check_lm(net, vocab)
+        check_lm(net, vocab)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     if not with_options:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _online
-from .model import ACTIVATION_CODES
+from .engine import ACTIVATION_CODES
 
 ORDERS = {"rnnlm": _online.ORDER_RNNLM, "block": _online.ORDER_BLOCK}
 # words per kernel call: progress, Ctrl-C and the divergence check between calls
@@ -76,8 +76,8 @@ class OnlineTrainer:
                       for n in (H * O, O, H * self.C, self.C)]
         self.touched = np.zeros(max(self.C, 1) if block else 0, np.uint8)
         if self.C:
-            self.starts = np.asarray(net._class_starts, np.intp)
-            self.word_class = np.asarray(net._word_class, np.intp)
+            self.starts = np.asarray(net.engine.class_starts, np.intp)
+            self.word_class = np.asarray(net.engine.word_class, np.intp)
         else:
             self.starts = self.word_class = np.zeros(0, np.intp)
 
@@ -93,7 +93,7 @@ class OnlineTrainer:
         grad_W, grad_b_o, grad_W_c, grad_b_c = self.grads
         for start in range(0, n, CHUNK_WORDS):
             stop = min(n, start + CHUNK_WORDS)
-            with self.net._lock:        # the weights change: one caller at a time
+            with self.net.engine.lock:        # the weights change: one caller at a time
                 loss, done = self._train_chunk(inputs[start:stop], targets[start:stop],
                                                lr, stop == n)
             yield loss, done, stop - start

@@ -221,7 +221,7 @@ def _class_softmax(net: "ElmanRNN", params: dict, node, const) -> None:
     """Y = P(class(w)) * softmax within w's class of Z, for every word w, from the
     logits Z (T, B, n_out). Classes are contiguous id ranges; the maxima and sums
     over each class are ScatterElements reductions into (T, B, C)."""
-    word_class = const("word_class", net._word_class.astype(np.int64))
+    word_class = const("word_class", net.engine.word_class.astype(np.int64))
     node("MatMul", ["S", const("W_c", params["W_c"])], "SW_c")
     node("Add", ["SW_c", const("b_c", params["b_c"])], "Z_c")
     node("Softmax", ["Z_c"], "P_class", axis=-1)

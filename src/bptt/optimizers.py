@@ -27,7 +27,7 @@ __all__ = ["OPTIMIZERS", "Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", 
            "make_optimizer", "clip_by_value", "clip_by_global_norm", "add_l2"]
 
 
-def _check_lr(lr) -> float:
+def check_lr(lr) -> float:
     return check_real("lr", lr, low=0.0, low_open=True)
 
 
@@ -40,7 +40,7 @@ def _check_eps(value) -> float:
     return check_real("eps", value, low=0.0, low_open=True)
 
 
-def _scalar_state(state: Mapping, key: str, kind: str) -> np.ndarray:
+def scalar_state(state: Mapping, key: str, kind: str) -> np.ndarray:
     """state[key] as a 0-d array of the given dtype kind ('f', 'i' or 'b')."""
     value = np.asarray(state[key])
     kinds, word = {"f": ("f", "float"), "i": ("iu", "integer"), "b": ("b", "bool")}[kind]
@@ -85,7 +85,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _check_lr(value)
+        self._lr = check_lr(value)
 
     def hyper_parameters(self) -> dict:
         """Constructor arguments (current lr included): make_optimizer(name, **these)."""
@@ -186,7 +186,7 @@ class Optimizer:
         return {"lr": np.array(self.lr, np.float64)}
 
     def _load_scalars(self, state: Mapping) -> None:
-        self.lr = float(_scalar_state(state, "lr", "f"))
+        self.lr = float(scalar_state(state, "lr", "f"))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the state: "lr", scalars, and "<slot>/<param name>" arrays."""
@@ -394,7 +394,7 @@ class Adam(Optimizer):
         return {**super()._scalars(), "t": np.array(self.t, np.int64)}
 
     def _load_scalars(self, state: Mapping) -> None:
-        t = int(_scalar_state(state, "t", "i"))
+        t = int(scalar_state(state, "t", "i"))
         if t < 0:
             raise ValueError(f"state['t'] must be >= 0, got {t}")
         super()._load_scalars(state)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import io as _io
-from .lm import _check_lm, _check_vocab, load_lm, save_lm
+from .lm import check_lm, check_vocab, load_lm, save_lm
 from .model import ElmanRNN
 from .text import Vocabulary, class_bounds, frequency_classes
 
@@ -423,8 +423,8 @@ def to_rnnlm(net: ElmanRNN, vocab: Vocabulary, *, independent: bool = False,
     bptt's fresh state. independent: the model was trained that way (RNNLM then
     resets the state to ones: the ``</s>`` row of V absorbs the difference).
     """
-    vocab = _check_vocab(vocab)
-    net = _check_lm(net, vocab)
+    vocab = check_vocab(vocab)
+    net = check_lm(net, vocab)
     notes: list[str] = []
     if net.hidden != "sigmoid":
         raise ValueError(f"RNNLM's hidden layer is sigmoid; this model's is "

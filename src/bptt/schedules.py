@@ -17,7 +17,7 @@ import numpy as np
 
 from ._checks import check_choice, check_int
 from ._checks import check_real
-from .optimizers import _check_lr, _scalar_state
+from .optimizers import check_lr, scalar_state
 
 __all__ = ["SCHEDULES", "Schedule", "Constant", "StepDecay", "Exponential", "RNNLM",
            "make_schedule"]
@@ -32,7 +32,7 @@ class Schedule:
     def step(self, epoch: int, lr: float, valid_loss: float | None = None) -> tuple[float, bool]:
         """(lr for the next epoch, stop training?) after epoch `epoch` (from 0) ended."""
         epoch = check_int("epoch", epoch, minimum=0)
-        lr = _check_lr(lr)
+        lr = check_lr(lr)
         if valid_loss is not None:
             valid_loss = check_real("valid_loss", valid_loss, low=0.0)
         return self._next(epoch, lr, valid_loss)
@@ -149,12 +149,12 @@ class RNNLM(Schedule):
                 "stopped": np.array(self.stopped, np.bool_)}
 
     def _load(self, state: Mapping) -> None:
-        prev = float(_scalar_state(state, "prev_loss", "f"))
+        prev = float(scalar_state(state, "prev_loss", "f"))
         if not (math.isnan(prev) or math.isfinite(prev) and prev >= 0.0):
             raise ValueError(f"state['prev_loss'] must be a loss >= 0 or NaN (none yet), "
                              f"got {prev}")
-        halving = bool(_scalar_state(state, "halving", "b"))
-        stopped = bool(_scalar_state(state, "stopped", "b"))
+        halving = bool(scalar_state(state, "halving", "b"))
+        stopped = bool(scalar_state(state, "stopped", "b"))
         self.prev_loss = None if math.isnan(prev) else prev
         self.halving, self.stopped = halving, stopped
 

@@ -64,8 +64,8 @@ class SparseGrad:
         self.shape, self.axis = shape, axis
 
     @classmethod
-    def _trusted(cls, ids: np.ndarray, values: np.ndarray, shape: tuple,
-                 axis: int) -> "SparseGrad":
+    def unchecked(cls, ids: np.ndarray, values: np.ndarray, shape: tuple,
+                  axis: int) -> "SparseGrad":
         """No checks: for the kernels' own output (intp ids, contiguous values)."""
         self = cls.__new__(cls)
         self.ids, self.values, self.shape, self.axis = ids, values, shape, axis

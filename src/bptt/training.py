@@ -193,7 +193,7 @@ class History:
 
 
 @dataclass
-class _Settings:
+class UpdateSettings:
     """fit()'s validated options that the update step needs."""
     clip: float | None
     clip_norm: float | None
@@ -242,7 +242,7 @@ def _grads_finite(grads: dict) -> bool:
     return all(math.isfinite(sum_of_squares(g)) for g in grads.values())
 
 
-def _apply_update(params, grads, loss, n_sequences, opt, settings: _Settings,
+def _apply_update(params, grads, loss, n_sequences, opt, settings: UpdateSettings,
                   history: History, where: str) -> bool:
     """Scale, check, clip, decay and apply one gradient; False if it was skipped."""
     if not math.isfinite(loss) or not _grads_finite(grads):
@@ -300,7 +300,7 @@ def _step_grads(grads: dict, sparse: dict | None) -> dict:
     return {**grads, **sparse} if sparse else grads
 
 
-def _gradient_arrays(net, settings: _Settings, tokens: bool) -> dict:
+def _gradient_arrays(net, settings: UpdateSettings, tokens: bool) -> dict:
     """Arrays for the kernels' gradients: under comm, views into the flat buffer that
     one Allreduce per update sums over the ranks (those that may come sparse first:
     V with token inputs, W and b_o with a class-factorised softmax)."""
@@ -314,7 +314,7 @@ def _gradient_arrays(net, settings: _Settings, tokens: bool) -> dict:
 
 
 @contextmanager
-def _local(settings: _Settings) -> Iterator[bool]:
+def _local(settings: UpdateSettings) -> Iterator[bool]:
     """Local work of an update; yields whether to do it. Under comm an exception is
     kept for the next collective (every rank then raises), and a rank that failed
     does no more work."""
@@ -326,7 +326,7 @@ def _local(settings: _Settings) -> Iterator[bool]:
         yield group.error is None
 
 
-def _update(params, grads, sparse, loss, weight, n_sequences, opt, settings: _Settings,
+def _update(params, grads, sparse, loss, weight, n_sequences, opt, settings: UpdateSettings,
             history: History, where: str, steps: "_Steps") -> bool:
     """_apply_update, after summing the gradient over the ranks under comm (or, with
     average_every, the local update and every K updates a model average)."""
@@ -362,9 +362,9 @@ def _no_gradient(grads: dict, sparse: dict | None) -> None:
         sparse.clear()
 
 
-def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, epoch,
-               progress) -> tuple[float, float, int, int]:
-    params = net.parameters()
+def epochwise_pass(net, data: SequenceData, rng, tau: int, opt, settings, history,
+                   epoch, progress) -> tuple[float, float, int, int]:
+    params, engine = net.parameters(), net.engine
     grads = _gradient_arrays(net, settings,
                              data.batches_in_order()[0].inputs.tokens.size > 0)
     sparse: dict[str, SparseGrad] | None = {} if settings.sparse else None
@@ -384,12 +384,12 @@ def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, e
                 if batch is None:
                     _no_gradient(grads, sparse)
                 else:
-                    with net._kernel_section(batch.B):
+                    with engine.section(batch.B):
                         if decay is not None:       # the slices this batch reads, up to date
-                            decay.catch_up(params, net._read_slices(batch.inputs,
-                                                                    batch.targets))
-                        loss = net._loss_and_grad(batch.inputs, batch.targets,
-                                                  batch.weights, None, tau, grads, sparse)
+                            decay.catch_up(params, engine.read_slices(batch.inputs,
+                                                                      batch.targets))
+                        loss = engine.loss_and_grad(batch.inputs, batch.targets,
+                                                    batch.weights, None, tau, grads, sparse)
                     weight, n = float(batch.weights.sum()), batch.n_sequences
             applied = _update(params, grads, sparse, loss, weight, n, opt, settings,
                               history, f"epoch {epoch + 1}, batch {i + 1}", progress)
@@ -406,11 +406,11 @@ def _epochwise(net, data: SequenceData, rng, tau: int, opt, settings, history, e
     return loss_sum, weight_sum, sequences, steps
 
 
-def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, history, epoch,
-           progress) -> tuple[float, float, int, int]:
+def tbptt_pass(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, history,
+               epoch, progress) -> tuple[float, float, int, int]:
     """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout."""
     T, B, H = stream.T, stream.B, net.n_hidden
-    params = net.parameters()
+    params, engine = net.parameters(), net.engine
     grads = _gradient_arrays(net, settings, stream.inputs.tokens.size > 0)
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
@@ -435,22 +435,24 @@ def _tbptt(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, histor
                     block = stream.steps(t, stop)
                     window_len = min(k2, stop)
                     first = held + k - window_len           # window start within `states`
-                    with net._kernel_section(B):
+                    with engine.section(B):
                         if decay is not None:   # the slices this block reads, up to date
-                            decay.catch_up(params, net._read_slices(block.inputs,
-                                                                    block.targets))
+                            decay.catch_up(params, engine.read_slices(block.inputs,
+                                                                      block.targets))
                         new_states = states[held:held + k]
-                        net._forward_states(block.inputs, states[held - 1] if held else None,
-                                            new_states)
+                        engine.forward_states(block.inputs,
+                                              states[held - 1] if held else None,
+                                              new_states)
                         # the errors of the block's outputs enter the window's last k steps
-                        DH = net._workspace.get("DH", (window_len, B, H), net.dtype)
-                        loss = net._output_layer(new_states, block.targets, block.weights,
-                                                 grads, DH[window_len - k:].reshape(-1, H),
-                                                 sparse=sparse)
-                        net._hidden_backward(stream.steps(stop - window_len, stop).inputs,
-                                             states[first:held + k],
-                                             states[first - 1] if first else None,
-                                             k, tau, grads, DH, sparse)
+                        DH = engine.workspace.get("DH", (window_len, B, H), net.dtype)
+                        loss = engine.output_layer(new_states, block.targets,
+                                                   block.weights, grads,
+                                                   DH[window_len - k:].reshape(-1, H),
+                                                   sparse=sparse)
+                        engine.hidden_backward(stream.steps(stop - window_len, stop).inputs,
+                                               states[first:held + k],
+                                               states[first - 1] if first else None,
+                                               k, tau, grads, DH, sparse)
                     weight = float(block.weights.sum())
             applied = _update(params, grads, sparse, loss, weight, B if k else 0, opt,
                               settings, history, f"epoch {epoch + 1}, step {stop}",
@@ -483,8 +485,7 @@ def _online_epoch(trainer: OnlineTrainer, stream: Batch, opt, epoch,
         loss_sum += loss
         words += done
         if done < given:
-            for name, param in trainer.net.parameters().items():
-                param[...] = start[name]
+            trainer.net.set_parameters(start)
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch + 1}, step {words + 1}; training "
                 f"stopped with the weights of the start of epoch {epoch + 1}. Lower lr")
@@ -493,7 +494,7 @@ def _online_epoch(trainer: OnlineTrainer, stream: Batch, opt, epoch,
     return loss_sum, float(words), 1, words
 
 
-def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: _Settings,
+def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: UpdateSettings,
                      update_order: str, error_clip: float | None,
                      reset_token: int | None) -> OnlineSettings | None:
     """The online kernel's settings when it trains this fit, else None (the batched
@@ -557,8 +558,8 @@ def _valid_sums(net, valid: SequenceData, reset_token: int | None) -> tuple[floa
     total = 0.0
     for batch in valid.batches_in_order():
         batch = _reset_at(batch, reset_token)
-        with net._kernel_section(batch.B):
-            total += net._evaluate(batch.inputs, batch.targets, batch.weights, None)
+        with net.engine.section(batch.B):
+            total += net.engine.evaluate(batch.inputs, batch.targets, batch.weights, None)
     return total, valid.total_weight
 
 
@@ -764,7 +765,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
     tau = -1 if truncate is None else check_int("truncate", truncate, minimum=0)
-    settings = _Settings(
+    settings = UpdateSettings(
         clip=None if clip is None else check_real("clip", clip, low=0.0, low_open=True),
         clip_norm=None if clip_norm is None else check_real("clip_norm", clip_norm, low=0.0,
                                                             low_open=True),
@@ -876,11 +877,11 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                     loss_sum, weight_sum, sequences, n_steps = _online_epoch(
                         trainer, stream, opt, epoch, steps)
                 elif stream is not None and k1 is not None and k2 is not None:
-                    loss_sum, weight_sum, sequences, n_steps = _tbptt(
+                    loss_sum, weight_sum, sequences, n_steps = tbptt_pass(
                         net, stream, k1, k2, tau, opt, settings, history, epoch, steps)
                 else:
                     assert data is not None
-                    loss_sum, weight_sum, sequences, n_steps = _epochwise(
+                    loss_sum, weight_sum, sequences, n_steps = epochwise_pass(
                         net, data, rng if shuffle else None, tau, opt, settings, history,
                         epoch, steps)
             except _Interrupted:
@@ -966,7 +967,7 @@ def _distributed_config(net, opt: Optimizer, sched, options: dict) -> dict:
     return config
 
 
-def _global_epoch(net, settings: _Settings, valid_data, reset_token,
+def _global_epoch(net, settings: UpdateSettings, valid_data, reset_token,
                   interrupt: threading.Event, local: tuple) -> tuple:
     """Under comm, at the end of an epoch: the last model average (average_every),
     the validation sums of every rank's part, and the epoch's figures summed over
@@ -1038,8 +1039,7 @@ class _TrainingState:
 
     def restore_best(self) -> None:
         assert self.best_params is not None, "no best epoch yet"
-        for name, param in self.net.parameters().items():
-            param[...] = self.best_params[name]
+        self.net.set_parameters(self.best_params)
 
     def save(self, path) -> None:
         group = self.group
@@ -1053,7 +1053,7 @@ class _TrainingState:
         self._save(path, None)
 
     def _save(self, path, ranks: list | None) -> None:
-        arrays = self.net._to_arrays()
+        arrays = self.net.to_arrays()
         meta = {"history": self.history.as_dict(), "rng": self.rng.bit_generator.state,
                 "ranks": None if ranks is None else len(ranks),
                 "best_loss": self.best_loss if math.isfinite(self.best_loss) else None,
@@ -1090,7 +1090,7 @@ class _TrainingState:
     def _restore(self, path, arrays: dict) -> None:
         if "train/meta" not in arrays:
             raise ValueError(f"{path} holds a model but no training state to resume")
-        saved = type(self.net)._from_arrays(arrays, path)
+        saved = type(self.net).from_arrays(arrays, path)
         if saved.config() | {"seed": None} != self.net.config() | {"seed": None}:
             raise ValueError(f"{path} holds a different model: {saved.config()}")
         meta = _io.from_json_array(arrays["train/meta"], f"{path}: train/meta")
@@ -1098,8 +1098,7 @@ class _TrainingState:
                 None if self.sched is None else self.sched.name):
             raise ValueError(f"{path} was written with optimizer {meta['optimizer']!r} "
                              f"and schedule {meta['schedule']!r}; resume with the same")
-        for name, param in self.net.parameters().items():
-            param[...] = saved.parameters()[name]
+        self.net.set_parameters(saved.parameters())
         self.opt.load_state_dict(_prefixed(arrays, "train/optimizer/"))
         if self.sched is not None:
             self.sched.load_state_dict(_prefixed(arrays, "train/schedule/"))
