@@ -50,7 +50,8 @@ def team_threads(int n=0) -> int:
         n = bptt_max_threads()
     cdef int *marked = <int *> calloc(n, sizeof(int))
     cdef int *counted = <int *> calloc(n, sizeof(int))
-    cdef int tid = 0, i = 0, seen = 0, size = 0     # (initialised: firstprivate)
+    # set before the block: Cython copies them into each thread (firstprivate)
+    cdef int tid = 0, i = 0, seen = 0, size = n + 1
     if marked == NULL or counted == NULL:
         free(marked)
         free(counted)
@@ -63,8 +64,8 @@ def team_threads(int n=0) -> int:
         for i in range(n):
             seen = seen + marked[i]
         counted[tid] = seen if seen == bptt_team_size() else 0
-    for i in range(n):
-        if marked[i] and (size == 0 or counted[i] < size):
+    for i in range(n):             # thread 0 always runs: size ends <= n
+        if marked[i] and counted[i] < size:
             size = counted[i]
     free(marked)
     free(counted)
