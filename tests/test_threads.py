@@ -200,6 +200,22 @@ def test_set_num_threads_caps_the_team_from_every_thread(restored, blas_control)
         assert pool.submit(threads.team_size, *LARGE).result() == 1
 
 
+@needs_openmp
+def test_a_forked_process_runs_on_one_thread():
+    """libgomp hangs starting a team in a child forked after the parent's team ran;
+    the child's kernels get a team of one (timeout: the hang)."""
+    out = run_python("import os\nfrom bptt import _team, threads\n"
+                     "assert _team.team_threads(2) == 2 and threads.team_size(64, 1024) > 1\n"
+                     "pid = os.fork()\n"
+                     "if pid == 0:\n"
+                     "    n = threads.team_size(64, 1024)\n"
+                     "    print(n, _team.team_threads(n), flush=True)\n"
+                     "    os._exit(0)\n"
+                     "assert os.waitpid(pid, 0)[1] == 0\n",
+                     OMP_NUM_THREADS="2")
+    assert out.split() == ["1", "1"]
+
+
 def test_without_openmp_the_team_is_one_thread(monkeypatch):
     monkeypatch.setattr(threads, "_OPENMP", False)
     assert threads.team_size(*LARGE) == 1

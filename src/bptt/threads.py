@@ -44,6 +44,10 @@ thread for such a call; the team is one thread for it under any policy, so batch
 never runs slower for more threads. Larger problems get the pools' settings above,
 never more.
 
+**Forked processes** run their kernels on one thread: libgomp cannot start a team in a
+child forked from a process whose team has run (the child hangs), and the workers of a
+forked pool would oversubscribe the cores anyway.
+
 On x86-64 CPUs with AVX-512 the float32 kernels run their own products
 (``src/bptt/_packed.h``) instead of BLAS's whenever BLAS runs on one thread, or the
 model is small (B*H < 16384, where they beat 2-thread BLAS); in the second case the
@@ -54,6 +58,7 @@ threads.
 from __future__ import annotations
 
 import ctypes
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -66,6 +71,15 @@ _MULTI_THREAD_MIN_BH = 16384
 _OPENMP = _team.openmp_enabled()
 _fixed: int | None = None       # None: the auto policy; n: set_num_threads(n)
 _c_functions = None             # (set, get) through ctypes, found once
+_forked = False                 # this process is a fork (of one that imported bptt)
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _scipy_dirs() -> list[str]:
@@ -187,10 +201,11 @@ def single_threaded(B: int, H: int) -> bool:
 
 def team_size(B: int, H: int) -> int:
     """Threads of the kernels' own team for a call on B sequences of H hidden units:
-    1 for a small problem (single_threaded) or a build without OpenMP; otherwise the
+    1 for a small problem (single_threaded), a build without OpenMP or a forked
+    process; otherwise the
     team's setting in this thread (OMP_NUM_THREADS, threadpoolctl, set_num_threads),
     at most the set_num_threads count."""
-    if not _OPENMP or single_threaded(B, H):
+    if not _OPENMP or _forked or single_threaded(B, H):
         return 1
     n = _team.max_threads()
     return n if _fixed is None else min(n, _fixed)
