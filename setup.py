@@ -3,11 +3,17 @@
 Optimised (-O3) and portable by default, so wheels run on any CPU of their architecture.
 Set BPTT_NATIVE=1 when building from source to add -march=native for this machine only,
 and BPTT_SANITIZE=address for an AddressSanitizer build used by dev/asan-tests.sh.
+The kernels' thread team is OpenMP: the extensions in OPENMP get -fopenmp when the
+compiler builds and links a small OpenMP program with it (BPTT_OPENMP=0 skips that);
+without it they build single-threaded (src/bptt/_team.h).
 """
 import os
+import sys
+import tempfile
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 compile_args = ["-O3", "-fno-math-errno"]
 link_args = []
@@ -34,9 +40,61 @@ online = Extension(
     extra_link_args=link_args,
 )
 
+# the thread team's runtime as Python sees it (bptt.threads, the tests)
+team = Extension(
+    "bptt._team",
+    ["src/bptt/_team.pyx"],
+    depends=["src/bptt/_team.h"],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+OPENMP = {"bptt._kernels", "bptt._team"}
+OPENMP_PROBE = """#include <omp.h>
+int main(void) {
+    int n = 0;
+#pragma omp parallel reduction(+ : n)
+    n += omp_get_num_threads() > 0;
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def openmp_flags(compiler) -> list[str]:
+    """["-fopenmp"] when this compiler compiles and links OPENMP_PROBE with it, else []."""
+    if os.environ.get("BPTT_OPENMP") == "0":
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write(OPENMP_PROBE)
+        try:
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=["-fopenmp"])
+            compiler.link_executable(objects, "probe", output_dir=tmp,
+                                     extra_postargs=["-fopenmp"])
+        except Exception:          # CompileError, LinkError: no OpenMP here
+            return []
+    return ["-fopenmp"]
+
+
+class BuildExt(build_ext):
+    """build_ext that adds openmp_flags() to the extensions named in OPENMP."""
+
+    def build_extensions(self):
+        flags = openmp_flags(self.compiler)
+        print(f"bptt: OpenMP {'on (-fopenmp)' if flags else 'off: single-threaded team'}",
+              file=sys.stderr)
+        for ext in self.extensions:
+            if ext.name in OPENMP:
+                ext.extra_compile_args = ext.extra_compile_args + flags
+                ext.extra_link_args = ext.extra_link_args + flags
+        super().build_extensions()
+
+
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=cythonize(
-        [kernels, online],
+        [kernels, online, team],
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,

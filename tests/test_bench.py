@@ -94,12 +94,51 @@ def test_main_writes_json_and_table(tmp_path, capsys, monkeypatch):
     assert bench.main(["--quick", "--repeats", "2", "--no-torch", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert data["environment"]["threads"] == 1
+    assert data["environment"]["threads"] == [1]
     (row,) = data["rows"]
     assert row["vs_reference"] == pytest.approx(row["reference_ms"] / row["kernels_ms"])
     assert row["gflops"] == pytest.approx(row["gflop"] / (row["kernels_ms"] / 1e3))
     line = next(ln for ln in printed.splitlines() if ln.startswith("| B=2"))
     assert re.search(r"\| float32 \| [0-9.]+ \|", line)
+
+
+@pytest.fixture
+def restored_threads(monkeypatch):
+    """bench.main sets the process's thread counts (bptt's and NumPy's); put them back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(bptt.threads, "_fixed", bptt.threads._fixed)
+    with threadpoolctl.threadpool_limits(limits=None):
+        yield
+
+
+def test_threads_option_runs_every_count(tmp_path, capsys, monkeypatch, restored_threads):
+    monkeypatch.setattr(bench, "QUICK_GRID", TINY)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--repeats", "1", "--no-torch", "--no-reference",
+                       "--online", "no", "--threads", "1,2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["environment"]["threads"] == [1, 2]
+    assert [(r["case"], r["threads"]) for r in data["rows"]] == [
+        (bench.case_name(c), n) for n in (1, 2) for c in TINY]
+    assert printed.index("\n1 thread:") < printed.index("\n2 threads:") \
+        < printed.index("scaling with threads")
+    # the scaling table: a line per case, the speed-up the ratio of the printed times
+    scaling = printed[printed.index("| case | dtype | bptt ms, 1 thr"):].splitlines()
+    assert scaling[0].split(" | ")[2:5] == ["bptt ms, 1 thr", "bptt ms, 2 thr", "bptt ×2/1"]
+    for line, case in zip(scaling[2:], TINY):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == bench.case_name(case)
+        assert float(cells[4]) == pytest.approx(float(cells[2]) / float(cells[3]),
+                                                rel=2e-3, abs=6e-3)
+        assert cells[5:] == ["—", "—", "—"]          # no torch
+
+
+@pytest.mark.parametrize("bad", ["0", "1,1", "2,x", "", "1,-2"])
+def test_threads_option_refuses_bad_counts(bad, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--threads", bad])
+    assert "expected distinct thread counts >= 1" in capsys.readouterr().err
 
 
 def test_case_selects_rows_of_the_grid(capsys, monkeypatch):
@@ -119,24 +158,6 @@ def test_plot_writes_png(rows, tmp_path):
     path = tmp_path / "chart.png"
     assert bench.plot(rows, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_thread_setting_round_trips():
-    try:
-        before = bptt.get_num_threads()
-        bptt.set_num_threads(1)
-    except RuntimeError:
-        pytest.skip("no BLAS thread control on this platform")
-    try:
-        assert bptt.get_num_threads() == 1
-        with bptt.blas_threads(2):
-            assert bptt.get_num_threads() == 2
-        assert bptt.get_num_threads() == 1
-        with pytest.raises(ValueError):
-            bptt.set_num_threads(0)
-    finally:
-        bptt.set_num_threads(before)
-        bptt.set_num_threads(None)
 
 
 def test_sgd_update_kernel():

@@ -35,7 +35,7 @@ import numpy as np
 import scipy
 from scipy.linalg import blas as scipy_blas
 
-from . import __version__, _kernels, _online, reference, training
+from . import __version__, _kernels, _online, _team, reference, training
 from . import threads as _threads
 from .data import stream_batch
 from .model import ElmanRNN
@@ -270,11 +270,13 @@ def torch_step(net: ElmanRNN, X, D, threads: int) -> Callable[[], None] | None:
 
 
 def set_threads(threads: int) -> str:
-    """Set the kernels' BLAS threads (and NumPy's, for the reference); returns how."""
+    """Set the kernels' threads (their OpenMP team and BLAS; bptt.set_num_threads) and
+    NumPy's BLAS threads, for the reference; returns how."""
     threads_module_note = "no BLAS thread control found: threads left as configured"
+    team = "OpenMP team" if _team.openmp_enabled() else "no OpenMP (a team of 1)"
     try:
         _threads.set_num_threads(threads)
-        threads_module_note = f"{_threads.control_method()}: {threads} BLAS thread(s)"
+        threads_module_note = f"{_threads.control_method()}: BLAS; {team}"
     except RuntimeError:
         pass
     try:   # NumPy's own BLAS runs the reference; limit it alike
@@ -448,6 +450,30 @@ def footer(rows: list[Row]) -> str:
         "(above 1: bptt is faster); — where not measured.")
 
 
+def format_scaling(rows: list[Row]) -> str:
+    """The table after a run at several thread counts (every case at each): the ms
+    per step of bptt and PyTorch at each count, and their speed-ups from the first
+    count (their own time at the first count divided by that at the other)."""
+    counts = list(dict.fromkeys(r.threads for r in rows))
+    by_case: dict[tuple[str, str], dict[int, Row]] = {}
+    for r in rows:
+        by_case.setdefault((r.case, r.dtype), {})[r.threads] = r
+    head = (["case", "dtype"] + [f"bptt ms, {n} thr" for n in counts]
+            + [f"bptt ×{n}/{counts[0]}" for n in counts[1:]]
+            + [f"torch ms, {n} thr" for n in counts]
+            + [f"torch ×{n}/{counts[0]}" for n in counts[1:]])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (case, dtype), at in by_case.items():
+        cells = [case, dtype]
+        for times in ([at[n].kernels_ms for n in counts], [at[n].torch_ms for n in counts]):
+            first = times[0]
+            cells += [_fmt(ms, ".4g") for ms in times]
+            cells += [_fmt(None if first is None or ms is None else first / ms, ".2f")
+                      for ms in times[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -490,7 +516,9 @@ def plot(rows: list[Row], path: str, note: str = "") -> bool:
         fig = new_figure(path, (max(8.0, 2.4 * len(rows)), 5.2))
     except ImportError:
         return False
-    labels = [f"{r.case}\n{r.dtype}" for r in rows]
+    counts = list(dict.fromkeys(r.threads for r in rows))
+    labels = [f"{r.case}\n{r.dtype}" + (f", {r.threads} thr" if len(counts) > 1 else "")
+              for r in rows]
     series: list[tuple[str, list[float | None], dict]] = [
         ("bptt (Cython kernels)", [r.kernels_ms for r in rows], {}),
         ("NumPy reference", [r.reference_ms for r in rows], {}),
@@ -510,9 +538,9 @@ def plot(rows: list[Row], path: str, note: str = "") -> bool:
     ax.set_yscale("log")
     ax.margins(y=0.15)
     ax.set_ylabel("ms per training step, log scale (lower is better)")
-    threads = rows[0].threads if rows else 1
-    title = (f"bptt training step (forward + BPTT + SGD), {threads} BLAS "
-             f"thread{'s' if threads > 1 else ''}, median times")
+    title = (f"bptt training step (forward + BPTT + SGD), "
+             f"{', '.join(map(str, counts or [1]))} thread"
+             f"{'s' if counts != [1] else ''}, median times")
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
     # below the axes, where it hides no bar
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
@@ -522,7 +550,7 @@ def plot(rows: list[Row], path: str, note: str = "") -> bool:
     return True
 
 
-def environment(threads: int, thread_note: str) -> dict:
+def environment(threads: list[int], thread_note: str) -> dict:
     try:
         import torch
         torch_version = torch.__version__
@@ -542,13 +570,28 @@ def environment(threads: int, thread_note: str) -> dict:
             "openblas_core": cores, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
+def thread_counts(text: str) -> list[int]:
+    """--threads: one count or several, comma-separated ("1,2")."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or len(set(counts)) < len(counts):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct thread counts >= 1 separated by commas, got {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bptt.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="the two smallest cases, float32, few repeats (seconds)")
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    parser.add_argument("--threads", type=thread_counts, default=[1], metavar="N[,N...]",
+                        help="threads of the kernels (OpenMP team and BLAS), NumPy's BLAS "
+                             "and torch (default 1); several counts: the table at each, "
+                             "then the scaling, in one run")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per case")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the NumPy reference")
@@ -565,15 +608,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"only case N of the grid (1-{len(GRID)}, in the table's "
                              f"order); repeat for several")
     args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error("--threads must be >= 1")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
     if args.case and (args.quick or any(not 1 <= n <= len(GRID) for n in args.case)):
         parser.error(f"--case takes numbers from 1 to {len(GRID)}, without --quick")
 
-    thread_note = set_threads(args.threads)
+    thread_note = set_threads(args.threads[0])
     dtypes = [np.dtype(d) for d in (["float32", "float64"] if args.dtype == "both"
                                     else [args.dtype])]
     grid = QUICK_GRID if args.quick else GRID
@@ -588,17 +629,27 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda line: print(line, flush=True) if line.startswith("|")
            else print(f"# {line}", flush=True))
     rows: list[Row] = []
-    if args.online != "only":
+    for threads in args.threads if args.online != "only" else []:
+        set_threads(threads)
+        if len(args.threads) > 1:
+            print(f"\n{threads} thread{'s' if threads > 1 else ''}:")
         print(HEADER)
-        rows = run(grid, dtypes, args.threads, repeats, budget, not args.no_reference,
-                   not args.no_torch, log=log, profile=args.profile)
-        print("\n" + footer(rows))
+        table = run(grid, dtypes, threads, repeats, budget, not args.no_reference,
+                    not args.no_torch, log=log, profile=args.profile)
+        print("\n" + footer(table))
         if args.profile:
             print("\nms per step by phase (share of the step):")
-            print(format_profile(rows))
+            print(format_profile(table))
+        rows += table
+    if len(args.threads) > 1 and rows:
+        print("\nscaling with threads (ms per step; speed-up: time at "
+              f"{args.threads[0]} thread(s) / time at the count):")
+        print(format_scaling(rows))
     online_rows: list[OnlineRow] = []
     if args.online != "no" and not args.case:
-        print("\n" + ONLINE_HEADER)
+        set_threads(args.threads[0])
+        print(f"\nonline (batch 1) kernel, {args.threads[0]} thread(s):")
+        print(ONLINE_HEADER)
         online_rows = run_online(ONLINE_GRID[:1] if args.quick else ONLINE_GRID,
                                  20_000 if args.quick else 200_000, repeats, budget, log,
                                  args.profile)

@@ -1,27 +1,54 @@
-"""BLAS thread control for the kernels.
+"""Thread control of the kernels: their own OpenMP team and their BLAS.
 
-The kernels call BLAS through ``scipy.linalg.cython_blas``: with SciPy's wheels that
-is SciPy's own bundled OpenBLAS, a different library from NumPy's. Its thread count
-is what matters for bptt's speed, so this module sets it and nothing else.
+The kernels run on two pools of threads. The products they compute themselves are
+shared out between the threads of an OpenMP team (``src/bptt/_team.h``; ``bptt._team``
+is its runtime seen from Python); the others call BLAS through
+``scipy.linalg.cython_blas``, which with SciPy's wheels is SciPy's own bundled
+OpenBLAS, a different library from NumPy's. One number governs both:
 
-    bptt.set_num_threads(1)            # from now on
-    with bptt.blas_threads(2): ...     # for a block, then restored
+    bptt.set_num_threads(2)            # from now on: team and BLAS at 2 threads
+    with bptt.blas_threads(1): ...     # for a block, then restored
     bptt.get_num_threads()
 
-threadpoolctl is used when installed (and sees the same library, so
-``threadpoolctl.threadpool_limits`` works on bptt too); otherwise the library's
-``*openblas_set_num_threads*`` symbol is called through ctypes.
+**What sets the count.** Each pool has its own setting, and each of these writes it;
+the latest write holds:
 
-Default policy ("auto", measured on a 2-core machine, see bench/README.md): the
-kernels run a model with B*H < 16384 (e.g. batch 1, or 32 x 128) at 1 BLAS thread and
-larger ones at the library's own setting (OPENBLAS_NUM_THREADS, threadpoolctl, or all
-cores), never above it. At batch 1 a second thread gains nothing (the recursion is
-?gemv) and, when another process holds the other core, stalls a step 250-fold
-(0.14 -> 36 ms); at 32 x 128 it gains 1.7x on an idle machine but stalled steps for
-up to 2.5 s under such contention. ``set_num_threads(n)`` replaces the policy by a
-fixed count; ``set_num_threads(None)`` restores it.
+- ``bptt.set_num_threads(n)`` (and ``blas_threads(n)``): both pools at n, and the
+  automatic policy below off (``set_num_threads(None)`` turns it back on);
+- threadpoolctl: ``threadpool_limits(n, user_api="openmp")`` the team,
+  ``user_api="blas"`` BLAS, ``threadpool_limits(n)`` both. threadpoolctl sees the
+  OpenMP runtime once ``import bptt`` has loaded it (through ``bptt._team``);
+- at start-up, ``OMP_NUM_THREADS`` for the team and ``OPENBLAS_NUM_THREADS`` for BLAS;
+- otherwise every CPU the process may use.
 
-On x86-64 CPUs with AVX-512 the float32 kernels run their own single-threaded products
+The team's setting is OpenMP's default thread count, which the runtime keeps per
+calling thread: threadpoolctl's limits and ``OMP_NUM_THREADS`` apply to the Python
+thread that set them (and all threads at start-up), while a ``set_num_threads`` count
+caps the team from every thread. BLAS's count is one for the process. Without
+threadpoolctl, BLAS is set through the library's ``*openblas_set_num_threads*``
+symbol found with ctypes, and the team through ``bptt._team``.
+
+**Per call** (``ElmanRNN``'s kernel section): ``team_size(B, H)`` is the team for a
+batch of B sequences of H hidden units, and ``_enter`` / ``_leave`` hold BLAS at one
+thread while a team of more than one runs (its threads must not each start BLAS
+threads), restoring it afterwards. A build without OpenMP has a team of one thread
+and keeps BLAS's threads.
+
+**Small problems** (the automatic policy, measured on a 2-core machine, see
+bench/README.md): below B*H = 16384 (batch 1, or 32 x 128) the kernels run on one
+thread. At batch 1 a second thread gains nothing (the recursion is a matrix-vector
+product) and, when another process holds the other core, stalled a BLAS step 250-fold
+(0.14 -> 36 ms); at 32 x 128 it gained 1.7x on an idle machine but stalled steps for
+up to 2.5 s under such contention. Under the automatic policy BLAS is lowered to one
+thread for such a call; the team is one thread for it under any policy, so batch 1
+never runs slower for more threads. Larger problems get the pools' settings above,
+never more.
+
+**Forked processes** run their kernels on one thread: libgomp cannot start a team in a
+child forked from a process whose team has run (the child hangs), and the workers of a
+forked pool would oversubscribe the cores anyway.
+
+On x86-64 CPUs with AVX-512 the float32 kernels run their own products
 (``src/bptt/_packed.h``) instead of BLAS's whenever BLAS runs on one thread, or the
 model is small (B*H < 16384, where they beat 2-thread BLAS); in the second case the
 input and output layers' products and weight gradients stay with BLAS and its threads
@@ -31,16 +58,29 @@ threads.
 from __future__ import annotations
 
 import ctypes
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
+from . import _team
 
-# B*H below which the kernels run single-threaded under the auto policy
+# B*H below which the kernels run single-threaded (the small-problem rule above)
 _MULTI_THREAD_MIN_BH = 16384
+_OPENMP = _team.openmp_enabled()
 _fixed: int | None = None       # None: the auto policy; n: set_num_threads(n)
 _c_functions = None             # (set, get) through ctypes, found once
+_forked = False                 # this process is a fork (of one that imported bptt)
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):         # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _scipy_dirs() -> list[str]:
@@ -85,8 +125,8 @@ def _ctypes_lib():
     return None
 
 
-def get_num_threads() -> int | None:
-    """Threads of the kernels' BLAS (None when it cannot be queried)."""
+def _blas_threads() -> int | None:
+    """BLAS's thread count (None when it cannot be queried)."""
     libs = _threadpoolctl_libs()
     if libs:
         return libs[0].num_threads
@@ -94,11 +134,37 @@ def get_num_threads() -> int | None:
     return None if found is None else int(found[1]())
 
 
-def set_num_threads(n: int | None) -> int | None:
-    """Set the kernels' BLAS threads to n >= 1 (replacing the auto policy), or
-    None to return to the auto policy; returns the previous count (None: unknown).
+def _set_blas_threads(n: int) -> None:
+    """Set BLAS's thread count; RuntimeError when no way to control it was found."""
+    libs = _threadpoolctl_libs()
+    if libs:
+        for lib in libs:
+            lib.set_num_threads(n)
+        return
+    found = _ctypes_lib()
+    if found is None:
+        raise RuntimeError("could not find the BLAS library of scipy.linalg.cython_blas "
+                           "to set its threads; install threadpoolctl or set "
+                           "OPENBLAS_NUM_THREADS before starting Python")
+    found[0](n)
 
-    Raises RuntimeError when no way to control the library was found.
+
+def get_num_threads() -> int | None:
+    """The kernels' thread count: BLAS's, or the OpenMP team's when that is larger (the
+    two differ only when limited apart, e.g. by threadpoolctl with a user_api); None
+    when it cannot be queried."""
+    blas = _blas_threads()
+    if not _OPENMP:
+        return blas
+    return max(blas or 0, _team.max_threads())
+
+
+def set_num_threads(n: int | None) -> int | None:
+    """Run the kernels' OpenMP team and BLAS on n >= 1 threads from now on (replacing
+    the auto policy), or None to return to the auto policy; returns the previous
+    count (get_num_threads; None: unknown).
+
+    Raises RuntimeError, and changes nothing, when BLAS's threads cannot be controlled.
     """
     global _fixed
     if n is None:
@@ -106,36 +172,44 @@ def set_num_threads(n: int | None) -> int | None:
         return get_num_threads()
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1 or None, got {n!r}")
-    _fixed = n
     previous = get_num_threads()
-    libs = _threadpoolctl_libs()
-    if libs:
-        for lib in libs:
-            lib.set_num_threads(n)
-        return previous
-    found = _ctypes_lib()
-    if found is None:
-        raise RuntimeError("could not find the BLAS library of scipy.linalg.cython_blas "
-                           "to set its threads; install threadpoolctl or set "
-                           "OPENBLAS_NUM_THREADS before starting Python")
-    found[0](n)
+    _set_blas_threads(n)
+    _team.set_max_threads(n)
+    _fixed = n
     return previous
 
 
 @contextmanager
 def blas_threads(n: int) -> Iterator[None]:
-    """Run a block with n BLAS threads, then restore the previous count."""
-    previous = set_num_threads(n)
+    """Run a block with n threads (set_num_threads: the team and BLAS), then restore
+    both counts and the policy as they were."""
+    global _fixed
+    saved = _fixed, _blas_threads(), _team.max_threads()
+    set_num_threads(n)
     try:
         yield
     finally:
-        if previous is not None:
-            set_num_threads(previous)
+        _fixed, blas, team = saved
+        if blas is not None:
+            _set_blas_threads(blas)
+        _team.set_max_threads(team)
 
 
 def single_threaded(B: int, H: int) -> bool:
-    """Whether the auto policy runs a B x H model on 1 thread."""
+    """Whether the small-problem rule runs a B x H model on 1 thread."""
     return B * H < _MULTI_THREAD_MIN_BH
+
+
+def team_size(B: int, H: int) -> int:
+    """Threads of the kernels' own team for a call on B sequences of H hidden units:
+    1 for a small problem (single_threaded), a build without OpenMP or a forked
+    process; otherwise the
+    team's setting in this thread (OMP_NUM_THREADS, threadpoolctl, set_num_threads),
+    at most the set_num_threads count."""
+    if not _OPENMP or _forked or single_threaded(B, H):
+        return 1
+    n = _team.max_threads()
+    return n if _fixed is None else min(n, _fixed)
 
 
 def _functions() -> tuple:
@@ -146,27 +220,30 @@ def _functions() -> tuple:
     return _c_functions
 
 
-def _enter(B: int, H: int) -> tuple[int, bool]:
-    """Before a kernel call: apply the auto policy. Returns the count to restore
-    (0: nothing to restore) and whether BLAS now runs on one thread (False when
-    unknown). Cheap: one or two C calls."""
+def _enter(B: int, H: int, team: int = 1) -> tuple[int, bool]:
+    """Before a kernel call whose own team has `team` threads: hold BLAS at one
+    thread while a team of more than one runs, or for a small problem under the auto
+    policy. Returns the count to restore (0: nothing to restore) and whether BLAS
+    now runs on one thread (False when unknown). Cheap: one or two C calls."""
     functions = _functions()
     if not functions:
         return 0, False
     current = functions[1]()
-    if current <= 1 or _fixed is not None or not single_threaded(B, H):
+    hold = team > 1 or (_fixed is None and single_threaded(B, H))
+    if current <= 1 or not hold:
         return 0, current <= 1
     functions[0](1)
     return current, True
 
 
 def _leave(previous: int) -> None:
+    """After the kernel call: give BLAS back the count _enter returned."""
     if previous:                  # only after _enter found the functions
         _functions()[0](previous)
 
 
 def control_method() -> str:
-    """How threads are controlled here: 'threadpoolctl', 'ctypes' or 'none'."""
+    """How BLAS threads are controlled here: 'threadpoolctl', 'ctypes' or 'none'."""
     if _threadpoolctl_libs():
         return "threadpoolctl"
     return "ctypes" if _ctypes_lib() is not None else "none"
