@@ -20,7 +20,7 @@ if os.environ.get("BPTT_SANITIZE") == "address":
 kernels = Extension(
     "bptt._kernels",
     ["src/bptt/_kernels.pyx"],
-    depends=["src/bptt/_blas.pxd", "src/bptt/_packed.h",
+    depends=["src/bptt/_kernels.pxd", "src/bptt/_blas.pxd", "src/bptt/_packed.h",
              "src/bptt/_vecmath.h", "src/bptt/_vecmath_impl.h"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

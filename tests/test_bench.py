@@ -138,11 +138,11 @@ def test_thread_setting_round_trips():
         bptt.set_num_threads(None)
 
 
-def test_sgd_update_kernel():
-    p = np.arange(6, dtype=np.float32)
-    g = np.ones(6, np.float32)
-    _kernels.sgd_update(p, g, np.float32(0.5))
-    np.testing.assert_array_equal(p, np.arange(6, dtype=np.float32) - 0.5)
+def test_axpy_kernel():
+    y = np.arange(6, dtype=np.float32)
+    x = np.ones(6, np.float32)
+    _kernels.axpy(y, x, np.float32(-0.5))
+    np.testing.assert_array_equal(y, np.arange(6, dtype=np.float32) - 0.5)
 
 
 def test_vectorized_float32_paths_stay_accurate():

@@ -178,7 +178,7 @@ def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
     # flat views made once, as the training loop's dense update uses them
     flat = {name: (p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()}
     lr = net.dtype.type(LEARNING_RATE)
-    update = _kernels.sgd_update
+    update = lambda param, grad, lr: _kernels.axpy(param, grad, -lr)  # noqa: E731
     ws = net._workspace
 
     def apply() -> None:
