@@ -26,7 +26,8 @@ if os.environ.get("BPTT_SANITIZE") == "address":
 kernels = Extension(
     "bptt._kernels",
     ["src/bptt/_kernels.pyx"],
-    depends=["src/bptt/_blas.pxd", "src/bptt/_packed.h", "src/bptt/_vecmath.h"],
+    depends=["src/bptt/_kernels.pxd", "src/bptt/_blas.pxd", "src/bptt/_packed.h",
+             "src/bptt/_vecmath.h", "src/bptt/_vecmath_impl.h"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
 )
@@ -35,7 +36,8 @@ kernels = Extension(
 online = Extension(
     "bptt._online",
     ["src/bptt/_online.pyx"],
-    depends=["src/bptt/_online.h", "src/bptt/_online_impl.h", "src/bptt/_vecmath.h"],
+    depends=["src/bptt/_online.h", "src/bptt/_online_impl.h", "src/bptt/_vecmath.h",
+             "src/bptt/_vecmath_impl.h"],
     extra_compile_args=compile_args + ["-fopenmp-simd"],
     extra_link_args=link_args,
 )

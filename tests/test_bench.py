@@ -160,11 +160,12 @@ def test_plot_writes_png(rows, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_sgd_update_kernel():
-    p = np.arange(6, dtype=np.float32)
-    g = np.ones(6, np.float32)
-    _kernels.sgd_update(p, g, np.float32(0.5))
-    np.testing.assert_array_equal(p, np.arange(6, dtype=np.float32) - 0.5)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_kernel(dtype):
+    y = np.arange(6, dtype=dtype)
+    x = np.ones(6, dtype)
+    _kernels.axpy(y, x, dtype(-0.5))
+    np.testing.assert_array_equal(y, np.arange(6, dtype=dtype) - 0.5)
 
 
 def test_vectorized_float32_paths_stay_accurate():
@@ -187,6 +188,17 @@ def test_vectorized_float32_paths_stay_accurate():
     Y64, S64 = net64.forward(X)
     np.testing.assert_allclose(S32, S64, atol=2e-5)
     np.testing.assert_allclose(Y32.sum(-1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_keeps_a_nan_in_both_dtypes(dtype):
+    """One elementwise source for both dtypes: relu(NaN) is NaN (np.maximum's answer),
+    so a NaN weight shows in the states and outputs, not as a unit silently at 0."""
+    net = bptt.ElmanRNN(2, 17, 2, hidden="relu", dtype=dtype, seed=0)
+    net.V[0, 0] = np.nan
+    Y, S = net.forward(np.ones((3, 1, 2), dtype))
+    assert np.isnan(S[..., 0]).all() and np.isfinite(S[0, :, 1:]).all()   # then via U
+    assert np.isnan(Y).all()
 
 
 def test_the_table_footer_explains_its_columns(rows, capsys, monkeypatch):

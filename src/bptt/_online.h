@@ -37,10 +37,6 @@
 #include <string.h>
 #include "_vecmath.h"
 
-#ifndef BPTT_INLINE
-#define BPTT_INLINE static inline
-#endif
-
 #define BPTT_ORDER_RNNLM 0
 #define BPTT_ORDER_BLOCK 1
 

@@ -187,20 +187,8 @@ BPTT_INLINE double BPTT_SUFFIX(ol_softmax_delta)(Py_ssize_t n, const R *b, Py_ss
                                                  R *y)
 {
     Py_ssize_t k;
-    double total;
-    R top, net_target;
-#if BPTT_IS_FLOAT
-    top = bptt_add_bias_max_f(y, b, n);
-    net_target = y[target];
-    total = bptt_exp_sum_f(y, top, n);
-#else
-    for (k = 0; k < n; k++) y[k] += b[k];
-    top = y[0];
-    for (k = 1; k < n; k++) top = y[k] > top ? y[k] : top;
-    net_target = y[target];
-    total = 0;
-    for (k = 0; k < n; k++) { y[k] = exp(y[k] - top); total += y[k]; }
-#endif
+    R top = BPTT_SUFFIX(bptt_add_bias_max)(y, b, n), net_target = y[target];
+    double total = BPTT_SUFFIX(bptt_exp_sum)(y, top, n);
     {
         R inv = (R)(1.0 / total);
         for (k = 0; k < n; k++) y[k] *= inv;
@@ -216,32 +204,7 @@ BPTT_INLINE void BPTT_SUFFIX(ol_hidden)(const NET *net, Py_ssize_t x, const R *p
     const R *v = net->V + x * H;
     for (j = 0; j < H; j++) s[j] = v[j];
     BPTT_SUFFIX(ol_xA)(H, H, prev, net->U, H, s);
-#if BPTT_IS_FLOAT
-    bptt_activate_bias_f(net->act, s, net->b_h, 1, H);
-#else
-    for (j = 0; j < H; j++) {
-        R a = s[j] + net->b_h[j];
-        if (net->act == 2) a = tanh(a);
-        else if (net->act == 1) a = a >= 0 ? 1 / (1 + exp(-a)) : exp(a) / (1 + exp(a));
-        else if (net->act == 3) a = a > 0 ? a : 0;
-        s[j] = a;
-    }
-#endif
-}
-
-/* delta *= f'(net), written through s = f(net) */
-BPTT_INLINE void BPTT_SUFFIX(ol_derivative)(int act, Py_ssize_t H, const R *s, R *delta)
-{
-#if BPTT_IS_FLOAT
-    bptt_times_derivative_f(act, s, delta, H);
-#else
-    Py_ssize_t j;
-    for (j = 0; j < H; j++) {
-        if (act == 2) delta[j] *= 1 - s[j] * s[j];
-        else if (act == 1) delta[j] *= s[j] * (1 - s[j]);
-        else if (act == 3 && !(s[j] > 0)) delta[j] = 0;
-    }
-#endif
+    BPTT_SUFFIX(bptt_activate_bias)(net->act, s, net->b_h, 1, H);
 }
 
 /* The output layer for state s and target word d: returns -ln P(d | s) and writes the
@@ -308,7 +271,7 @@ BPTT_INLINE void BPTT_SUFFIX(ol_bptt)(NET *net, bptt_online_pos *pos, R decay)
                                                     : net->h0;
         delta = deltas + step * H;
         /* delta_h(t) = (e(t) + delta_h(t+1) U^T) * f'(net_h(t)) */
-        BPTT_SUFFIX(ol_derivative)(net->act, H, net->states + (t % ring) * H, delta);
+        BPTT_SUFFIX(bptt_times_derivative)(net->act, net->states + (t % ring) * H, delta, H);
         BPTT_SUFFIX(ol_axpy)(H, 1, delta, gb_h);
         /* -lr s(t-1), kept by unit for dU below */
         for (j = 0; j < H; j++) prevs[j * L + step] = -lr * prev[j];

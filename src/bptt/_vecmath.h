@@ -1,11 +1,19 @@
-/* Vectorized float32 elementwise math of bptt's kernels (exp, tanh, sigmoid, the
-   softmax's exp-sum, the hidden derivative) and a monotonic clock for --profile.
-   Shared by _kernels.pyx and _online.h. */
+/* Elementwise math of bptt's kernels, float32 and float64 from one source: the hidden
+   activation with its bias (eqs. 1, 13), its derivative (eq. 26), the softmax's pieces
+   (eq. 15), a scaling and Adam's step; and a monotonic clock for --profile. Shared by
+   _kernels.pyx (through _kernels.pxd) and _online.h.
+
+   Each pass is written once, in _vecmath_impl.h, over "lanes" of its element type, and
+   this header includes that body once per type:
+   - float32 lanes are 16-float vectors (GCC/Clang vector extensions, so that every
+     build vectorizes them: 4 SSE, 2 AVX2 or 1 AVX-512 register) with Cephes-style exp
+     and tanh (about 1 and 2 ulp), compiled once per x86-64 level (target_clones);
+   - float64 lanes are single doubles over the C library's exp and tanh, so float64
+     results are those of the NumPy reference to rounding.
+   A compiler without vector extensions (MSVC) gets single-float lanes over expf/tanhf.
+   Functions are named name_f (float) and name_d (double). */
 #ifndef BPTT_VECMATH_H
 #define BPTT_VECMATH_H
-/* Float32 elementwise passes of the kernels, written with GCC/Clang vector extensions
-   so that every compiler build vectorizes them (16 lanes: 4 SSE, 2 AVX2 or 1 AVX-512
-   register), compiled once per x86-64 level (target_clones) where that is supported. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #include <stdint.h>
 #include <string.h>
@@ -26,11 +34,23 @@
 /* each file that includes this header uses some of its functions, not all */
 #if defined(__GNUC__) || defined(__clang__)
 #define BPTT_UNUSED_OK __attribute__((unused))
+#define BPTT_INLINE static inline __attribute__((always_inline))
 #else
 #define BPTT_UNUSED_OK
+#define BPTT_INLINE static inline
 #endif
+
+/* sigmoid(x) = 1 / (1 + exp(-x)), eq. 13, through exp(-|x|), which cannot overflow */
+#define BPTT_SCALAR_SIGMOID(name, T, EXP)                                              \
+    BPTT_INLINE T name(T x)                                                            \
+    {                                                                                  \
+        T e;                                                                           \
+        if (x >= 0) { e = EXP(-x); return 1 / (1 + e); }                               \
+        e = EXP(x);                                                                    \
+        return e / (1 + e);                                                            \
+    }
+
 #if defined(__GNUC__) || defined(__clang__)
-#define BPTT_INLINE static inline __attribute__((always_inline))
 #define BPTT_L 16
 
 typedef float bptt_vf __attribute__((vector_size(4 * BPTT_L)));
@@ -83,7 +103,7 @@ BPTT_INLINE bptt_vf bptt_vtanh(bptt_vf x)
     return bptt_select(ax < 0.625f, small, big);
 }
 
-/* sigmoid(x) = 1 / (1 + exp(-x)) through e = exp(-|x|), which cannot overflow */
+/* sigmoid(x) through e = exp(-|x|), as BPTT_SCALAR_SIGMOID, without branches */
 BPTT_INLINE bptt_vf bptt_vsigmoid(bptt_vf x)
 {
     bptt_vf e = bptt_vexp((bptt_vf)((bptt_vi)x | (int32_t)0x80000000));
@@ -91,176 +111,47 @@ BPTT_INLINE bptt_vf bptt_vsigmoid(bptt_vf x)
     return bptt_select(x >= 0.0f, r, e * r);
 }
 
-BPTT_INLINE bptt_vf bptt_vact(int act, bptt_vf v)
-{
-    if (act == 2) return bptt_vtanh(v);
-    if (act == 1) return bptt_vsigmoid(v);
-    if (act == 3) return bptt_select(v > 0.0f, v, bptt_splat(0.0f));
-    return v;
-}
+/* float32: 16-lane vectors */
+#define BPTT_T float
+#define BPTT_V bptt_vf
+#define BPTT_W BPTT_L
+#define BPTT_LOAD(p) bptt_load(p)
+#define BPTT_STORE(p, v) bptt_store(p, v)
+#define BPTT_SPLAT(x) bptt_splat(x)
+#define BPTT_SELECT(mask, a, b) bptt_select(mask, a, b)
+#define BPTT_LANE(v, j) ((v)[j])
+#define BPTT_EXP(v) bptt_vexp(v)
+#define BPTT_TANH(v) bptt_vtanh(v)
+#define BPTT_SIGMOID(v) bptt_vsigmoid(v)
+#define BPTT_SQRT(x) sqrtf(x)
+#define BPTT_EXP_BLOCK 16      /* float partial sums of the softmax over <= 16 terms */
+#define BPTT_NAME(name) name##_f
+#include "_vecmath_impl.h"
 
-/* a[r, c] = f(a[r, c] + b[c]): act 0 linear, 1 sigmoid, 2 tanh, 3 relu */
-BPTT_CLONES BPTT_UNUSED_OK static void bptt_activate_bias_f(int act, float* a, const float* b,
-                                             Py_ssize_t rows, Py_ssize_t cols)
-{
-    Py_ssize_t r, c;
-    float tail[BPTT_L], tail_b[BPTT_L];
-    for (r = 0; r < rows; r++) {
-        float* row = a + r * cols;
-        for (c = 0; c + BPTT_L <= cols; c += BPTT_L)
-            bptt_store(row + c, bptt_vact(act, bptt_load(row + c) + bptt_load(b + c)));
-        if (c < cols) {
-            memset(tail, 0, sizeof tail);
-            memset(tail_b, 0, sizeof tail_b);
-            memcpy(tail, row + c, (cols - c) * sizeof(float));
-            memcpy(tail_b, b + c, (cols - c) * sizeof(float));
-            bptt_store(tail, bptt_vact(act, bptt_load(tail) + bptt_load(tail_b)));
-            memcpy(row + c, tail, (cols - c) * sizeof(float));
-        }
-    }
-}
-
-/* y += b (b may be NULL); returns max(y), n >= 1 */
-BPTT_CLONES BPTT_UNUSED_OK static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
-{
-    Py_ssize_t k;
-    int j;
-    float m_out;
-    bptt_vf m = bptt_splat(-INFINITY);
-    for (k = 0; k + BPTT_L <= n; k += BPTT_L) {
-        bptt_vf v = bptt_load(y + k);
-        if (b) v += bptt_load(b + k);
-        bptt_store(y + k, v);
-        m = bptt_select(v > m, v, m);
-    }
-    m_out = m[0];
-    for (j = 1; j < BPTT_L; j++) m_out = m[j] > m_out ? m[j] : m_out;
-    for (; k < n; k++) {
-        if (b) y[k] += b[k];
-        m_out = y[k] > m_out ? y[k] : m_out;
-    }
-    return m_out;
-}
-
-/* y = exp(y - shift) in place; returns the sum: float partial sums over at most 16
-   terms per lane, gathered in double (relative error of the sum ~ 1e-7) */
-BPTT_CLONES BPTT_UNUSED_OK static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
-{
-    Py_ssize_t k = 0, stop;
-    int j;
-    double total = 0;
-    while (k + BPTT_L <= n) {
-        bptt_vf part = bptt_splat(0.0f);
-        stop = k + 16 * BPTT_L < n ? k + 16 * BPTT_L : n;
-        for (; k + BPTT_L <= stop; k += BPTT_L) {
-            bptt_vf e = bptt_vexp(bptt_load(y + k) - shift);
-            bptt_store(y + k, e);
-            part += e;
-        }
-        for (j = 0; j < BPTT_L; j++) total += part[j];
-    }
-    if (k < n) {
-        float tail[BPTT_L];
-        for (j = 0; j < BPTT_L; j++) tail[j] = -INFINITY;
-        memcpy(tail, y + k, (n - k) * sizeof(float));
-        bptt_vf e = bptt_vexp(bptt_load(tail) - shift);
-        for (j = 0; j < n - k; j++) { y[k + j] = e[j]; total += e[j]; }
-    }
-    return total;
-}
-
-/* d *= f'(net) written through s = f(net): act 1 sigmoid s(1 - s), 2 tanh 1 - s^2,
-   3 relu [s > 0]; other act (linear) leaves d as it is */
-BPTT_CLONES BPTT_UNUSED_OK static void bptt_times_derivative_f(int act, const float* s, float* d,
-                                                Py_ssize_t n)
-{
-    Py_ssize_t i = 0;
-    if (act < 1 || act > 3) return;
-    for (; i + BPTT_L <= n; i += BPTT_L) {
-        bptt_vf v = bptt_load(s + i), g = bptt_load(d + i);
-        if (act == 2) g *= 1.0f - v * v;
-        else if (act == 1) g *= v * (1.0f - v);
-        else g = bptt_select(v > 0.0f, g, bptt_splat(0.0f));
-        bptt_store(d + i, g);
-    }
-    for (; i < n; i++) {
-        if (act == 2) d[i] *= 1.0f - s[i] * s[i];
-        else if (act == 1) d[i] *= s[i] * (1.0f - s[i]);
-        else if (!(s[i] > 0.0f)) d[i] = 0.0f;
-    }
-}
-
-/* out = alpha * y (out may be y) */
-BPTT_CLONES BPTT_UNUSED_OK static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
-{
-    Py_ssize_t k;
-    for (k = 0; k < n; k++) out[k] = alpha * y[k];
-}
-
-#else  /* no vector extensions (MSVC): plain loops over the C library's functions */
-static void bptt_activate_bias_f(int act, float* a, const float* b, Py_ssize_t rows,
-                                 Py_ssize_t cols)
-{
-    Py_ssize_t r, c;
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) {
-            float v = a[r * cols + c] + b[c];
-            if (act == 2) v = tanhf(v);
-            else if (act == 1) v = v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
-            else if (act == 3) v = v > 0 ? v : 0.0f;
-            a[r * cols + c] = v;
-        }
-}
-static float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n)
-{
-    Py_ssize_t k;
-    float m = -INFINITY;
-    for (k = 0; k < n; k++) { if (b) y[k] += b[k]; m = y[k] > m ? y[k] : m; }
-    return m;
-}
-static double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n)
-{
-    Py_ssize_t k;
-    double total = 0;
-    for (k = 0; k < n; k++) { y[k] = expf(y[k] - shift); total += y[k]; }
-    return total;
-}
-static void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n)
-{
-    Py_ssize_t k;
-    for (k = 0; k < n; k++) out[k] = alpha * y[k];
-}
-static void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_t n)
-{
-    Py_ssize_t i;
-    for (i = 0; i < n; i++) {
-        if (act == 2) d[i] *= 1.0f - s[i] * s[i];
-        else if (act == 1) d[i] *= s[i] * (1.0f - s[i]);
-        else if (act == 3 && !(s[i] > 0.0f)) d[i] = 0.0f;
-    }
-}
+#else  /* no vector extensions: float32 lanes are single floats over expf, tanhf */
+BPTT_SCALAR_SIGMOID(bptt_sigmoid_f, float, expf)
+#define BPTT_SCALAR_LANES 1
+#define BPTT_T float
+#define BPTT_EXP(v) expf(v)
+#define BPTT_TANH(v) tanhf(v)
+#define BPTT_SIGMOID(v) bptt_sigmoid_f(v)
+#define BPTT_SQRT(x) sqrtf(x)
+#define BPTT_EXP_BLOCK 1
+#define BPTT_NAME(name) name##_f
+#include "_vecmath_impl.h"
 #endif
 
-/* One Adam step on n contiguous entries, c = (beta1, 1 - beta1, beta2, 1 - beta2,
-   step_size, inv_sqrt_c2, eps), the operations of bptt._kernels._adam_piece in its
-   order; compiled per x86-64 level so that its square roots and divisions run on the
-   widest vectors (the lazy optimizers spend most of their update here) */
-BPTT_CLONES BPTT_UNUSED_OK static void bptt_adam_f(float *restrict theta, const float *restrict g,
-                                    float *restrict m, float *restrict v, Py_ssize_t n,
-                                    const float *c)
-{
-    const float beta1 = c[0], one_minus_beta1 = c[1], beta2 = c[2];
-    const float one_minus_beta2 = c[3], step_size = c[4], inv_sqrt_c2 = c[5], eps = c[6];
-    Py_ssize_t i;
-    for (i = 0; i < n; i++) {
-        float gi = g[i];
-        float mi = beta1 * m[i] + one_minus_beta1 * gi;
-        float vi = beta2 * v[i] + one_minus_beta2 * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
-        theta[i] -= step_size * (mi / (sqrtf(vi) * inv_sqrt_c2 + eps));
-    }
-}
+/* float64: single doubles over the C library (exact to rounding) */
+BPTT_SCALAR_SIGMOID(bptt_sigmoid_d, double, exp)
+#define BPTT_SCALAR_LANES 1
+#define BPTT_T double
+#define BPTT_EXP(v) exp(v)
+#define BPTT_TANH(v) tanh(v)
+#define BPTT_SIGMOID(v) bptt_sigmoid_d(v)
+#define BPTT_SQRT(x) sqrt(x)
+#define BPTT_EXP_BLOCK 1       /* the softmax's sum term by term, in order */
+#define BPTT_NAME(name) name##_d
+#include "_vecmath_impl.h"
 
 static inline double bptt_now(void)
 {

@@ -179,14 +179,15 @@ def kernels_step(net: ElmanRNN, X, D) -> KernelStep:
     # flat views made once, as the training loop's dense update uses them
     flat = {name: (p.reshape(-1), grads[name].reshape(-1)) for name, p in params.items()}
     lr = net.dtype.type(LEARNING_RATE)
-    update = _kernels.sgd_update
+    minus_lr = -lr
+    axpy = _kernels.axpy
     engine = net.engine
 
     def apply() -> None:
         for name, param in params.items():
             g = sparse.get(name)
             if g is None:
-                update(*flat[name], lr)
+                axpy(*flat[name], minus_lr)        # param += (-lr) grad, eq. 6
             else:
                 g.apply(_kernels.Update.SGD, param, coefficients=(lr,))
 

@@ -256,7 +256,7 @@ class SGD(Optimizer):
 
     def _update(self, name, theta, g, tmp, c) -> None:
         # θ -= lr·g, one BLAS axpy over the flat arrays
-        _kernels.sgd_update(theta.reshape(-1), g.reshape(-1), c(self.lr))
+        _kernels.axpy(theta.reshape(-1), g.reshape(-1), c(-self.lr))
 
 
 class Momentum(Optimizer):
@@ -534,9 +534,8 @@ def add_l2(grads: dict[str, np.ndarray | SparseGrad], params: dict[str, np.ndarr
                 g.apply(Update.ADD_L2, np.ascontiguousarray(theta), coefficients=(l2,))
             continue
         if theta.ndim >= 2 and l2 > 0.0:
-            # g += l2·θ: one BLAS axpy (sgd_update computes y -= a·x) on contiguous
-            # arrays, no temporary
+            # g += l2·θ: one BLAS axpy on contiguous arrays, no temporary
             if g.flags.c_contiguous and theta.flags.c_contiguous:
-                _kernels.sgd_update(g.reshape(-1), theta.reshape(-1), g.dtype.type(-l2))
+                _kernels.axpy(g.reshape(-1), theta.reshape(-1), g.dtype.type(l2))
             else:
                 g += g.dtype.type(l2) * theta

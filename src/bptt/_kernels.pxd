@@ -1,0 +1,194 @@
+# Declarations shared by the kernels of _kernels.pyx: the codes of the activations,
+# losses and sparse updates; the C headers (the own float32 products, the elementwise
+# passes); the elementwise passes and scalar functions for either element type; the
+# clock of --profile.
+from cython cimport floating
+from libc.math cimport exp, expf, log1p, log1pf, sqrt, sqrtf
+
+
+# ---------------------------------------------------------------- codes
+
+cpdef enum Activation:
+    LINEAR = 0
+    SIGMOID = 1
+    TANH = 2
+    RELU = 3
+    SOFTMAX = 4
+
+
+cpdef enum Loss:
+    SSE = 0
+    CROSS_ENTROPY = 1
+
+
+# What sparse_update does on each piece of theta, g and the optimizer's state arrays
+# s1, s2 (shaped like theta); c0, c1, ... are its coefficients.
+cpdef enum Update:
+    SGD = 0         # theta -= c0 g                                  (eq. 6)
+    ADD_L2 = 1      # g += c0 theta: the gradient of (c0/2)|theta|^2, into g
+    ADAGRAD = 2     # s1 += g^2;  theta -= (g / (sqrt(s1) + c1)) c0
+    MOMENTUM = 3    # s1 = c1 s1 + g;  theta -= s1 c0
+    NESTEROV = 4    # s1 = c1 s1 + g;  theta -= (c1 s1 + g) c0
+    RMSPROP = 5     # s1 = c1 s1 + c2 g^2;  theta -= (g / (sqrt(s1) + c3)) c0
+    ADAM = 6        # _adam with c = (beta1, 1 - beta1, ..., eps)
+    COPY = 7        # theta = g (scatters g into a dense array)
+
+
+# ---------------------------------------------------------------- C headers
+
+# The kernels' own float32 products: U packed once per call for the recursions, the
+# layer products and A^T B for the weight gradients (AVX-512 CPUs; see the header)
+cdef extern from "_packed.h":
+    Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n) noexcept nogil
+    void bptt_pack_f(const float* w, int k, int n, int ldw, int transpose,
+                     float* buffer) noexcept nogil
+    int bptt_packed_supported() noexcept nogil
+    void bptt_packed_matmul_f(int m, int n, int k, const float* a, Py_ssize_t lda,
+                              const float* buffer, float* c, Py_ssize_t ldc, int accumulate,
+                              int reverse) noexcept nogil
+    int BPTT_NR, BPTT_LAYER_CHUNK
+    Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
+    bint bptt_tn_suits(Py_ssize_t m, Py_ssize_t n) noexcept nogil
+    bint bptt_panels_fit(Py_ssize_t n) noexcept nogil
+    void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
+                          int accumulate, float* scratch) noexcept nogil
+
+
+# The elementwise passes, one C source for both types (vectorized float32, libm
+# float64; see the header), and a monotonic clock
+cdef extern from "_vecmath.h":
+    void bptt_activate_bias_f(int act, float* a, const float* b, Py_ssize_t rows,
+                              Py_ssize_t cols) noexcept nogil
+    void bptt_activate_bias_d(int act, double* a, const double* b, Py_ssize_t rows,
+                              Py_ssize_t cols) noexcept nogil
+    void bptt_times_derivative_f(int act, const float* s, float* d, Py_ssize_t n) noexcept nogil
+    void bptt_times_derivative_d(int act, const double* s, double* d,
+                                 Py_ssize_t n) noexcept nogil
+    float bptt_add_bias_max_f(float* y, const float* b, Py_ssize_t n) noexcept nogil
+    double bptt_add_bias_max_d(double* y, const double* b, Py_ssize_t n) noexcept nogil
+    double bptt_exp_sum_f(float* y, float shift, Py_ssize_t n) noexcept nogil
+    double bptt_exp_sum_d(double* y, double shift, Py_ssize_t n) noexcept nogil
+    void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n) noexcept nogil
+    void bptt_scale_d(const double* y, double alpha, double* out, Py_ssize_t n) noexcept nogil
+    void bptt_adam_f(float* theta, const float* g, float* m, float* v, Py_ssize_t n,
+                     const float* c) noexcept nogil
+    void bptt_adam_d(double* theta, const double* g, double* m, double* v, Py_ssize_t n,
+                     const double* c) noexcept nogil
+    double bptt_now() noexcept nogil
+
+
+# ---------------------------------------------------------------- elementwise, by type
+
+cdef inline void _activate(int act, floating* a, const floating* b, Py_ssize_t rows,
+                           Py_ssize_t cols) noexcept nogil:
+    """a = f(a + b) in place, row by row over a (rows, cols), b (cols,): eq. 1's bias
+    and activation (f: Activation's LINEAR, SIGMOID, TANH or RELU)."""
+    if floating is float:
+        bptt_activate_bias_f(act, a, b, rows, cols)
+    else:
+        bptt_activate_bias_d(act, a, b, rows, cols)
+
+
+cdef inline void _times_derivative(int act, const floating* s, floating* d,
+                                   Py_ssize_t n) noexcept nogil:
+    """d *= f'(net) over n entries, written through s = f(net) (erratum 4)."""
+    if floating is float:
+        bptt_times_derivative_f(act, s, d, n)
+    else:
+        bptt_times_derivative_d(act, s, d, n)
+
+
+cdef inline floating _add_bias_max(floating* y, const floating* b, Py_ssize_t n) noexcept nogil:
+    """y += b in place; returns max(y) (n >= 1)."""
+    if floating is float:
+        return bptt_add_bias_max_f(y, b, n)
+    else:
+        return bptt_add_bias_max_d(y, b, n)
+
+
+cdef inline double _exp_sum(floating* y, floating shift, Py_ssize_t n) noexcept nogil:
+    """y = exp(y - shift) in place; returns sum(y), accumulated in double."""
+    if floating is float:
+        return bptt_exp_sum_f(y, shift, n)
+    else:
+        return bptt_exp_sum_d(y, shift, n)
+
+
+cdef inline void _scale(const floating* y, floating alpha, floating* out,
+                        Py_ssize_t n) noexcept nogil:
+    """out = alpha y (out may be y)."""
+    if floating is float:
+        bptt_scale_f(y, alpha, out, n)
+    else:
+        bptt_scale_d(y, alpha, out, n)
+
+
+cdef inline void _adam(floating* theta, const floating* g, floating* m, floating* v,
+                       Py_ssize_t n, const floating* c) noexcept nogil:
+    """One Adam step on n contiguous entries, c its 7 coefficients (see adam_update)."""
+    if floating is float:
+        bptt_adam_f(theta, g, m, v, n, c)
+    else:
+        bptt_adam_d(theta, g, m, v, n, c)
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        a[i] = 0
+
+
+# ---------------------------------------------------------------- profile clock
+# With `python -m bptt.bench --profile` the kernels add the seconds they spend in each
+# phase (the .pyx's PROFILE_PHASES) to prof[phase]; the bench adds the update's. A
+# kernel starts a Clock and laps it where one phase ends and the next begins.
+
+cdef enum Phase:
+    FWD_REC = 0
+    BWD_REC = 1
+    GEMMS = 2
+    ELEMENTWISE = 3
+
+
+cdef struct Clock:
+    double* prof        # NULL: not profiling
+    double since        # when the current phase began
+
+
+cdef inline Clock _clock(double[::1] prof) noexcept:
+    """A clock that adds to prof; with prof None (or shorter than the phases) one
+    that does nothing."""
+    cdef Clock clock
+    clock.prof = &prof[0] if prof is not None and prof.shape[0] >= 4 else NULL
+    clock.since = bptt_now() if clock.prof != NULL else 0
+    return clock
+
+
+cdef inline void _lap(Clock* clock, Phase phase) noexcept nogil:
+    """The phase `phase` ends now: add its seconds to prof[phase] (when profiling)."""
+    cdef double now
+    if clock.prof != NULL:
+        now = bptt_now()
+        clock.prof[<int>phase] += now - clock.since
+        clock.since = now
