@@ -109,12 +109,14 @@ static inline int bptt_panels_fit(ptrdiff_t n)
 }
 
 /* The own A^T B reads its row tiles of A^T (6 adjacent columns of A) in place.
-   bptt_tn_suits says when it is the faster product (bench/README.md): for an A of at
+   bptt_tn_suits says where it is the faster product (bench/README.md): an A of at
    most BPTT_TN_MAX_M columns and a B of at most BPTT_TN_MAX_N columns whose width
-   wastes little of the panels. For a wider A the tiles' elements lie in rows far
-   apart (4 KiB apart for m = 1024, all in one L1 set) and BLAS was faster, also when
-   A was first copied into tiles (0.72-0.95x BLAS; removed); for a B over a
-   vocabulary BLAS was faster too (113 against 133-136 GFLOP/s). */
+   wastes little of the panels. For a wider A a tile's elements lie in rows far apart
+   (4 KiB apart for m = 1024), which share an L1 set: on an Intel Xeon (32 KiB L1)
+   that made the step at H = 1024 1.47x slower, and copying A into tiles first, which
+   fixed it there, ran at 0.72-0.95x BLAS on an AMD Zen 5 (48 KiB L1, where in place
+   ran at 1.0-1.5x BLAS, 1-2 % of the step), so a wide A goes to BLAS. A B over a
+   vocabulary does too (113 against 133-136 GFLOP/s). */
 static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n)
 {
     return m <= BPTT_TN_MAX_M && n <= BPTT_TN_MAX_N && bptt_panels_fit(n);
