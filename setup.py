@@ -51,6 +51,15 @@ team = Extension(
     extra_link_args=link_args,
 )
 
+# the products of _packed.h callable from Python, for the tests and bench/products.py
+products = Extension(
+    "bptt._products",
+    ["src/bptt/_products.pyx"],
+    depends=["src/bptt/_blas.pxd", "src/bptt/_packed.h"],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
 OPENMP = {"bptt._kernels", "bptt._team"}
 OPENMP_PROBE = """#include <omp.h>
 int main(void) {
@@ -96,7 +105,7 @@ class BuildExt(build_ext):
 setup(
     cmdclass={"build_ext": BuildExt},
     ext_modules=cythonize(
-        [kernels, online, team],
+        [kernels, online, team, products],
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,

@@ -1,15 +1,15 @@
 """The kernels' own float32 products (src/bptt/_packed.h) against BLAS and the reference.
 
 On a CPU with AVX-512 and one BLAS thread the float32 kernels keep a tied U packed
-for the recursions and compute dW, dU and dV with their own A^T B product. These
-tests run each problem through that path and through BLAS (the path float64,
-multi-threaded BLAS and other CPUs take) and compare both with the float64 reference.
-The shapes reach every branch: a single row (batch 1), partial row tiles, widths that
-are not a multiple of 64, more than one block of 128 rows, A wider than 256 columns
-(copied into row tiles), products whose C exceeds 1 MiB (blocks of up to 1024 or 512
-rows, groups of panels), layer matrices packed by chunks, widths left to BLAS (too much
-panel padding; A^T B of a wide A and one panel, or of a B wider than 1024), T = 1, h0,
-truncation and untied weights.
+for the recursions and compute dW, dU and dV with their own A^T B product where it
+suits the shape. These tests run each problem through that path and through BLAS (the
+path float64, multi-threaded BLAS and other CPUs take) and compare both with the
+float64 reference. The shapes reach every choice the kernels make: a single row (batch
+1), partial row tiles, widths that are not a multiple of 64, more than one block of 128
+rows, products whose C exceeds 1 MiB (blocks of up to 1024 rows, groups of panels),
+A^T B left to BLAS (an A wider than 256 columns, a B wider than 1024, widths that
+waste the panels), T = 1, h0, truncation and untied weights. tests/test_products.py
+checks the header's products themselves.
 """
 import numpy as np
 import pytest
@@ -27,12 +27,12 @@ SHAPES = [  # T, B, I, H, O
     (6, 7, 5, 64, 3),          # 7 rows: a full tile of 6 and a tile of 1
     (1, 4, 2, 20, 2),          # T = 1: no recurrent product
     (40, 5, 4, 130, 66),       # K = T*B = 200 > 128: two row blocks; 3 panels
-    (5, 3, 300, 40, 4),        # dV with A = X, 300 > 256 columns: A copied into tiles
-    (4, 2, 3, 260, 3),         # dU with 260 columns, U of 5 panels
-    (11, 100, 40, 300, 1100),  # C > 1 MiB: X V in groups; W packed by chunks of
-                               # 1024 columns (S W) and rows (dO W^T); dW in BLAS (n > 1024)
-    (11, 100, 40, 300, 1000),  # dW = A^T B with C > 1 MiB: blocks of 512, 512, 76 rows
-    (12, 50, 3, 300, 50),      # dW: A of 300 columns, one panel: BLAS; dU in 5 blocks
+    (5, 3, 300, 40, 4),        # dV with A = X, 300 > 256 columns: BLAS
+    (4, 2, 3, 260, 3),         # dU with 260 columns (BLAS), U of 5 panels
+    (11, 100, 40, 300, 1100),  # C > 1 MiB: the products of the input and output
+                               # layers; dW in BLAS (n > 1024)
+    (11, 100, 40, 300, 1000),  # the output layer with C > 1 MiB; dW in BLAS (m > 256)
+    (12, 50, 3, 300, 50),      # dW: A of 300 columns, one panel: BLAS
     (3, 2, 5, 100, 10),        # widths 100 and 10 waste panels: layer products in BLAS
 ]
 
