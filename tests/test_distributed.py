@@ -299,28 +299,41 @@ class _FakeComm:
 
 @pytest.mark.parametrize("eos", [None, 0])
 @pytest.mark.parametrize("batch", [1, 3, 4])
-def test_each_rank_builds_exactly_its_streams(tmp_path, eos, batch):
-    """lm.train's shard builder: rank r's streams are columns stream_shard(batch, r, P)
-    of the one-process streams, read from a memory-mapped .npy as from an array."""
+def test_each_rank_reads_exactly_its_streams(tmp_path, eos, batch):
+    """lm.train's shard: rank r's streams are columns stream_shard(batch, r, P) of the
+    one-process streams, read from a memory-mapped .npy as from an array, whole
+    (arrays()) or any window of steps at a time."""
     from bptt import lm
+    from bptt.data import StreamWindows
     ids = np.random.default_rng(0).integers(1, 7, size=103).astype(np.int32)
     np.save(tmp_path / "ids.npy", ids)
     mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
     X, D = lm._fresh_pairs("ids", ids.astype(np.int64), batch, eos)
+    T = X.shape[0]
+    net = bptt.ElmanRNN(7, 3, 7)
     for source in (ids, mapped):
-        whole = lm._shard_pairs(source, batch, eos, 7)
-        np.testing.assert_array_equal(whole[0], X)
-        np.testing.assert_array_equal(whole[1], D)
         for size in range(1, batch + 1):
             for rank in range(size):
                 part = stream_shard(batch, rank, size)
-                Xr, Dr = lm._shard_pairs(source, batch, eos, 7, _FakeComm(rank, size))
+                streams = lm._shard_streams(source, batch, eos, 7,
+                                            _FakeComm(rank, size) if size > 1 else None)
+                Xr, Dr = streams.arrays()
                 np.testing.assert_array_equal(Xr, X[:, part])
                 np.testing.assert_array_equal(Dr, D[:, part])
+                windows = StreamWindows(streams, net, None)
+                for start, stop in ((0, T), (0, 1), (3, 9), (T - 2, T), (1, 2)):
+                    window = windows.steps(start, stop)
+                    assert (window.T, window.B) == (stop - start, Xr.shape[1])
+                    np.testing.assert_array_equal(window.inputs.tokens,
+                                                  X[start:stop, part].reshape(-1))
+                    np.testing.assert_array_equal(window.targets.classes,
+                                                  D[start:stop, part].reshape(-1))
     with pytest.raises(ValueError, match="at least one per rank"):
-        lm._shard_pairs(ids, 2, eos, 7, _FakeComm(0, 3))
-    with pytest.raises(ValueError, match="ids outside"):
-        lm._shard_pairs(ids, batch, eos, 5)
+        lm._shard_streams(ids, 2, eos, 7, _FakeComm(0, 3))
+    where = int(np.flatnonzero(ids == 6)[0])
+    with pytest.raises(ValueError, match=rf"train_ids holds id 6 at position {where}, "
+                                         rf"outside \[0, 6\)"):
+        lm._shard_streams(ids, batch, eos, 6)
 
 
 @needs_mpi
