@@ -148,6 +148,32 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("name", ["tbptt_sgd", "tbptt_classes_adam", "tbptt_classes_sparse"])
+@pytest.mark.parametrize("flags", ["", "+eos+reset"])
+def test_two_ranks_train_from_a_mapped_file_as_from_memory(tmp_path, name, flags):
+    """Each rank reading its streams from a memory-mapped .npy, a window at a time
+    (MappedStreams), ends bit-identical to each rank holding the same streams in
+    memory, on every rank (with an end-of-sentence first input and resets too)."""
+    mapped, arrays = tmp_path / "mapped", tmp_path / "arrays"
+    mapped.mkdir(), arrays.mkdir()
+    run_scenario(name, mapped, "mapped" + flags)
+    run_scenario(name, arrays, "arrays" + flags)
+    (w_mapped, h_mapped), (w_arrays, h_arrays) = rank_results(mapped), rank_results(arrays)
+    assert_identical_ranks(w_mapped)
+    for key, value in w_arrays[0].items():
+        np.testing.assert_array_equal(w_mapped[0][key], value, err_msg=key)
+    for key in ("train_loss", "valid_loss"):
+        assert h_mapped[0][key] == h_arrays[0][key]
+
+
+@needs_mpi
+def test_resume_from_a_mapped_file_equals_uninterrupted_run(tmp_path):
+    """Two epochs from MappedStreams on two ranks, stop, resume to four: bit-identical
+    to four at once."""
+    assert_resumed_equals_whole("resume_adam", tmp_path, "mapped+eos")
+
+
+@needs_mpi
 def test_model_averaging_against_its_definition(tmp_path):
     """average_every=K with K the updates of an epoch (9 blocks of 5 steps): each
     rank trains one epoch alone from the common weights, then the weights are
@@ -281,6 +307,29 @@ def test_lm_train_with_a_failing_rank_ends_every_rank(tmp_path):
     proc = mpirun(["-c", code], timeout=FAULT_TIMEOUT)
     assert proc.returncode != 0
     assert "--train missing.txt: no such file" in proc.stderr
+
+
+@needs_mpi
+def test_lm_train_refuses_a_bad_id_in_one_ranks_stretch(tmp_path):
+    """An id outside the vocabulary in rank 1's stretch of a .npy: found while rank 1
+    checks its stretch, and every rank exits non-zero with the file and position."""
+    from conftest import grammar_text
+    train = tmp_path / "train.txt"
+    train.write_text(grammar_text(100, 0))
+    encoded = subprocess.run([sys.executable, "-m", "bptt", "lm", "encode", "--train",
+                              str(train), "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert encoded.returncode == 0, encoded.stderr
+    ids = np.load(tmp_path / "train.npy")
+    ids[ids.size * 3 // 4] = 10 ** 6
+    np.save(tmp_path / "bad.npy", ids)
+    proc = mpirun(["-m", "bptt", "lm", "train", "--train", str(tmp_path / "bad.npy"),
+                   "--vocab", str(tmp_path / "vocab.npz"), "--hidden", "4", "--batch", "4",
+                   "--optimizer", "adam", "--model", str(tmp_path / "m.npz")],
+                  timeout=FAULT_TIMEOUT)
+    assert proc.returncode != 0
+    assert f"bad.npy) holds id 1000000 at position {ids.size * 3 // 4}" in proc.stderr
+    assert not (tmp_path / "m.npz").exists()
 
 
 class _FakeComm:

@@ -269,11 +269,13 @@ class _MappedPages:
         self._map, self._stride = base, ids.strides[0]
 
     def release(self, start: int, stop: int) -> None:
-        """Give back the whole pages of the ids [start, stop)."""
+        """Give back the pages of the ids [start, stop): the page where they start
+        whole (the caller is done with the ids before start too), the page of stop
+        kept (it may be read next)."""
         if self._map is None or stop <= start:
             return
         page = mmap.PAGESIZE
-        first = -(-(self._start + start * self._stride) // page) * page
+        first = (self._start + start * self._stride) // page * page
         last = (self._start + stop * self._stride) // page * page
         if last > first:
             self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
@@ -404,10 +406,10 @@ class StreamWindows:
     def __init__(self, streams: MappedStreams, net, reset_token: int | None) -> None:
         if net.n_in < streams.size or net.output != "softmax" or \
                 net.n_out < streams.size:
-            raise ValueError(f"{streams.label} holds token ids below {streams.size}, for "
-                             f"a model with token inputs and a softmax over at least as "
-                             f"many classes; this one has n_in={net.n_in}, "
-                             f"n_out={net.n_out}, output={net.output!r}")
+            raise ValueError(f"{streams.label} holds token ids below {streams.size}, "
+                             f"which need a model with n_in >= {streams.size} and a "
+                             f"softmax output with n_out >= {streams.size}; this one has "
+                             f"n_in={net.n_in}, n_out={net.n_out}, output={net.output!r}")
         self.streams, self.reset_token = streams, reset_token
         self.T, self.B, self.n_sequences = streams.T, streams.B, streams.n_sequences
         self._rows = np.empty((0, net.n_in), net.dtype)
