@@ -44,7 +44,8 @@ import numpy as np
 from . import distributed as _distributed
 from . import io as _io
 from ._checks import check_choice, check_int, check_real, time_major
-from .data import Batch, MappedStreams, SequenceData, StreamWindows, stream_source, with_resets
+from .data import (Batch, MappedStreams, SequenceData, StreamWindows, stream_source,
+                   with_resets)
 from .engine import EVALUATION_ROWS
 from .online import OnlineSettings, OnlineTrainer
 from .optimizers import (SGD, Optimizer, add_l2, clip_by_global_norm, clip_by_value,
@@ -715,9 +716,8 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     every epoch. schedule: a learning-rate schedule name ("constant", "step",
     "exponential", "rnnlm") or Schedule; with "rnnlm", an epoch that does not
     improve the validation loss is undone (back to the best weights), as RNNLM
-    does. patience: stop after this
-    many epochs without a better validation loss; restore_best: end with the
-    weights of the best validation epoch.
+    does. patience: stop after this many epochs without a better validation loss;
+    restore_best: end with the weights of the best validation epoch.
     shuffle, seed: minibatch order (the same seed gives the same result).
     callbacks: functions f(net, history) called after each epoch; a True return
     stops training. verbose: True shows a progress line during each epoch and a
