@@ -489,6 +489,8 @@ def test_training_from_a_mapped_file_equals_training_from_memory(corpus, tmp_pat
 def test_perplexity_of_a_mapped_file_equals_that_of_the_ids_in_memory(trained, corpus,
                                                                       tmp_path, batch,
                                                                       independent):
+    """stream_nll, perplexity and dynamic_nll of a memory-mapped file equal those of
+    the same ids in memory, bit for bit."""
     net, vocab, _ = trained
     _, _, valid = corpus
     mapped = npy(tmp_path, "valid.npy", valid)
@@ -499,6 +501,9 @@ def test_perplexity_of_a_mapped_file_equals_that_of_the_ids_in_memory(trained, c
             lm.stream_nll(net, valid, batch, **kwargs)
     assert lm.perplexity(net, mapped, batch, vocab=vocab) == \
         lm.perplexity(net, valid, batch, vocab=vocab)
+    if batch == 1:          # dynamic evaluation reads the file into memory
+        assert lm.dynamic_nll(net, vocab, mapped, 0.05, independent=independent) == \
+            lm.dynamic_nll(net, vocab, valid, 0.05, independent=independent)
 
 
 def test_mapped_files_are_checked_while_read(corpus, tmp_path, monkeypatch):

@@ -307,7 +307,7 @@ def check_stream_length(name: str, n: int, n_streams: int, first: bool) -> None:
 
 class MappedStreams:
     """Parallel token streams cut from a 1-D id array, for TBPTT on corpora larger
-    than memory: ``fit(net, MappedStreams(...), None, k1=..., ...)`` reads a window
+    than memory: ``net.fit(MappedStreams(...), None, k1=..., ...)`` reads a window
     of steps at a time, so its memory is that of a window (a few k2 x B ids) plus
     what the operating system pages in of the file.
 

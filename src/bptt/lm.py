@@ -360,7 +360,9 @@ def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 1
     nats, tokens predicted) of a stream read from the fresh state while a copy of the
     model keeps training on it with online SGD in RNNLM's update order (bptt.online):
     learning rate lr, TBPTT(k1, k2), RNNLM's beta and gradient cutoff, each token
-    scored before the update it causes. net itself is left unchanged."""
+    scored before the update it causes. net itself is left unchanged. The online
+    kernel reads the stream from memory: memory-mapped ids are read in once, 8 bytes
+    per token."""
     vocab = check_vocab(vocab)
     net = check_lm(net, vocab)
     lr = check_real("lr", lr, low=0.0, low_open=True)
@@ -370,9 +372,13 @@ def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 1
     if error_clip is not None:
         error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
     restart = _restart_token(vocab, independent)
-    arr = check_token_ids("ids", ids, 1, net.n_in, 1)
-    check_known("ids", arr, vocab)
-    X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
+    if isinstance(ids, np.memmap):
+        X, D = MappedStreams(ids, 1, net.n_in, first=vocab.eos_id, name="ids").arrays()
+        check_known("ids", ids, vocab)
+    else:
+        arr = check_token_ids("ids", ids, 1, net.n_in, 1)
+        check_known("ids", arr, vocab)
+        X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
     learner = copy.deepcopy(net)
     trainer = OnlineTrainer(learner, OnlineSettings(
         "rnnlm", k1, k2, beta, error_clip or 0.0, -1 if restart is None else restart))
