@@ -260,7 +260,7 @@ class _MappedPages:
             if isinstance(base, np.memmap) and mode is None:
                 mode = base.mode
             base = base.base
-        if mode != "r" or not isinstance(base, mmap.mmap) or \
+        if mode != "r" or not isinstance(base, mmap.mmap) or ids.strides[0] <= 0 or \
                 not hasattr(mmap, "MADV_DONTNEED"):
             return
         view = np.frombuffer(base, np.uint8)         # where the map starts
