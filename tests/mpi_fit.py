@@ -4,6 +4,11 @@ Under mpiexec every rank runs `python tests/mpi_fit.py SCENARIO OUTDIR [EXTRA]`,
 builds the scenario's whole data, keeps its shard, fits with comm=MPI.COMM_WORLD and
 writes its weights to OUTDIR/rank<r>.npz (with the history in rank<r>.json). The
 tests call `scenario(name)` in one process to fit the whole data and compare.
+
+EXTRA "mapped" (TBPTT scenarios) trains on the same streams without the mask as
+bptt.data.MappedStreams of a memory-mapped 1-D .npy (stream b is column b of the
+scenario's ids), "arrays" on those streams read into memory; "+eos" adds an
+end-of-sentence first input (id 0), "+reset" resets the state at id 3.
 """
 from __future__ import annotations
 
@@ -22,6 +27,19 @@ V, H = 12, 6
 def _tokens(T: int, B: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.random.default_rng(seed).integers(0, V, size=(T + 1, B))
     return ids[:-1], ids[1:]
+
+
+def mapped_streams(X: np.ndarray, D: np.ndarray, out: str, rank: int, size: int,
+                   flags: set) -> bptt.data.MappedStreams:
+    """The streams of X, D (D one step ahead of X) as MappedStreams of a memory-mapped
+    1-D .npy of int32 ids, this rank's part of them ("eos" in flags: id 0 first)."""
+    ids = np.concatenate([X, D[-1:]])                  # (T + 1, B): column b is stream b
+    path = os.path.join(out, f"ids{rank}.npy")
+    np.save(path, ids.T.reshape(-1).astype(np.int32))
+    B = X.shape[1]
+    return bptt.data.MappedStreams(np.load(path, mmap_mode="r"), B, V,
+                                   first=0 if "eos" in flags else None,
+                                   part=stream_shard(B, rank, size))
 
 
 def scenario(name: str, rank: int | None = None, size: int = 1, extra: str = "") -> tuple:
@@ -90,7 +108,19 @@ def main() -> int:
     extra = sys.argv[3] if len(sys.argv) > 3 else ""
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    net, X, D, options = scenario(name, rank, size, extra)
+    flags = {"mapped", "arrays", "eos", "reset"} & set(extra.split("+"))
+    extra = "+".join(f for f in extra.split("+") if f not in flags)
+    net, X, D, options = scenario(name, None if flags else rank, size, extra)
+    if flags:                   # the whole streams, cut by MappedStreams
+        streams = mapped_streams(X, D, out, rank, size, flags)
+        X, D = (streams, None) if "mapped" in flags else streams.arrays()
+        del options["mask"]
+        if options["valid"] is not None:
+            vX, vD = options["valid"]
+            cols = stream_shard(vX.shape[1], rank, size)
+            options["valid"] = (vX[:, cols], vD[:, cols])
+        if "reset" in flags:
+            options["reset_token"] = 3
     if extra in ("rows", "dense"):
         import bptt.distributed
         bptt.distributed.SPARSE_EXCHANGE = extra

@@ -148,6 +148,32 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("name", ["tbptt_sgd", "tbptt_classes_adam", "tbptt_classes_sparse"])
+@pytest.mark.parametrize("flags", ["", "+eos+reset"])
+def test_two_ranks_train_from_a_mapped_file_as_from_memory(tmp_path, name, flags):
+    """Each rank reading its streams from a memory-mapped .npy, a window at a time
+    (MappedStreams), ends bit-identical to each rank holding the same streams in
+    memory, on every rank (with an end-of-sentence first input and resets too)."""
+    mapped, arrays = tmp_path / "mapped", tmp_path / "arrays"
+    mapped.mkdir(), arrays.mkdir()
+    run_scenario(name, mapped, "mapped" + flags)
+    run_scenario(name, arrays, "arrays" + flags)
+    (w_mapped, h_mapped), (w_arrays, h_arrays) = rank_results(mapped), rank_results(arrays)
+    assert_identical_ranks(w_mapped)
+    for key, value in w_arrays[0].items():
+        np.testing.assert_array_equal(w_mapped[0][key], value, err_msg=key)
+    for key in ("train_loss", "valid_loss"):
+        assert h_mapped[0][key] == h_arrays[0][key]
+
+
+@needs_mpi
+def test_resume_from_a_mapped_file_equals_uninterrupted_run(tmp_path):
+    """Two epochs from MappedStreams on two ranks, stop, resume to four: bit-identical
+    to four at once."""
+    assert_resumed_equals_whole("resume_adam", tmp_path, "mapped+eos")
+
+
+@needs_mpi
 def test_model_averaging_against_its_definition(tmp_path):
     """average_every=K with K the updates of an epoch (9 blocks of 5 steps): each
     rank trains one epoch alone from the common weights, then the weights are
@@ -283,6 +309,29 @@ def test_lm_train_with_a_failing_rank_ends_every_rank(tmp_path):
     assert "--train missing.txt: no such file" in proc.stderr
 
 
+@needs_mpi
+def test_lm_train_refuses_a_bad_id_in_one_ranks_stretch(tmp_path):
+    """An id outside the vocabulary in rank 1's stretch of a .npy: found while rank 1
+    checks its stretch, and every rank exits non-zero with the file and position."""
+    from conftest import grammar_text
+    train = tmp_path / "train.txt"
+    train.write_text(grammar_text(100, 0))
+    encoded = subprocess.run([sys.executable, "-m", "bptt", "lm", "encode", "--train",
+                              str(train), "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert encoded.returncode == 0, encoded.stderr
+    ids = np.load(tmp_path / "train.npy")
+    ids[ids.size * 3 // 4] = 10 ** 6
+    np.save(tmp_path / "bad.npy", ids)
+    proc = mpirun(["-m", "bptt", "lm", "train", "--train", str(tmp_path / "bad.npy"),
+                   "--vocab", str(tmp_path / "vocab.npz"), "--hidden", "4", "--batch", "4",
+                   "--optimizer", "adam", "--model", str(tmp_path / "m.npz")],
+                  timeout=FAULT_TIMEOUT)
+    assert proc.returncode != 0
+    assert f"bad.npy) holds id 1000000 at position {ids.size * 3 // 4}" in proc.stderr
+    assert not (tmp_path / "m.npz").exists()
+
+
 class _FakeComm:
     """Enough of a communicator for the data-sharding helpers (no collectives)."""
     Allreduce = allgather = Bcast = Abort = None
@@ -299,28 +348,41 @@ class _FakeComm:
 
 @pytest.mark.parametrize("eos", [None, 0])
 @pytest.mark.parametrize("batch", [1, 3, 4])
-def test_each_rank_builds_exactly_its_streams(tmp_path, eos, batch):
-    """lm.train's shard builder: rank r's streams are columns stream_shard(batch, r, P)
-    of the one-process streams, read from a memory-mapped .npy as from an array."""
+def test_each_rank_reads_exactly_its_streams(tmp_path, eos, batch):
+    """lm.train's shard: rank r's streams are columns stream_shard(batch, r, P) of the
+    one-process streams, read from a memory-mapped .npy as from an array, whole
+    (arrays()) or any window of steps at a time."""
     from bptt import lm
+    from bptt.data import StreamWindows
     ids = np.random.default_rng(0).integers(1, 7, size=103).astype(np.int32)
     np.save(tmp_path / "ids.npy", ids)
     mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
     X, D = lm._fresh_pairs("ids", ids.astype(np.int64), batch, eos)
+    T = X.shape[0]
+    net = bptt.ElmanRNN(7, 3, 7)
     for source in (ids, mapped):
-        whole = lm._shard_pairs(source, batch, eos, 7)
-        np.testing.assert_array_equal(whole[0], X)
-        np.testing.assert_array_equal(whole[1], D)
         for size in range(1, batch + 1):
             for rank in range(size):
                 part = stream_shard(batch, rank, size)
-                Xr, Dr = lm._shard_pairs(source, batch, eos, 7, _FakeComm(rank, size))
+                streams = lm._shard_streams(source, batch, eos, 7,
+                                            _FakeComm(rank, size) if size > 1 else None)
+                Xr, Dr = streams.arrays()
                 np.testing.assert_array_equal(Xr, X[:, part])
                 np.testing.assert_array_equal(Dr, D[:, part])
+                windows = StreamWindows(streams, net, None)
+                for start, stop in ((0, T), (0, 1), (3, 9), (T - 2, T), (1, 2)):
+                    window = windows.steps(start, stop)
+                    assert (window.T, window.B) == (stop - start, Xr.shape[1])
+                    np.testing.assert_array_equal(window.inputs.tokens,
+                                                  X[start:stop, part].reshape(-1))
+                    np.testing.assert_array_equal(window.targets.classes,
+                                                  D[start:stop, part].reshape(-1))
     with pytest.raises(ValueError, match="at least one per rank"):
-        lm._shard_pairs(ids, 2, eos, 7, _FakeComm(0, 3))
-    with pytest.raises(ValueError, match="ids outside"):
-        lm._shard_pairs(ids, batch, eos, 5)
+        lm._shard_streams(ids, 2, eos, 7, _FakeComm(0, 3))
+    where = int(np.flatnonzero(ids == 6)[0])
+    with pytest.raises(ValueError, match=rf"train_ids holds id 6 at position {where}, "
+                                         rf"outside \[0, 6\)"):
+        lm._shard_streams(ids, batch, eos, 6)
 
 
 @needs_mpi

@@ -448,3 +448,84 @@ def test_independent_tbptt_follows_a_transcription_block_by_block(corpus, indepe
         np.testing.assert_allclose(param, copy.parameters()[name], rtol=1e-12, atol=1e-14,
                                    err_msg=name)
     assert independent == bool(resets is not None and resets[1:].any())
+
+
+# ------------------------------------------------------------------ memory-mapped ids
+
+def npy(tmp_path, name: str, ids: np.ndarray) -> np.ndarray:
+    """ids written as int32 (as lm encode writes them) and memory-mapped."""
+    np.save(tmp_path / name, ids.astype(np.int32))
+    return np.load(tmp_path / name, mmap_mode="r")
+
+
+@pytest.mark.parametrize("batch, optimizer, independent, dtype", [
+    (3, "adam", False, "float32"), (4, "sgd", True, "float64"),
+    (1, "sgd", False, "float64"), (1, "adam", True, "float32")])
+def test_training_from_a_mapped_file_equals_training_from_memory(corpus, tmp_path, batch,
+                                                                 optimizer, independent,
+                                                                 dtype):
+    """lm.train on memory-mapped .npy files (training and validation) ends bit-identical
+    to lm.train on the same ids in memory: read a window at a time (batch > 1, or one
+    stream in the block order), or read whole for the online kernel's rnnlm order (one
+    stream with SGD)."""
+    vocab, train, valid = corpus
+    files = npy(tmp_path, "train.npy", train[:3000]), npy(tmp_path, "valid.npy", valid)
+    runs = []
+    for train_ids, valid_ids in (files, (train[:3000], valid)):
+        net = lm.build(vocab, 8, 4, dtype=dtype, seed=1)
+        history = lm.train(net, vocab, train_ids, valid_ids, batch=batch, epochs=3,
+                           optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.01,
+                           independent=independent)
+        runs.append((net.parameters(), history))
+    (mapped, mapped_history), (memory, history) = runs
+    for key, value in memory.items():
+        np.testing.assert_array_equal(mapped[key], value, err_msg=key)
+    assert mapped_history.train_loss == history.train_loss
+    assert mapped_history.valid_loss == history.valid_loss
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("independent", [False, True])
+def test_perplexity_of_a_mapped_file_equals_that_of_the_ids_in_memory(trained, corpus,
+                                                                      tmp_path, batch,
+                                                                      independent):
+    """stream_nll, perplexity and dynamic_nll of a memory-mapped file equal those of
+    the same ids in memory, bit for bit."""
+    net, vocab, _ = trained
+    _, _, valid = corpus
+    mapped = npy(tmp_path, "valid.npy", valid)
+    for kwargs in ({"vocab": vocab, "independent": independent}, {}):
+        if independent and not kwargs:
+            continue
+        assert lm.stream_nll(net, mapped, batch, **kwargs) == \
+            lm.stream_nll(net, valid, batch, **kwargs)
+    assert lm.perplexity(net, mapped, batch, vocab=vocab) == \
+        lm.perplexity(net, valid, batch, vocab=vocab)
+    if batch == 1:          # dynamic evaluation reads the file into memory
+        assert lm.dynamic_nll(net, vocab, mapped, 0.05, independent=independent) == \
+            lm.dynamic_nll(net, vocab, valid, 0.05, independent=independent)
+
+
+def test_mapped_files_are_checked_while_read(corpus, tmp_path, monkeypatch):
+    """A mapped file is scanned a chunk at a time: an id out of range is reported with
+    the file and its position, a text of unknown tokens is refused after the scan."""
+    monkeypatch.setattr(bptt.data, "ID_CHUNK", 64)
+    vocab, train, valid = corpus
+    net = lm.build(vocab, 4)
+    bad = train[:1000].copy()
+    bad[700] = len(vocab)
+    with pytest.raises(ValueError, match=rf"train_ids \(.*bad.npy\) holds id {len(vocab)} "
+                                         rf"at position 700"):
+        lm.train(net, vocab, npy(tmp_path, "bad.npy", bad), epochs=1, batch=2,
+                 schedule=None)
+    with pytest.raises(ValueError, match=rf"ids \(.*bad.npy\) holds id {len(vocab)} at "
+                                         rf"position 700"):
+        lm.perplexity(net, npy(tmp_path, "bad.npy", bad), vocab=vocab)
+    foreign = np.tile(vocab.encode("zebra gnu\nokapi\n"), 100)
+    with pytest.raises(ValueError, match="every token is unknown"):
+        lm.train(net, vocab, train[:100], npy(tmp_path, "foreign.npy", foreign), epochs=1)
+    with pytest.raises(ValueError, match="every token is unknown"):
+        lm.perplexity(net, npy(tmp_path, "foreign.npy", foreign), vocab=vocab)
+    one_known = foreign.copy()
+    one_known[-1] = vocab.encode("the")[0]
+    lm.check_known("ids", npy(tmp_path, "one.npy", one_known), vocab)

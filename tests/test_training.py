@@ -602,3 +602,196 @@ def test_history_table_shows_the_best_epoch_among_the_elided_ones():
         "1", "2", "3", "4", "5", "...", "15*", "...", "26", "27", "28", "29", "30"]
     assert lines[6] == "  ... 9 epochs ..." and lines[8] == "  ... 10 epochs ..."
     assert lines[-1] == "30.00 s in epochs (15.00 s validating), 0.00 s preparing the data"
+
+
+# ------------------------------------------------------------------ streams from a file
+
+def mapped_ids(tmp_path, n=403, V=12, seed=0, dtype=np.int32, name="ids.npy"):
+    """n random ids below V written to a .npy and memory-mapped, and the array."""
+    ids = np.random.default_rng(seed).integers(0, V, size=n).astype(dtype)
+    np.save(tmp_path / name, ids)
+    return np.load(tmp_path / name, mmap_mode="r"), ids
+
+
+def stream_pairs(ids, B, first):
+    """Inputs and targets (T, B) of the streams MappedStreams cuts, built by hand."""
+    L = ids.size // B
+    streams = ids[:B * L].astype(np.int64).reshape(B, L).T
+    if first is not None:
+        streams = np.concatenate([np.full((1, B), first), streams])
+    return streams[:-1], streams[1:]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("first, reset", [(None, None), (0, None), (0, 0), (None, 5)])
+def test_mapped_streams_train_as_the_same_streams_in_memory(tmp_path, monkeypatch, dtype,
+                                                            optimizer, first, reset):
+    """fit on MappedStreams of a memory-mapped .npy (windows read one at a time, pages
+    given back every few steps) ends with the weights, losses and validation losses of
+    fit on the same streams as arrays, bit for bit (with an end-of-sentence first
+    input, a reset token, a class softmax and sparse gradients)."""
+    monkeypatch.setattr(bptt.data, "RELEASE_STEPS", 8)
+    mapped, ids = mapped_ids(tmp_path)
+    valid_mapped, valid_ids = mapped_ids(tmp_path, n=57, seed=1, name="valid.npy")
+    options = dict(epochs=3, lr=0.05 if optimizer == "sgd" else 0.01, optimizer=optimizer,
+                   k1=4, k2=7, clip_norm=2.0, reset_token=reset, schedule="rnnlm")
+    runs = []
+    for source in ("file", "memory"):
+        net = bptt.ElmanRNN(12, 6, 12, dtype=dtype, seed=3, classes=[0, 2, 5, 12])
+        if source == "file":
+            X, D = bptt.data.MappedStreams(mapped, 3, 12, first=first), None
+            valid = bptt.data.MappedStreams(valid_mapped, 2, 12, first=first)
+        else:
+            X, D = stream_pairs(ids, 3, first)
+            valid = stream_pairs(valid_ids, 2, first)
+        runs.append((net, net.fit(X, D, valid=valid, **options)))
+    (mapped_net, mapped_history), (net, history) = runs
+    assert_params_equal(mapped_net.parameters(), net.parameters())
+    assert mapped_history.train_loss == history.train_loss
+    assert mapped_history.valid_loss == history.valid_loss
+    assert mapped_history.steps_per_second and len(mapped_history) == len(history)
+
+
+def test_mapped_streams_of_one_stream_take_the_batched_path(tmp_path):
+    """One stream with SGD: arrays go to the online kernel, MappedStreams (which it
+    cannot read) to the batched path, which makes the same updates to rounding; the
+    online kernel's own order refuses MappedStreams."""
+    mapped, ids = mapped_ids(tmp_path, n=200)
+    nets = [bptt.ElmanRNN(12, 6, 12, dtype="float64", seed=3) for _ in range(2)]
+    nets[0].fit(bptt.data.MappedStreams(mapped, 1, 12, first=0), None, epochs=2, lr=0.1,
+                k1=5, k2=8)
+    nets[1].fit(*stream_pairs(ids, 1, 0), epochs=2, lr=0.1, k1=5, k2=8)
+    for key, value in nets[1].parameters().items():
+        np.testing.assert_allclose(nets[0].parameters()[key], value, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="update_order='rnnlm'.*needs the stream in memory"):
+        nets[0].fit(bptt.data.MappedStreams(mapped, 1, 12), None, epochs=1, lr=0.1, k1=5,
+                    update_order="rnnlm")
+
+
+def test_mapped_streams_resume_to_the_uninterrupted_weights(tmp_path):
+    """Two epochs with a checkpoint, then resumed to four, from MappedStreams: the
+    weights of four epochs at once, bit for bit."""
+    mapped, _ = mapped_ids(tmp_path)
+    streams = bptt.data.MappedStreams(mapped, 4, 12, first=0)
+    options = dict(lr=0.01, optimizer="adam", k1=4, k2=6, reset_token=0)
+    whole = bptt.ElmanRNN(12, 6, 12, dtype="float64", seed=2)
+    whole.fit(streams, None, epochs=4, **options)
+    parts = bptt.ElmanRNN(12, 6, 12, dtype="float64", seed=2)
+    checkpoint = tmp_path / "run.npz"
+    parts.fit(streams, None, epochs=2, checkpoint=checkpoint, **options)
+    resumed = bptt.ElmanRNN(12, 6, 12, dtype="float64", seed=9)
+    history = resumed.fit(streams, None, epochs=4, checkpoint=checkpoint, resume=True,
+                          **options)
+    assert len(history) == 4
+    assert_params_equal(resumed.parameters(), whole.parameters())
+
+
+def test_mapped_streams_refuse_bad_files(tmp_path, monkeypatch):
+    """Ids of the wrong dtype or rank, out of range (found while reading the file a
+    chunk at a time: the error names the file and the position), too few, and parts
+    that are no streams."""
+    MappedStreams = bptt.data.MappedStreams
+    np.save(tmp_path / "floats.npy", np.zeros(50))
+    with pytest.raises(TypeError, match=r"ids \(.*floats.npy\) must hold integer token ids"):
+        MappedStreams(np.load(tmp_path / "floats.npy", mmap_mode="r"), 2, 12)
+    np.save(tmp_path / "square.npy", np.zeros((5, 5), np.int32))
+    with pytest.raises(ValueError, match=r"train_ids \(.*square.npy\) must be 1-D"):
+        MappedStreams(np.load(tmp_path / "square.npy", mmap_mode="r"), 2, 12,
+                      name="train_ids")
+    monkeypatch.setattr(bptt.data, "ID_CHUNK", 16)
+    ids = np.random.default_rng(0).integers(0, 12, size=100).astype(np.int32)
+    ids[[77, 90]] = 12
+    ids[95] = -1
+    np.save(tmp_path / "bad.npy", ids)
+    bad = np.load(tmp_path / "bad.npy", mmap_mode="r")
+    with pytest.raises(ValueError, match=r"ids \(.*bad.npy\) holds id 12 at position 77, "
+                                         r"outside \[0, 12\)"):
+        MappedStreams(bad, 2, 12)
+    with pytest.raises(ValueError, match="holds id -1 at position 95"):
+        MappedStreams(bad, 2, 13)
+    # only the stretch of the streams held is read: rank 0 of 2 holds ids[0:50]
+    assert MappedStreams(bad, 2, 12, part=slice(0, 1)).B == 1
+    with pytest.raises(ValueError, match="too short for batch=60: each stream needs at "
+                                         "least 2 tokens, got 100"):
+        MappedStreams(bad, 60, 13)
+    with pytest.raises(ValueError, match="part must be a non-empty contiguous slice"):
+        MappedStreams(bad, 2, 13, part=slice(2, 3))
+    with pytest.raises(ValueError, match="first must be a token id below size=13"):
+        MappedStreams(bad, 2, 13, first=13)
+
+
+def test_mapped_streams_refuse_what_does_not_apply(tmp_path):
+    mapped, _ = mapped_ids(tmp_path)
+    streams = bptt.data.MappedStreams(mapped, 2, 12)
+    net = bptt.ElmanRNN(12, 4, 12)
+    for kwargs, error, match in [
+            (dict(), ValueError, "MappedStreams, parallel streams for TBPTT: give k1"),
+            (dict(k1=3, batch_first=True), TypeError, "batch_first applies to arrays"),
+            (dict(k1=3, mask=np.ones((200, 2))), TypeError, "pass D=None and no mask"),
+            (dict(k1=3, valid=streams, batch_first=True), TypeError,
+             "valid is a MappedStreams, read stream by stream"),
+            (dict(valid=streams, batch_size=2), ValueError, "valid is a MappedStreams")]:
+        X = streams if "valid" not in kwargs else np.zeros((5, 2), int)
+        with pytest.raises(error, match=match):
+            net.fit(X, None if X is streams else X, epochs=1, lr=0.1, **kwargs)
+    with pytest.raises(TypeError, match="pass D=None"):
+        net.fit(streams, np.zeros((200, 2), int), epochs=1, lr=0.1, k1=3)
+    for other in (bptt.ElmanRNN(11, 4, 12), bptt.ElmanRNN(12, 4, 12, output="sigmoid")):
+        with pytest.raises(ValueError, match=r"ids \(.*ids.npy\) holds token ids below "
+                                             r"12, which need a model with n_in >= 12"):
+            other.fit(streams, None, epochs=1, lr=0.1, k1=3)
+
+
+def mapping_resident_kib(array) -> int:
+    """Resident KiB of the file mapping behind a memory-mapped array (Linux smaps)."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                inside = start <= address < end
+            elif inside and fields[0] == "Rss:":
+                return int(fields[1])
+    raise AssertionError("mapping not found")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"),
+                    reason="reads Linux's /proc/self/smaps")
+def test_reading_a_mapped_file_gives_its_pages_back(tmp_path):
+    """Checking the ids of a 32 MiB file and a pass through its two streams keep little
+    of it resident in the process (the file cache keeps it): the pages of the current
+    positions (the kernel maps files in folios of up to 2 MiB) and at most
+    RELEASE_STEPS ids behind each."""
+    mapped, ids = mapped_ids(tmp_path, n=8 << 20, V=50)
+    total = mapped.nbytes // 1024
+    np.asarray(mapped).sum()                       # every page read: all resident
+    assert mapping_resident_kib(mapped) > total * 0.9
+    streams = bptt.data.MappedStreams(mapped, 2, 50)      # reads every id, in chunks
+    assert mapping_resident_kib(mapped) < total // 3
+    windows = bptt.data.StreamWindows(streams, bptt.ElmanRNN(50, 4, 50), None)
+    T = streams.T
+    for start in range(0, T, 4096):
+        stop = min(start + 4096, T)
+        window = windows.steps(start, stop)
+        np.testing.assert_array_equal(window.inputs.tokens[::2], ids[start:stop])
+        if start % (1 << 20) == 0:
+            assert mapping_resident_kib(mapped) < total // 3
+    assert mapping_resident_kib(mapped) < total // 3
+
+
+def test_stream_sums_equal_evaluate_on_the_same_streams(tmp_path):
+    """The loss of MappedStreams read window by window (several windows: a large
+    vocabulary) is ElmanRNN.evaluate's on the same streams in memory, bit for bit."""
+    V = 3000
+    mapped, ids = mapped_ids(tmp_path, n=5000, V=V)
+    net = bptt.ElmanRNN(V, 8, V, seed=1)
+    for first, reset in ((None, None), (7, 7)):
+        streams = bptt.data.MappedStreams(mapped, 3, V, first=first)
+        total, n = bptt.training.stream_sums(net, bptt.data.StreamWindows(streams, net,
+                                                                            reset))
+        X, D = stream_pairs(ids, 3, first)
+        assert n == D.size
+        assert total == net.evaluate(X, D, resets=None if reset is None else X == reset)

@@ -171,7 +171,7 @@ def _token_ids(vocab: Vocabulary, path: str, option: str, scored: bool = False):
     if scored:
         if ids.size == 0:
             raise ValueError(f"{option} {path} holds no tokens")
-        lm.check_known(f"{option} {path}", np.asarray(ids), vocab)
+        lm.check_known(f"{option} {path}", ids, vocab)
     return ids
 
 

@@ -43,11 +43,13 @@ from typing import Callable, Iterable, Literal, Sequence, overload
 import numpy as np
 
 from . import io as _io
-from ._checks import check_int, check_real, check_token_array, check_token_ids
+from ._checks import check_int, check_real, check_token_ids
+from .data import MappedStreams, StreamWindows, check_stream_length, id_chunks
 from .model import ElmanRNN
 from .online import OnlineSettings, OnlineTrainer
 from .text import Vocabulary, batchify, class_bounds, frequency_classes, lm_pairs
 from .threads import blas_threads
+from .training import stream_sums
 
 __all__ = ["build", "train", "default_update_order", "rnnlm_window", "perplexity",
            "dynamic_nll", "generate",
@@ -92,25 +94,22 @@ def _check_flag(name: str, value) -> bool:
 
 
 def check_known(name: str, ids: np.ndarray, vocab: Vocabulary) -> None:
-    """Refuse a text whose every token is unk (or eos): it shares no token with the
-    vocabulary, and its perplexity would measure nothing."""
+    """Refuse a text (1-D ids) whose every token is unk (or eos): it shares no token
+    with the vocabulary, and its perplexity would measure nothing. Read a chunk at a
+    time, up to the first known token (a memory-mapped file is not held)."""
     if vocab.unk_id is None or not ids.size:
         return
-    known = (ids != vocab.unk_id) & (ids != (-1 if vocab.eos_id is None else vocab.eos_id))
-    if not known.any() and (ids == vocab.unk_id).any():
+    eos = -1 if vocab.eos_id is None else vocab.eos_id
+    unknown = False
+    for _, chunk in id_chunks(ids):
+        if ((chunk != vocab.unk_id) & (chunk != eos)).any():
+            return
+        unknown = unknown or bool((chunk == vocab.unk_id).any())
+    if unknown:
         raise ValueError(f"{name}: every token is unknown to the vocabulary (mapped to "
                          f"{vocab.unk!r}); the text shares no {vocab.level} with the "
                          f"training text. Is it the right file, and the right level "
                          f"({vocab.level!r})?")
-
-
-def _check_stream_length(name: str, n: int, batch: int, eos: int | None) -> None:
-    """Refuse n tokens too few for batch streams read from the fresh state: with an
-    eos (the first input) a stream needs a token, without one two."""
-    need = 1 if eos is not None else 2
-    if n < need * batch:
-        raise ValueError(f"{name} is too short for batch={batch}: each stream needs at "
-                         f"least {need} token{'s' if need > 1 else ''}, got {n} tokens")
 
 
 def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
@@ -118,19 +117,19 @@ def _fresh_pairs(name: str, ids: np.ndarray, batch: int,
     """Inputs and targets (T, batch) of ids cut into batch streams (batchify), each
     from the fresh state: eos as the first input, every token a target. Without an
     eos, each stream's first token is context only."""
-    _check_stream_length(name, ids.size, batch, eos)
+    check_stream_length(name, ids.size, batch, eos is not None)
     streams = batchify(ids, batch)
     if eos is not None:
         streams = np.concatenate([np.full((1, batch), eos, np.int64), streams])
     return lm_pairs(streams)
 
 
-def _shard_pairs(ids, batch: int, eos: int | None, size: int,
-                 comm=None) -> tuple[np.ndarray, np.ndarray]:
-    """This rank's streams of _fresh_pairs(ids, batch, eos) (comm None: all of them),
-    built with one copy: each stream is read from its contiguous stretch of ids, so
+def _shard_streams(ids, batch: int, eos: int | None, size: int,
+                   comm=None) -> MappedStreams:
+    """This rank's streams of _fresh_pairs("train_ids", ids, batch, eos) (comm None:
+    all of them), read a window at a time from their contiguous stretch of ids, so
     that a memory-mapped ids file is touched only where this rank's streams lie
-    (bptt.distributed.stream_shard) and the memory is 8 bytes per token of them."""
+    (bptt.distributed.stream_shard) and never held whole."""
     rank, ranks = 0, 1
     if comm is not None:
         from .distributed import check_comm
@@ -140,18 +139,8 @@ def _shard_pairs(ids, batch: int, eos: int | None, size: int,
             raise ValueError(f"batch={batch} streams cannot be shared by {ranks} ranks: "
                              f"give at least one per rank")
     from .distributed import stream_shard
-    ids = check_token_array("train_ids", ids, 1)       # its ids are read per stream
-    _check_stream_length("train_ids", ids.shape[0], batch, eos)
-    part = stream_shard(batch, rank, ranks)
-    length = ids.shape[0] // batch
-    first = 0 if eos is None else 1
-    streams = np.empty((first + length, part.stop - part.start), np.int64)
-    if eos is not None:
-        streams[0] = eos
-    for column, b in enumerate(range(part.start, part.stop)):
-        streams[first:, column] = ids[b * length:(b + 1) * length]
-    check_token_ids("train_ids", streams, 2, size)
-    return lm_pairs(streams)
+    return MappedStreams(ids, batch, size, first=eos, part=stream_shard(batch, rank, ranks),
+                         name="train_ids")
 
 
 def _restart_token(vocab: Vocabulary | None, independent) -> int | None:
@@ -226,7 +215,12 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         validation stream is read as one stream, in order, after every epoch. Every
         stream starts from the fresh state (zero state, ``vocab.eos_id`` as the
         first input), so every token is predicted. A validation text whose every
-        token is unknown to vocab is refused.
+        token is unknown to vocab is refused. Either may be memory-mapped
+        (``np.load("train.npy", mmap_mode="r")``, as ``lm encode`` writes them): it
+        is then read a window of steps at a time (bptt.data.MappedStreams) and never
+        held whole, so a corpus larger than memory trains; except in the "rnnlm"
+        update order, whose online kernel reads the training stream from memory (8
+        bytes per token).
     k1, k2 : every k1 steps, back-propagate the last k1 outputs' errors through the
         last k2 steps (k2 None: k2 = k1). The defaults are RNNLM's ``-bptt 4
         -bptt-block 10``; :func:`rnnlm_window` converts RNNLM's options.
@@ -256,8 +250,8 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
         rank calling train with the same arguments; ``batch`` stays the total number
         of streams, each rank trains its contiguous share of them (at least one), and
         every rank evaluates the whole validation stream (the loss is the one
-        process's). Each rank reads only its stretch of train_ids (which may be a
-        memory-mapped array: ``np.load("train.npy", mmap_mode="r")``).
+        process's). Each rank reads only its stretch of train_ids, a window at a
+        time.
         average_every: with comm, model averaging every this many updates
         (:func:`bptt.training.fit`). ``update_order`` "rnnlm" is single-process.
 
@@ -272,13 +266,24 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
     eos = vocab.eos_id
+    if comm is not None:
+        update_order = update_order or "block"
+    if update_order is None:
+        update_order = default_update_order(batch, optimizer)
+    X: np.ndarray | MappedStreams
+    D: np.ndarray | None
     if comm is None and not isinstance(train_ids, np.memmap):
         X, D = _fresh_pairs("train_ids", check_token_ids("train_ids", train_ids, 1, V, 1),
                             batch, eos)
     else:
-        X, D = _shard_pairs(train_ids, batch, eos, V, comm)
-    valid = None
-    if valid_ids is not None:
+        X, D = _shard_streams(train_ids, batch, eos, V, comm), None
+        if update_order == "rnnlm" and comm is None:
+            X, D = X.arrays()        # the online kernel reads its stream from memory
+    valid: tuple | MappedStreams | None = None
+    if isinstance(valid_ids, np.memmap):
+        valid = MappedStreams(valid_ids, 1, V, first=eos, name="valid_ids")
+        check_known("valid_ids", valid_ids, vocab)
+    elif valid_ids is not None:
         valid_arr = check_token_ids("valid_ids", valid_ids, 1, V, 1)
         check_known("valid_ids", valid_arr, vocab)
         valid = _fresh_pairs("valid_ids", valid_arr, 1, eos)
@@ -288,10 +293,6 @@ def train(net: ElmanRNN, vocab: Vocabulary, train_ids, valid_ids=None, *,
                          "(e.g. schedule=None for a constant learning rate)")
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
-    if comm is not None:
-        update_order = update_order or "block"
-    if update_order is None:
-        update_order = default_update_order(batch, optimizer)
     with blas_threads(threads) if threads is not None else nullcontext():
         return net.fit(X, D, epochs=epochs, lr=lr, optimizer=optimizer, k1=k1, k2=k2,
                        truncate=truncate, clip=clip, clip_norm=clip_norm, l2=l2,
@@ -312,14 +313,22 @@ def default_update_order(batch: int, optimizer) -> str:
 def stream_nll(net: ElmanRNN, ids, batch: int = 1, *, vocab: Vocabulary | None = None,
                independent: bool = False) -> tuple[float, int]:
     """(total negative log-likelihood in nats, number of tokens predicted) of a
-    stream, read as in :func:`perplexity`."""
+    stream, read as in :func:`perplexity`. Memory-mapped ids (``np.load(...,
+    mmap_mode="r")``) are read a window of steps at a time, never held whole."""
     net = check_lm(net, None if vocab is None else check_vocab(vocab))
     batch = check_int("batch", batch, minimum=1)
     restart = _restart_token(vocab, independent)
+    eos = None if vocab is None else vocab.eos_id
+    if isinstance(ids, np.memmap):              # read a window at a time
+        streams = MappedStreams(ids, batch, net.n_in, first=eos, name="ids")
+        if vocab is not None:
+            check_known("ids", ids, vocab)
+        total, n = stream_sums(net, StreamWindows(streams, net, restart))
+        return total, int(n)
     arr = check_token_ids("ids", ids, 1, net.n_in, 1)
     if vocab is not None:
         check_known("ids", arr, vocab)
-    X, D = _fresh_pairs("ids", arr, batch, None if vocab is None else vocab.eos_id)
+    X, D = _fresh_pairs("ids", arr, batch, eos)
     resets = None if restart is None else X == restart
     return float(net.evaluate(X, D, resets=resets)), int(D.size)
 
@@ -351,7 +360,9 @@ def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 1
     nats, tokens predicted) of a stream read from the fresh state while a copy of the
     model keeps training on it with online SGD in RNNLM's update order (bptt.online):
     learning rate lr, TBPTT(k1, k2), RNNLM's beta and gradient cutoff, each token
-    scored before the update it causes. net itself is left unchanged."""
+    scored before the update it causes. net itself is left unchanged. The online
+    kernel reads the stream from memory: memory-mapped ids are read in once, 8 bytes
+    per token."""
     vocab = check_vocab(vocab)
     net = check_lm(net, vocab)
     lr = check_real("lr", lr, low=0.0, low_open=True)
@@ -361,9 +372,13 @@ def dynamic_nll(net: ElmanRNN, vocab: Vocabulary, ids, lr: float, *, k1: int = 1
     if error_clip is not None:
         error_clip = check_real("error_clip", error_clip, low=0.0, low_open=True)
     restart = _restart_token(vocab, independent)
-    arr = check_token_ids("ids", ids, 1, net.n_in, 1)
-    check_known("ids", arr, vocab)
-    X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
+    if isinstance(ids, np.memmap):
+        X, D = MappedStreams(ids, 1, net.n_in, first=vocab.eos_id, name="ids").arrays()
+        check_known("ids", ids, vocab)
+    else:
+        arr = check_token_ids("ids", ids, 1, net.n_in, 1)
+        check_known("ids", arr, vocab)
+        X, D = _fresh_pairs("ids", arr, 1, vocab.eos_id)
     learner = copy.deepcopy(net)
     trainer = OnlineTrainer(learner, OnlineSettings(
         "rnnlm", k1, k2, beta, error_clip or 0.0, -1 if restart is None else restart))

@@ -35,7 +35,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any, Callable, Iterable, Iterator
 
@@ -44,7 +44,9 @@ import numpy as np
 from . import distributed as _distributed
 from . import io as _io
 from ._checks import check_choice, check_int, check_real, time_major
-from .data import Batch, SequenceData, stream_batch
+from .data import (Batch, MappedStreams, SequenceData, StreamWindows, stream_source,
+                   with_resets)
+from .engine import EVALUATION_ROWS
 from .online import OnlineSettings, OnlineTrainer
 from .optimizers import (SGD, Optimizer, add_l2, clip_by_global_norm, clip_by_value,
                          make_optimizer, sum_of_squares)
@@ -406,12 +408,18 @@ def epochwise_pass(net, data: SequenceData, rng, tau: int, opt, settings, histor
     return loss_sum, weight_sum, sequences, steps
 
 
-def tbptt_pass(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, history,
-               epoch, progress) -> tuple[float, float, int, int]:
-    """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout."""
+def _token_stream(stream: Batch | StreamWindows) -> bool:
+    """Whether the stream's inputs are token ids (always, read from MappedStreams)."""
+    return isinstance(stream, StreamWindows) or stream.inputs.tokens.size > 0
+
+
+def tbptt_pass(net, stream: Batch | StreamWindows, k1: int, k2: int, tau: int, opt,
+               settings, history, epoch, progress) -> tuple[float, float, int, int]:
+    """One pass over B parallel streams with TBPTT(k1, k2), state carried throughout.
+    Each block reads its window of the stream once (stream.steps)."""
     T, B, H = stream.T, stream.B, net.n_hidden
     params, engine = net.parameters(), net.engine
-    grads = _gradient_arrays(net, settings, stream.inputs.tokens.size > 0)
+    grads = _gradient_arrays(net, settings, _token_stream(stream))
     # states of steps [t - held, t); k2 + 1 kept between blocks: the window and the
     # state before it
     states = np.empty((k2 + 1 + k1, B, H), net.dtype)
@@ -432,8 +440,9 @@ def tbptt_pass(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, hi
                     _no_gradient(grads, sparse)
                     k = 0
                 else:
-                    block = stream.steps(t, stop)
                     window_len = min(k2, stop)
+                    window = stream.steps(stop - window_len, stop)
+                    block = window.steps(window_len - k, window_len)     # steps [t, stop)
                     first = held + k - window_len           # window start within `states`
                     with engine.section(B):
                         if decay is not None:   # the slices this block reads, up to date
@@ -449,8 +458,7 @@ def tbptt_pass(net, stream: Batch, k1: int, k2: int, tau: int, opt, settings, hi
                                                    block.weights, grads,
                                                    DH[window_len - k:].reshape(-1, H),
                                                    sparse=sparse)
-                        engine.hidden_backward(stream.steps(stop - window_len, stop).inputs,
-                                               states[first:held + k],
+                        engine.hidden_backward(window.inputs, states[first:held + k],
                                                states[first - 1] if first else None,
                                                k, tau, grads, DH, sparse)
                     weight = float(block.weights.sum())
@@ -494,16 +502,19 @@ def _online_epoch(trainer: OnlineTrainer, stream: Batch, opt, epoch,
     return loss_sum, float(words), 1, words
 
 
-def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: UpdateSettings,
-                     update_order: str, error_clip: float | None,
+def _online_settings(net, stream: Batch | StreamWindows | None, k1, k2, tau, opt,
+                     settings: UpdateSettings, update_order: str, error_clip: float | None,
                      reset_token: int | None) -> OnlineSettings | None:
     """The online kernel's settings when it trains this fit, else None (the batched
     path). update_order "rnnlm" needs it and says why it cannot run; "block" takes it
-    whenever the result equals the batched path's: one token stream, SGD, no clip,
-    clip_norm, l2, truncation or mask, divergence raising."""
+    whenever the result equals the batched path's: one token stream in memory, SGD, no
+    clip, clip_norm, l2, truncation or mask, divergence raising."""
     reasons = []
     if stream is None:
         reasons.append("TBPTT on a stream (k1=, k2=)")
+    elif isinstance(stream, StreamWindows):
+        reasons.append("the stream in memory (X is a MappedStreams, read a window at a "
+                       "time; X.arrays() reads it whole)")
     else:
         if stream.B != 1:
             reasons.append(f"one stream (X of shape (T, 1)), got B={stream.B}")
@@ -535,17 +546,27 @@ def _online_settings(net, stream: Batch | None, k1, k2, tau, opt, settings: Upda
     return OnlineSettings("block", k1, k2)
 
 
-def _reset_at(batch: Batch, token: int | None) -> Batch:
-    """batch with its state reset before every input equal to token (None: as is)."""
-    if token is None:
-        return batch
-    if batch.inputs.tokens.size == 0:
-        raise ValueError("reset_token needs token inputs (integer ids X), got dense X")
-    resets = (batch.inputs.tokens == token).view(np.uint8)
-    return replace(batch, inputs=batch.inputs._replace(resets=resets))
+def stream_sums(net, stream: StreamWindows) -> tuple[float, float]:
+    """(the loss summed over every step of the streams, read a window at a time from
+    the fresh state with the state carried, and the number of steps x streams). The
+    windows are the chunks of steps that ElmanRNN.evaluate takes, so the sum is the
+    one evaluate gives for the same streams in memory."""
+    B, H = stream.B, net.n_hidden
+    chunk = max(1, min(stream.T, EVALUATION_ROWS // (B * max(net.n_out, H))))
+    states = np.empty((chunk, B, H), net.dtype)
+    state = None
+    total = 0.0
+    for start in range(0, stream.T, chunk):
+        stop = min(stream.T, start + chunk)
+        window, S = stream.steps(start, stop), states[:stop - start]
+        with net.engine.section(B):
+            net.engine.forward_states(window.inputs, state, S)
+            total += net.engine.output_layer(S, window.targets, window.weights, None, None)
+        state = S[-1].copy()
+    return total, float(stream.T * B)
 
 
-def _valid_loss(net, valid: SequenceData | None,
+def _valid_loss(net, valid: SequenceData | StreamWindows | None,
                 reset_token: int | None = None) -> float | None:
     if valid is None:
         return None
@@ -553,21 +574,28 @@ def _valid_loss(net, valid: SequenceData | None,
     return total / max(weight, 1e-300)
 
 
-def _valid_sums(net, valid: SequenceData, reset_token: int | None) -> tuple[float, float]:
+def _valid_sums(net, valid: SequenceData | StreamWindows,
+                reset_token: int | None) -> tuple[float, float]:
     """The validation loss summed over the steps, and their total mask weight."""
+    if isinstance(valid, StreamWindows):         # its resets found as it is read
+        return stream_sums(net, valid)
     total = 0.0
     for batch in valid.batches_in_order():
-        batch = _reset_at(batch, reset_token)
+        batch = with_resets(batch, reset_token)
         with net.engine.section(batch.B):
             total += net.engine.evaluate(batch.inputs, batch.targets, batch.weights, None)
     return total, valid.total_weight
 
 
-def _valid_data(valid, net, tbptt: bool, batch_first: bool) -> SequenceData | None:
+def _valid_data(valid, net, tbptt: bool, batch_first: bool,
+                reset_token: int | None) -> SequenceData | StreamWindows | None:
     if valid is None:
         return None
+    if isinstance(valid, MappedStreams):
+        _check_mapped("valid", tbptt, batch_first)
+        return StreamWindows(valid, net, reset_token)
     if not isinstance(valid, (tuple, list)) or len(valid) not in (2, 3):
-        raise TypeError("valid must be a tuple (X, D) or (X, D, mask)")
+        raise TypeError("valid must be a tuple (X, D) or (X, D, mask), or a MappedStreams")
     X, D, mask = (tuple(valid) + (None,))[:3]
     if tbptt and isinstance(X, (list, tuple)):
         raise TypeError("with k1/k2, valid must hold arrays (T, B, ...) like X")
@@ -672,7 +700,10 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
 
     X, D, mask: time-major arrays (T, B, ...) (with batch_first=True: (B, T, ...)),
     or lists of per-sequence arrays (T_i, ...) of different lengths (padded, masked
-    and bucketed by length).
+    and bucketed by length). With k1/k2, X may also be a bptt.data.MappedStreams
+    (token streams cut from a 1-D id array, such as a memory-mapped .npy, read a
+    window at a time, so that corpora larger than memory train; D=None, no mask);
+    the online kernel does not read it (update_order "rnnlm" refuses it).
     epochs: number of passes over the data; lr: learning rate (eq. 6).
     optimizer: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", their
     lazy variants "lazy_momentum", "lazy_nesterov", "lazy_rmsprop", "lazy_adam"
@@ -681,12 +712,12 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     None: epochwise BPTT of whole sequences. truncate: per-output truncation tau.
     clip: clip each gradient entry to [-clip, clip] (RNNLM); clip_norm: rescale
     the gradients to this global norm at most. l2: weight decay on V, U, W.
-    valid: (X, D) or (X, D, mask), evaluated after every epoch. schedule: a
-    learning-rate schedule name ("constant", "step", "exponential", "rnnlm") or
-    Schedule; with "rnnlm", an epoch that does not improve the validation loss is
-    undone (back to the best weights), as RNNLM does. patience: stop after this
-    many epochs without a better validation loss; restore_best: end with the
-    weights of the best validation epoch.
+    valid: (X, D) or (X, D, mask), or with k1/k2 a MappedStreams, evaluated after
+    every epoch. schedule: a learning-rate schedule name ("constant", "step",
+    "exponential", "rnnlm") or Schedule; with "rnnlm", an epoch that does not
+    improve the validation loss is undone (back to the best weights), as RNNLM
+    does. patience: stop after this many epochs without a better validation loss;
+    restore_best: end with the weights of the best validation epoch.
     shuffle, seed: minibatch order (the same seed gives the same result).
     callbacks: functions f(net, history) called after each epoch; a True return
     stops training. verbose: True shows a progress line during each epoch and a
@@ -816,11 +847,13 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
                          f"continue that run, or overwrite=True to start afresh and "
                          f"replace it")
 
+    if isinstance(X, MappedStreams):
+        _check_mapped("X", tbptt, batch_first)
     X, D, mask = (time_major(name, value, batch_first)
                   for name, value in (("X", X), ("D", D), ("mask", mask)))
-    stream = _reset_at(stream_batch(X, D, mask, net), reset_token) if tbptt else None
+    stream = stream_source(X, D, mask, net, reset_token) if tbptt else None
     data = None if tbptt else SequenceData(X, D, mask, net, batch_size)
-    valid_data = _valid_data(valid, net, tbptt, batch_first)
+    valid_data = _valid_data(valid, net, tbptt, batch_first, reset_token)
     online = _online_settings(net, stream, k1, k2, tau, opt, settings, update_order,
                               error_clip, reset_token) if group is None else None
     trainer = None if online is None else OnlineTrainer(net, online)
@@ -855,7 +888,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
         progress = verbose
         progress.epochs = epochs
     else:
-        unit = "seq" if stream is None else "tokens" if stream.inputs.tokens.size else "steps"
+        unit = "seq" if stream is None else "tokens" if _token_stream(stream) else "steps"
         progress = Progress(epochs, unit=unit) if verbose else None
     # updates per epoch, and tokens per epoch in the online kernel's progress
     if stream is not None:
@@ -873,7 +906,7 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
             steps.start(epoch, settings.n_updates or n_updates, n_tokens)
             lr_used = opt.lr
             try:
-                if stream is not None and trainer is not None:
+                if isinstance(stream, Batch) and trainer is not None:
                     loss_sum, weight_sum, sequences, n_steps = _online_epoch(
                         trainer, stream, opt, epoch, steps)
                 elif stream is not None and k1 is not None and k2 is not None:
@@ -943,6 +976,16 @@ def fit(net, X, D, *, epochs: int, lr: float, optimizer="sgd",
     if valid_data is not None and restore_best and state.best_params is not None:
         state.restore_best()
     return history
+
+
+def _check_mapped(name: str, tbptt: bool, batch_first: bool) -> None:
+    """Refuse what does not apply to MappedStreams given as name."""
+    if not tbptt:
+        raise ValueError(f"{name} is a MappedStreams, parallel streams for TBPTT: give k1 "
+                         f"(and k2)")
+    if batch_first:
+        raise TypeError(f"{name} is a MappedStreams, read stream by stream: batch_first "
+                        f"applies to arrays")
 
 
 def _agreed(exc: BaseException, group) -> BaseException:
