@@ -28,32 +28,34 @@ caps the team from every thread. BLAS's count is one for the process. Without
 threadpoolctl, BLAS is set through the library's ``*openblas_set_num_threads*``
 symbol found with ctypes, and the team through ``bptt._team``.
 
-**Per call** (``ElmanRNN``'s kernel section): ``team_size(B, H)`` is the team for a
-batch of B sequences of H hidden units, and ``_enter`` / ``_leave`` hold BLAS at one
-thread while a team of more than one runs (its threads must not each start BLAS
-threads), restoring it afterwards. A build without OpenMP has a team of one thread
-and keeps BLAS's threads.
+**Per call** (the engine's kernel section, ``bptt.engine``): ``team_size(B, H)`` is the
+team for a batch of B sequences of H hidden units, and ``_enter`` / ``_leave`` hold BLAS
+at one thread while a team of more than one runs (its threads call BLAS on their
+shares of the work and must not each start BLAS threads) or the problem is small,
+restoring it afterwards. The engine turns that into the call's plan: the team, and
+which of the kernels' own float32 products (``src/bptt/_packed.h``, CPUs with AVX-512)
+run, which is all of them whenever BLAS runs on one thread. A build without OpenMP has
+a team of one thread and keeps BLAS's threads.
 
-**Small problems** (the automatic policy, measured on a 2-core machine, see
-bench/README.md): below B*H = 16384 (batch 1, or 32 x 128) the kernels run on one
-thread. At batch 1 a second thread gains nothing (the recursion is a matrix-vector
+**Small problems** (measured on a 2-core machine, see bench/README.md): below B*H =
+16384 (batch 1, or 32 x 128) the kernels run on one thread, team and BLAS, under any
+policy. At batch 1 a second thread gains nothing (the recursion is a matrix-vector
 product) and, when another process holds the other core, stalled a BLAS step 250-fold
-(0.14 -> 36 ms); at 32 x 128 it gained 1.7x on an idle machine but stalled steps for
-up to 2.5 s under such contention. Under the automatic policy BLAS is lowered to one
-thread for such a call; the team is one thread for it under any policy, so batch 1
-never runs slower for more threads. Larger problems get the pools' settings above,
-never more.
+(0.14 -> 36 ms); at 32 x 128 BLAS's two threads gained 1.7x on an idle machine but
+stalled steps for up to 2.5 s under such contention. So batch 1 never runs slower for
+more threads. Larger problems get the pools' settings above, never more.
+
+**Waiting threads.** Between parallel regions, and at a barrier, libgomp's threads spin
+by default, which costs nothing on an idle machine and stalls a step 5-40-fold when
+another process holds one of the cores. Unless the user has set ``OMP_WAIT_POLICY``,
+this module sets it to ``passive`` while bptt's extensions load the OpenMP runtime
+(which reads it only then) and removes it again, so that child processes do not
+inherit it: bptt's team then sleeps while it waits (measured in bench/README.md). Where
+another library has loaded the same runtime before bptt, its setting holds.
 
 **Forked processes** run their kernels on one thread: libgomp cannot start a team in a
 child forked from a process whose team has run (the child hangs), and the workers of a
 forked pool would oversubscribe the cores anyway.
-
-On x86-64 CPUs with AVX-512 the float32 kernels run their own products
-(``src/bptt/_packed.h``) instead of BLAS's whenever BLAS runs on one thread, or the
-model is small (B*H < 16384, where they beat 2-thread BLAS); in the second case the
-input and output layers' products and weight gradients stay with BLAS and its threads
-unless their matrix is no larger than U. Otherwise every product goes to BLAS and its
-threads.
 """
 from __future__ import annotations
 
@@ -63,8 +65,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
-from . import _team
+# bptt's team waits passively (module docstring) unless the user chose otherwise; the
+# runtime reads the variable when the extensions load it, here
+_WAIT_POLICY = "OMP_WAIT_POLICY"
+_wait_policy_set = _WAIT_POLICY not in os.environ
+if _wait_policy_set:
+    os.environ[_WAIT_POLICY] = "passive"
+try:
+    from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
+    from . import _team
+finally:
+    if _wait_policy_set:
+        del os.environ[_WAIT_POLICY]
 
 # B*H below which the kernels run single-threaded (the small-problem rule above)
 _MULTI_THREAD_MIN_BH = 16384
@@ -222,14 +234,14 @@ def _functions() -> tuple:
 
 def _enter(B: int, H: int, team: int = 1) -> tuple[int, bool]:
     """Before a kernel call whose own team has `team` threads: hold BLAS at one
-    thread while a team of more than one runs, or for a small problem under the auto
-    policy. Returns the count to restore (0: nothing to restore) and whether BLAS
-    now runs on one thread (False when unknown). Cheap: one or two C calls."""
+    thread while a team of more than one runs, or for a small problem. Returns the
+    count to restore (0: nothing to restore) and whether BLAS now runs on one thread
+    (False when unknown). Cheap: one or two C calls."""
     functions = _functions()
     if not functions:
         return 0, False
     current = functions[1]()
-    hold = team > 1 or (_fixed is None and single_threaded(B, H))
+    hold = team > 1 or single_threaded(B, H)
     if current <= 1 or not hold:
         return 0, current <= 1
     functions[0](1)
