@@ -232,14 +232,32 @@ def test_blas_is_held_at_one_thread_while_a_team_runs(restored, blas_control):
     assert (restore, one_thread) == (0, False) and threads._blas_threads() == 2
 
 
-def test_auto_policy_lowers_blas_for_small_problems_only(restored, blas_control):
+@pytest.mark.parametrize("fixed", [False, True], ids=["auto", "fixed"])
+def test_small_problems_hold_blas_at_one_thread(fixed, restored, blas_control):
+    """Under the auto policy and under a set_num_threads count alike: batch 1 never
+    runs slower for more threads."""
     bptt.set_num_threads(2)
-    bptt.set_num_threads(None)
+    if not fixed:
+        bptt.set_num_threads(None)
     restore, one_thread = threads._enter(1, 128)
     assert one_thread and threads._blas_threads() == 1
     threads._leave(restore)
     assert threads._blas_threads() == 2
-    assert threads._enter(*LARGE) == (0, False)
+    if not fixed:
+        assert threads._enter(*LARGE) == (0, False)
+
+
+def test_a_wide_softmax_is_not_a_small_problem(restored, blas_control):
+    """The engine's width is the widest layer the team shares: a full softmax over a
+    vocabulary at 32 x 200 gets the team, a class-factorised one does not."""
+    bptt.set_num_threads(2)
+    full = bptt.ElmanRNN(10, 200, 10000, dtype="float32")
+    classed = bptt.ElmanRNN(10, 200, 10000, dtype="float32", classes=[0, 5000, 10000])
+    for net, team in ((full, 2 if _team.openmp_enabled() else 1), (classed, 1)):
+        with net.engine.section(32):
+            assert net.engine.plan.team == team
+            # BLAS on one thread while a team runs, and for the small problem
+            assert threads._blas_threads() == (1 if team > 1 or net is classed else 2)
 
 
 # ------------------------------------------------------------------ _team.h without OpenMP

@@ -31,7 +31,7 @@ from cython.parallel cimport parallel
 from libc.stdlib cimport free, malloc, qsort
 from libc.math cimport log, fabs
 
-from ._blas cimport axpy as blas_axpy, gemm, gemv, ger, matmul_rows
+from ._blas cimport gemm, gemv, ger, matmul_rows
 
 
 # Phases a step is split into by `python -m bptt.bench --profile`: given a prof array
@@ -1014,19 +1014,30 @@ def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
 
 # ================================================================ updates
 
+# The updates run on the calling thread, without BLAS: a BLAS call on more than one
+# thread between the kernel sections wakes OpenBLAS's threads, which then spin for about
+# 0.1 s and take a core from the kernels' team (bench/README.md); and they are memory
+# bound, a few per cent of a step at most.
+
+cdef inline void _axpy(Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
+    """y += a x over n contiguous elements."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] += a * x[i]
+
+
 def axpy(floating[::1] y, const floating[::1] x, floating a):
-    """y += a x in place, one BLAS ?axpy: the SGD step theta -= lr g (eq. 6) with
-    a = -lr, and L2's gradient term g += l2 theta.
+    """y += a x in place: the SGD step theta -= lr g (eq. 6) with a = -lr, and L2's
+    gradient term g += l2 theta.
 
     y (n,): updated in place
     x (n,): of y's dtype
     a: the scalar factor
     """
-    cdef int n = y.shape[0]
-    if n == 0:
+    if y.shape[0] == 0:
         return
     with nogil:
-        blas_axpy(n, a, &x[0], &y[0])
+        _axpy(y.shape[0], a, &x[0], &y[0])
 
 
 def adam_update(floating[::1] theta, const floating[::1] g, floating[::1] m,
@@ -1074,22 +1085,12 @@ cdef void _update_piece(int op, floating* theta, floating* g, floating* s1, floa
     results agree."""
     cdef Py_ssize_t i
     # coefficients in locals (c might alias the arrays written, as far as the
-    # compiler knows, which would stop it from vectorizing). SGD and L2 run BLAS's
-    # axpy on long pieces, plain loops on short ones (a small class's columns in
-    # one row of W), where a call's overhead would dominate.
+    # compiler knows, which would stop it from vectorizing)
     cdef floating c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], si
     if op == SGD:
-        if n >= 32:
-            blas_axpy(<int>n, -c0, g, theta)
-        else:
-            for i in range(n):
-                theta[i] -= c0 * g[i]
+        _axpy(n, -c0, g, theta)
     elif op == ADD_L2:
-        if n >= 32:
-            blas_axpy(<int>n, c0, theta, g)
-        else:
-            for i in range(n):
-                g[i] += c0 * theta[i]
+        _axpy(n, c0, theta, g)
     elif op == ADAGRAD:
         for i in range(n):
             si = s1[i] + g[i] * g[i]

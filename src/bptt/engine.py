@@ -137,10 +137,12 @@ class Engine:
     def _begin(self, B: int) -> int:
         """Compute self.plan for a batch of B sequences and set BLAS's threads for it;
         returns BLAS's count to restore afterwards (bptt.threads._leave)."""
-        H = self.n_hidden
-        team = _threads.team_size(B, H)
-        restore, blas_one = _threads._enter(B, H, team)
-        self.plan = Plan(team, self.own_products(blas_one or _threads.single_threaded(B, H)))
+        # the widest layer whose rows the team shares: H, or a full softmax's O (the
+        # class-factorised softmax runs its rows on one thread)
+        width = max(self.n_hidden, self.n_out if self.class_starts is None else 0)
+        team = _threads.team_size(B, width)
+        restore, blas_one = _threads._enter(B, width, team)
+        self.plan = Plan(team, self.own_products(blas_one or _threads.single_threaded(B, width)))
         return restore
 
     def own_products(self, serial_blas: bool) -> int:

@@ -28,8 +28,8 @@ caps the team from every thread. BLAS's count is one for the process. Without
 threadpoolctl, BLAS is set through the library's ``*openblas_set_num_threads*``
 symbol found with ctypes, and the team through ``bptt._team``.
 
-**Per call** (the engine's kernel section, ``bptt.engine``): ``team_size(B, H)`` is the
-team for a batch of B sequences of H hidden units, and ``_enter`` / ``_leave`` hold BLAS
+**Per call** (the engine's kernel section, ``bptt.engine``): ``team_size(B, width)`` is
+the team for a batch of B sequences whose widest layer is ``width`` units, and ``_enter`` / ``_leave`` hold BLAS
 at one thread while a team of more than one runs (its threads call BLAS on their
 shares of the work and must not each start BLAS threads) or the problem is small,
 restoring it afterwards. The engine turns that into the call's plan: the team, and
@@ -39,7 +39,7 @@ a team of one thread and keeps BLAS's threads.
 
 **Small problems** (measured on a 2-core machine, see bench/README.md): below B*H =
 16384 (batch 1, or 32 x 128) the kernels run on one thread, team and BLAS, under any
-policy. At batch 1 a second thread gains nothing (the recursion is a matrix-vector
+policy, unless a full softmax over O outputs makes B*O reach it (a vocabulary). At batch 1 a second thread gains nothing (the recursion is a matrix-vector
 product) and, when another process holds the other core, stalled a BLAS step 250-fold
 (0.14 -> 36 ms); at 32 x 128 BLAS's two threads gained 1.7x on an idle machine but
 stalled steps for up to 2.5 s under such contention. So batch 1 never runs slower for
@@ -207,18 +207,19 @@ def blas_threads(n: int) -> Iterator[None]:
         _team.set_max_threads(team)
 
 
-def single_threaded(B: int, H: int) -> bool:
-    """Whether the small-problem rule runs a B x H model on 1 thread."""
-    return B * H < _MULTI_THREAD_MIN_BH
+def single_threaded(B: int, width: int) -> bool:
+    """Whether the small-problem rule runs a call on B sequences on 1 thread; width:
+    the widest layer whose rows the team would share (the hidden layer's H, or a
+    softmax's O when wider)."""
+    return B * width < _MULTI_THREAD_MIN_BH
 
 
-def team_size(B: int, H: int) -> int:
-    """Threads of the kernels' own team for a call on B sequences of H hidden units:
-    1 for a small problem (single_threaded), a build without OpenMP or a forked
-    process; otherwise the
-    team's setting in this thread (OMP_NUM_THREADS, threadpoolctl, set_num_threads),
-    at most the set_num_threads count."""
-    if not _OPENMP or _forked or single_threaded(B, H):
+def team_size(B: int, width: int) -> int:
+    """Threads of the kernels' own team for a call on B sequences (width: see
+    single_threaded): 1 for a small problem, a build without OpenMP or a forked
+    process; otherwise the team's setting in this thread (OMP_NUM_THREADS,
+    threadpoolctl, set_num_threads), at most the set_num_threads count."""
+    if not _OPENMP or _forked or single_threaded(B, width):
         return 1
     n = _team.max_threads()
     return n if _fixed is None else min(n, _fixed)
@@ -232,7 +233,7 @@ def _functions() -> tuple:
     return _c_functions
 
 
-def _enter(B: int, H: int, team: int = 1) -> tuple[int, bool]:
+def _enter(B: int, width: int, team: int = 1) -> tuple[int, bool]:
     """Before a kernel call whose own team has `team` threads: hold BLAS at one
     thread while a team of more than one runs, or for a small problem. Returns the
     count to restore (0: nothing to restore) and whether BLAS now runs on one thread
@@ -241,7 +242,7 @@ def _enter(B: int, H: int, team: int = 1) -> tuple[int, bool]:
     if not functions:
         return 0, False
     current = functions[1]()
-    hold = team > 1 or single_threaded(B, H)
+    hold = team > 1 or single_threaded(B, width)
     if current <= 1 or not hold:
         return 0, current <= 1
     functions[0](1)
