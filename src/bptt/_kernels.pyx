@@ -1020,10 +1020,14 @@ def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
 # bound, a few per cent of a step at most.
 
 cdef inline void _axpy(Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
-    """y += a x over n contiguous elements."""
+    """y += a x over n contiguous elements; float32 through double, so each element is
+    rounded once, as by a fused multiply-add."""
     cdef Py_ssize_t i
     for i in range(n):
-        y[i] += a * x[i]
+        if floating is float:
+            y[i] = <float>(<double>y[i] + <double>a * x[i])
+        else:
+            y[i] += a * x[i]
 
 
 def axpy(floating[::1] y, const floating[::1] x, floating a):
