@@ -147,6 +147,8 @@ cdef extern from "_vecmath.h":
     double bptt_exp_sum_d(double* y, double shift, Py_ssize_t n) noexcept nogil
     void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n) noexcept nogil
     void bptt_scale_d(const double* y, double alpha, double* out, Py_ssize_t n) noexcept nogil
+    void bptt_axpy_f(Py_ssize_t n, float a, const float* x, float* y) noexcept nogil
+    void bptt_axpy_d(Py_ssize_t n, double a, const double* x, double* y) noexcept nogil
     void bptt_adam_f(float* theta, const float* g, float* m, float* v, Py_ssize_t n,
                      const float* c) noexcept nogil
     void bptt_adam_d(double* theta, const double* g, double* m, double* v, Py_ssize_t n,
@@ -198,6 +200,15 @@ cdef inline void _scale(const floating* y, floating alpha, floating* out,
         bptt_scale_f(y, alpha, out, n)
     else:
         bptt_scale_d(y, alpha, out, n)
+
+
+cdef inline void _axpy(Py_ssize_t n, floating a, const floating* x,
+                       floating* y) noexcept nogil:
+    """y += a x over n contiguous entries, each rounded once (x and y do not overlap)."""
+    if floating is float:
+        bptt_axpy_f(n, a, x, y)
+    else:
+        bptt_axpy_d(n, a, x, y)
 
 
 cdef inline void _adam(floating* theta, const floating* g, floating* m, floating* v,

@@ -1019,17 +1019,6 @@ def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
 # 0.1 s and take a core from the kernels' team (bench/README.md); and they are memory
 # bound, a few per cent of a step at most.
 
-cdef inline void _axpy(Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
-    """y += a x over n contiguous elements; float32 through double, so each element is
-    rounded once, as by a fused multiply-add."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if floating is float:
-            y[i] = <float>(<double>y[i] + <double>a * x[i])
-        else:
-            y[i] += a * x[i]
-
-
 def axpy(floating[::1] y, const floating[::1] x, floating a):
     """y += a x in place: the SGD step theta -= lr g (eq. 6) with a = -lr, and L2's
     gradient term g += l2 theta.
