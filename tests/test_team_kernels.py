@@ -6,10 +6,11 @@ stacked rows and the weight gradients by columns (or rows) of the result
 threads must equal those at 1 thread up to rounding (float64 1e-12, float32 1e-5)
 and be bit-identical from run to run at a fixed count; a gradient at 2 threads must
 match finite differences and the NumPy reference; a whole fit at 2 threads the fit
-at 1. Teams are forced here by a fixed thread count with the small-problem rule
-switched off (threads._MULTI_THREAD_MIN_BH = 0), so that small shapes (ragged row
-shares, a thread with no rows, one column panel for three threads) are cheap to run;
-every test checks the plan the engine computed, so that the team really ran.
+at 1. The team size is forced through the thread policy (threads.team_size), so that
+small shapes (ragged row shares, a thread with no rows, one column panel for three
+threads) are cheap to run, and every test checks the plan the engine computed. Built
+without OpenMP, the same parallel code runs with the one thread the region gets,
+which must compute every share (as when OpenMP starts fewer threads than asked).
 """
 import numpy as np
 import pytest
@@ -20,16 +21,28 @@ from bptt.sparse import SparseGrad
 from conftest import assert_gradients_close, make_case, numerical_gradient
 from test_reference import relative_error
 
-pytestmark = pytest.mark.skipif(not _team.openmp_enabled(),
-                                reason="built without OpenMP: every team is one thread")
+needs_openmp = pytest.mark.skipif(not _team.openmp_enabled(),
+                                  reason="built without OpenMP: every team is one thread")
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 COUNTS = [2, 3]
 
 
 @pytest.fixture
+def on_threads(monkeypatch):
+    """on_threads(n, net, call): call() with the kernels' team forced to n threads
+    (BLAS then held at one); checks the plan: a team of n."""
+    def run(n: int, net: bptt.ElmanRNN, call):
+        monkeypatch.setattr(threads, "team_size", lambda B, width: n)
+        result = call()
+        assert net.engine.plan.team == n
+        return result
+    return run
+
+
+@pytest.fixture
 def any_size(monkeypatch):
-    """Teams for problems of any size (the small-problem rule off), and the thread
-    counts and policy put back afterwards."""
+    """Teams from the thread count for problems of any size (the small-problem rule
+    off), and the thread counts and policy put back afterwards."""
     monkeypatch.setattr(threads, "_MULTI_THREAD_MIN_BH", 0)
     saved = threads._fixed, threads._blas_threads(), _team.max_threads()
     yield
@@ -39,12 +52,10 @@ def any_size(monkeypatch):
     _team.set_max_threads(saved[2])
 
 
-def on_threads(n: int, net: bptt.ElmanRNN, call):
-    """call() with the kernels on n threads; checks the plan: a team of n."""
-    bptt.set_num_threads(n)
-    result = call()
-    assert net.engine.plan.team == n
-    return result
+@needs_openmp
+@pytest.mark.parametrize("n", COUNTS)
+def test_the_runtime_starts_the_teams_forced_here(n):
+    assert _team.team_threads(n) == n
 
 
 def assert_close(a: dict, b: dict, tol: float) -> None:
@@ -101,7 +112,7 @@ def loss_grads_outputs(net, X, D, kwargs) -> dict:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_team_matches_one_thread(variant, dtype, any_size):
+def test_team_matches_one_thread(variant, dtype, on_threads):
     """forward_hidden, output_loss_delta, output_backward, hidden_backward (and the
     class softmax's, forward_output, class_output_forward) at 2 and 3 threads."""
     net, X, D, kwargs = make(variant, dtype)
@@ -114,7 +125,7 @@ def test_team_matches_one_thread(variant, dtype, any_size):
 
 
 @pytest.mark.parametrize("B", [1, 2])
-def test_threads_without_rows(B, any_size):
+def test_threads_without_rows(B, on_threads):
     """A team larger than the batch: some threads have no rows of the recursion."""
     net, X, D, kwargs = make("resets", "float64", B=B)
     one = on_threads(1, net, lambda: loss_grads_outputs(net, X, D, kwargs))
@@ -123,7 +134,7 @@ def test_threads_without_rows(B, any_size):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_own_products_split_between_threads(dtype, any_size):
+def test_own_products_split_between_threads(dtype, on_threads):
     """In float32 (with AVX-512) the team runs the packed recursion and the own A^T B
     on its shares; results equal the one-thread ones."""
     net, X, D, kwargs = make("dense", dtype)
@@ -135,7 +146,7 @@ def test_own_products_split_between_threads(dtype, any_size):
         assert net.engine.tn_scratch().shape[0] == 2
 
 
-def test_sparse_input_gradient(any_size):
+def test_sparse_input_gradient(on_threads):
     """hidden_backward's sparse dV (the touched tokens' rows), split by columns."""
     net, X, D, _ = make("tokens", "float64", B=9)
     inputs = _checks.check_inputs(X, net.n_in, net.dtype)
@@ -159,14 +170,13 @@ def test_sparse_input_gradient(any_size):
     np.testing.assert_allclose(team["V"], dense[one["ids"]], rtol=1e-12, atol=1e-14)
 
 
-def test_gradient_on_two_threads_matches_finite_differences_and_reference(any_size):
+def test_gradient_on_two_threads_matches_finite_differences_and_reference(on_threads):
     case = make_case(T=4, B=5, I=3, H=6, O=4, h0=True, mask=True, seed=7)
     net = case.net
     loss, grads = on_threads(2, net, lambda: net.loss_and_grad(case.X, case.D,
                                                                **case.call_kwargs()))
     numeric = numerical_gradient(lambda: net.loss_and_grad(case.X, case.D,
                                                            **case.call_kwargs())[0], net)
-    assert net.engine.plan.team == 2
     assert_gradients_close(grads, numeric)
     ref_loss, ref = reference.loss_and_grad(net.parameters(), case.X, case.D, h0=case.h0,
                                             mask=case.mask)
@@ -174,9 +184,11 @@ def test_gradient_on_two_threads_matches_finite_differences_and_reference(any_si
     assert_close(grads, ref, 1e-12)
 
 
+@needs_openmp
 @pytest.mark.parametrize("options", [dict(batch_size=5), dict(k1=3, k2=5)],
                          ids=["epochwise", "tbptt"])
 def test_fit_on_two_threads_matches_one(options, any_size):
+    """Through the public thread count (set_num_threads) and fit's own calls."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((12, 9, 4))
     D = rng.integers(0, 3, (12, 9))
