@@ -36,6 +36,7 @@ ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
 # rows x units of scratch that predict, evaluate and log_prob use per chunk of steps
 EVALUATION_ROWS = 2**22
+_RECURSION, _TN = int(_kernels.Product.RECURSION), int(_kernels.Product.TN)
 
 
 class Plan(NamedTuple):
@@ -115,6 +116,12 @@ class Engine:
         # of the A^T B scratch for each plan seen
         self.plan = Plan(1, 0)
         self._tn_lengths: dict[Plan, int] = {}
+        # the widest layer whose rows a team shares: H, or a full softmax's O (the
+        # class-factorised softmax runs its rows on one thread); every own product
+        # this model may run (float32 on a CPU with AVX-512)
+        self._width = max(n_hidden, n_out if class_starts is None else 0)
+        self._all_own = int(_kernels.Product.RECURSION | _kernels.Product.TN) \
+            if _kernels.OWN_PRODUCTS and dtype == np.float32 else 0
 
     # ------------------------------------------------------------ product and thread policy
     # How the kernels run a call: the threads of their own team, BLAS's threads, and
@@ -137,12 +144,12 @@ class Engine:
     def _begin(self, B: int) -> int:
         """Compute self.plan for a batch of B sequences and set BLAS's threads for it;
         returns BLAS's count to restore afterwards (bptt.threads._leave)."""
-        # the widest layer whose rows the team shares: H, or a full softmax's O (the
-        # class-factorised softmax runs its rows on one thread)
-        width = max(self.n_hidden, self.n_out if self.class_starts is None else 0)
+        width = self._width
         team = _threads.team_size(B, width)
         restore, blas_one = _threads._enter(B, width, team)
-        self.plan = Plan(team, self.own_products(blas_one or _threads.single_threaded(B, width)))
+        own = self.own_products(blas_one or _threads.single_threaded(B, width))
+        if self.plan != (team, own):
+            self.plan = Plan(team, own)
         return restore
 
     def own_products(self, serial_blas: bool) -> int:
@@ -151,13 +158,11 @@ class Engine:
         of them: the recursions from U packed once per call and, where the header's
         bptt_tn_suits says so, the weight gradients' A^T B. With BLAS on more threads
         (a team of one while BLAS keeps its threads) BLAS runs everything."""
-        if not (_kernels.OWN_PRODUCTS and serial_blas and self.dtype == np.float32):
-            return 0
-        return int(_kernels.Product.RECURSION | _kernels.Product.TN)
+        return self._all_own if serial_blas else 0
 
     def packed(self) -> np.ndarray:
         """The scratch that holds U packed for the own recursions (empty without them)."""
-        own = self.plan.own & _kernels.Product.RECURSION
+        own = self.plan.own & _RECURSION
         return self.workspace.get("packed", (_kernels.packed_length(self.n_hidden) if own
                                              else 0,), self.dtype)
 
@@ -170,7 +175,7 @@ class Engine:
         if length is None:
             H, O, I = self.n_hidden, self.n_out, self.n_in
             length = max(_kernels.tn_scratch_length(m, n, team)
-                         for m, n in ((H, H), (H, O), (I, H))) if own & _kernels.Product.TN else 0
+                         for m, n in ((H, H), (H, O), (I, H))) if own & _TN else 0
             self._tn_lengths[self.plan] = length
         return self.workspace.get("tn_scratch", (team, length) if length else (0, 0),
                                   self.dtype)
