@@ -158,6 +158,27 @@ def loss_of_a_large_problem() -> float:
     return loss + sum(float(abs(g).sum()) for g in grads.values())
 
 
+@needs_openmp
+@pytest.mark.parametrize("user", [None, "active"])
+def test_wait_policy(user):
+    """The team waits passively (libgomp: no spinning) only in a runtime of bptt's own
+    (a wheel's bptt.libs/ copy; .ci/check-dist checks that case); a runtime shared with
+    other libraries keeps libgomp's default, and the user's choice always holds; the
+    variable is never left in the environment."""
+    env = {"OMP_DISPLAY_ENV": "verbose"} | ({"OMP_WAIT_POLICY": user} if user else {})
+    code = "import os, bptt\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=os.environ | env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(user)]
+    private = any(threads._PRIVATE_RUNTIME.glob("libgomp*"))
+    if user == "active":
+        assert "OMP_WAIT_POLICY = 'ACTIVE'" in done.stderr
+    else:
+        spin = "GOMP_SPINCOUNT = '0'" in done.stderr
+        assert spin == private, done.stderr
+
+
 def test_package_works_under_omp_num_threads_1():
     out = run_python("import bptt\nfrom bptt import _team, threads\n"
                      "from test_threads import loss_of_a_large_problem as f\n"

@@ -46,12 +46,18 @@ stalled steps for up to 2.5 s under such contention. So batch 1 never runs slowe
 more threads. Larger problems get the pools' settings above, never more.
 
 **Waiting threads.** Between parallel regions, and at a barrier, libgomp's threads spin
-by default, which costs nothing on an idle machine and stalls a step 5-40-fold when
-another process holds one of the cores. Unless the user has set ``OMP_WAIT_POLICY``,
-this module sets it to ``passive`` while bptt's extensions load the OpenMP runtime
-(which reads it only then) and removes it again, so that child processes do not
-inherit it: bptt's team then sleeps while it waits (measured in bench/README.md). Where
-another library has loaded the same runtime before bptt, its setting holds.
+by default (about 300,000 turns), which is fastest on an idle machine and stalls steps
+up to 40-fold when another process holds one of the cores; waiting passively (asleep)
+costs a few microseconds per region and does not stall (bench/README.md). The policy
+(``OMP_WAIT_POLICY``) is read once, when the runtime loads, and holds for everything
+that uses that runtime. So bptt chooses it only for a runtime of its own: when its
+extensions load the wheel's private copy of libgomp (``bptt.libs/``) and the user has
+not set ``OMP_WAIT_POLICY``, this module sets it to ``passive`` while they load and
+removes it again, so that child processes do not inherit it. A build linked to the
+system's libgomp shares its runtime with other libraries (PyTorch's CPU build, for
+one, whose small operations ran 5 times slower at 2 threads under ``passive``): there
+bptt leaves the policy to the user (``OMP_WAIT_POLICY=passive`` before starting Python
+where other processes share the cores).
 
 **Forked processes** run their kernels on one thread: libgomp cannot start a team in a
 child forked from a process whose team has run (the child hangs), and the workers of a
@@ -65,10 +71,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-# bptt's team waits passively (module docstring) unless the user chose otherwise; the
-# runtime reads the variable when the extensions load it, here
+# bptt's team waits passively in a runtime of its own (module docstring) unless the
+# user chose otherwise; the runtime reads the variable when the extensions load it, here
 _WAIT_POLICY = "OMP_WAIT_POLICY"
-_wait_policy_set = _WAIT_POLICY not in os.environ
+_PRIVATE_RUNTIME = Path(__file__).resolve().parent.parent / "bptt.libs"
+_wait_policy_set = _WAIT_POLICY not in os.environ and any(_PRIVATE_RUNTIME.glob("libgomp*"))
 if _wait_policy_set:
     os.environ[_WAIT_POLICY] = "passive"
 try:
