@@ -78,6 +78,8 @@ VARIANTS = {   # name: (model options, case options, loss_and_grad options)
     "untied": ({"untied_steps": 6}, {"h0": True}, {}),
     "untied-tau2": ({"untied_steps": 6}, {}, {"truncate": 2}),
     "classes": ({"classes": [0, 20, 50, 64]}, {"tokens": True, "classes": True}, {}),
+    "classes-uneven-mask": ({"classes": [0, 1, 3, 6, 10, 64]},
+                            {"tokens": True, "classes": True, "mask": True}, {}),
     "sigmoid-sse": ({"output": "sigmoid", "loss": "sse"}, {}, {}),
 }
 
@@ -168,6 +170,38 @@ def test_sparse_input_gradient(on_threads):
     assert_close(team, {k: one[k] for k in ("loss", "V", "U")}, 1e-12)
     dense = net.loss_and_grad(X, D)[1]["V"]
     np.testing.assert_allclose(team["V"], dense[one["ids"]], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bounds", [[0, 20, 50, 64], [0, 1, 2, 3, 40, 64], [0, 64]])
+def test_class_softmax_split_by_classes(bounds, on_threads):
+    """class_output_loss_delta on a team: each thread takes the rows of its classes
+    and writes only their columns of the sparse dW and db_o."""
+    net = bptt.ElmanRNN(5, 128, 64, dtype="float64", seed=3, init="normal", classes=bounds)
+    rng = np.random.default_rng(5)
+    T, B = 6, 7
+    inputs = _checks.check_inputs(rng.integers(0, 5, (T, B)), net.n_in, net.dtype)
+    targets = _checks.check_model_targets(net, rng.integers(0, 64, (T, B)), T, B)
+    weights = rng.uniform(0.5, 1.5, T * B)
+    S = rng.standard_normal((T, B, 128))
+
+    def output_layer():
+        grads = {k: np.full_like(v, np.nan) for k, v in net.parameters().items()}
+        E = np.full((T * B, 128), np.nan)
+        sparse: dict[str, SparseGrad] = {}
+        row_loss = np.zeros(T * B)
+        with net.engine.section(B):
+            loss = net.engine.output_layer(S, targets, weights, grads, E, row_loss, sparse)
+        return {"loss": np.array(loss), "rows": row_loss, "E": E, "ids": sparse["W"].ids,
+                "W": sparse["W"].values.copy(), "b_o": sparse["b_o"].values.copy(),
+                "W_c": grads["W_c"], "b_c": grads["b_c"]}
+
+    one = on_threads(1, net, output_layer)
+    for n in COUNTS:
+        team = on_threads(n, net, output_layer)
+        np.testing.assert_array_equal(team["ids"], one["ids"])
+        assert_close(team, one, 1e-12)
+        # each column of dW sums its rows in the same order at any team size
+        np.testing.assert_array_equal(team["W"], one["W"])
 
 
 def test_gradient_on_two_threads_matches_finite_differences_and_reference(on_threads):

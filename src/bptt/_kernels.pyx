@@ -841,30 +841,54 @@ cdef Py_ssize_t _touched_columns(const Py_ssize_t* targets, Py_ssize_t N,
     return n
 
 
-cdef double _class_rows(const floating[:, ::1] S, const floating[:, ::1] W,
-                        const floating[::1] b_o, const floating[::1] b_c,
-                        const Py_ssize_t[::1] starts, const Py_ssize_t[::1] word_class,
-                        const Py_ssize_t[::1] targets, const floating* weights,
-                        floating[:, ::1] Zc, floating* z, floating* E, floating* dw,
-                        floating* db_o, const Py_ssize_t* slot, Py_ssize_t ld,
-                        double* row_loss) noexcept nogil:
-    """Each row r's loss -ln P(c | s) - ln P(w | c, s) times its weight (weights NULL:
-    1), into row_loss[r] (NULL: not kept); returns their sum. Zc[r] holds s W_c on
-    entry and w (P(. | s) - onehot(c)) on return (eq. 17); z (largest class size,) is
-    scratch. With E (N, H) given, the word layer's gradients: E[r] = W[:, class] z,
-    and dw (H, ld), db_o (ld,), zeroed first, add s z^T and z in the columns from
+cdef void _class_columns(Py_ssize_t cls0, Py_ssize_t cls1, const Py_ssize_t* starts,
+                         const Py_ssize_t* slot, Py_ssize_t* first,
+                         Py_ssize_t* end) noexcept nogil:
+    """The columns [first, end) of the word layer's gradient that hold the classes
+    [cls0, cls1): their words (slot NULL: dense), or their compact columns (slot[c]:
+    the first of class c's, -1 for an untouched class; compact columns follow the
+    class order)."""
+    cdef Py_ssize_t cls
+    if slot == NULL:
+        first[0], end[0] = starts[cls0], starts[cls1]
+        return
+    first[0] = end[0] = 0
+    for cls in range(cls0, cls1):
+        if slot[cls] >= 0:
+            if end[0] == 0:
+                first[0] = slot[cls]
+            end[0] = slot[cls] + starts[cls + 1] - starts[cls]
+
+
+cdef double _class_rows(Py_ssize_t cls0, Py_ssize_t cls1, const floating[:, ::1] S,
+                        const floating[:, ::1] W, const floating[::1] b_o,
+                        const floating[::1] b_c, const Py_ssize_t[::1] starts,
+                        const Py_ssize_t[::1] word_class, const Py_ssize_t[::1] targets,
+                        const floating* weights, floating[:, ::1] Zc, floating* z,
+                        floating* E, floating* dw, floating* db_o, const Py_ssize_t* slot,
+                        Py_ssize_t ld, double* row_loss) noexcept nogil:
+    """The rows whose target is in the classes [cls0, cls1): each row r's loss
+    -ln P(c | s) - ln P(w | c, s) times its weight (weights NULL: 1), into row_loss[r]
+    (NULL: not kept); returns their sum. Zc[r] holds s W_c on entry and w (P(. | s) -
+    onehot(c)) on return (eq. 17); z (largest class size,) is scratch. With E (N, H)
+    given, the word layer's gradients: E[r] = W[:, class] z, and dw (H, ld), db_o
+    (ld,), zeroed first in those classes' columns, add s z^T and z in the columns from
     base over the class's words, where z = w (P(. | c, s) - onehot(w)) and base =
     slot[c] (compact dw) or the class's first word (slot NULL: dense, ld = O)."""
     cdef int H = S.shape[1], O = W.shape[1], C = Zc.shape[1]
-    cdef Py_ssize_t r, k, word, a, size, cls, base
+    cdef Py_ssize_t r, k, word, a, size, cls, base, first, end
     cdef double total = 0, one_row
     cdef floating w
     if E != NULL:
-        _zero(dw, H * ld)
-        _zero(db_o, ld)
+        _class_columns(cls0, cls1, &starts[0], slot, &first, &end)
+        for k in range(H):
+            _zero(dw + k * ld + first, end - first)
+        _zero(db_o + first, end - first)
     for r in range(S.shape[0]):
         word = targets[r]
         cls = word_class[word]
+        if cls < cls0 or cls >= cls1:
+            continue
         a = starts[cls]
         size = starts[cls + 1] - a
         w = weights[r] if weights != NULL else 1
@@ -885,18 +909,79 @@ cdef double _class_rows(const floating[:, ::1] S, const floating[:, ::1] W,
     return total
 
 
-cdef void _class_layer_backward(const floating[:, ::1] S, const floating[:, ::1] Zc,
-                                const floating[:, ::1] W_c, const floating[::1] ones,
-                                floating[:, ::1] dW_c, floating[::1] db_c,
-                                floating[:, ::1] E) noexcept nogil:
-    """The class layer's gradients over all N rows, Zc (N, C) holding its deltas:
-    dW_c = S^T Zc, db_c = the column sums of Zc, and E += Zc W_c^T."""
+cdef void _class_shares(int parts, Py_ssize_t N, Py_ssize_t C, const Py_ssize_t* starts,
+                        const Py_ssize_t* word_class, const Py_ssize_t* targets,
+                        Py_ssize_t* cost, Py_ssize_t* bounds) noexcept nogil:
+    """Cut the classes into `parts` ranges of about equal work: thread j takes the
+    classes [bounds[j], bounds[j + 1]). A row of class c costs C + |c| (its class
+    softmax and its words' products); cost (C,) is scratch."""
+    cdef Py_ssize_t r, cls, total = 0, done = 0
+    cdef int j = 1
+    for cls in range(C):
+        cost[cls] = 0
+    for r in range(N):
+        cls = word_class[targets[r]]
+        cost[cls] += C + starts[cls + 1] - starts[cls]
+    for cls in range(C):
+        total += cost[cls]
+    bounds[0] = 0
+    for cls in range(C):
+        done += cost[cls]
+        while j < parts and done * parts >= total * j:
+            bounds[j] = cls + 1
+            j += 1
+    while j <= parts:
+        bounds[j] = C
+        j += 1
+
+
+cdef void _class_layer_share(int j, int parts, const floating[:, ::1] S,
+                             const floating[:, ::1] Zc, const floating[:, ::1] W_c,
+                             const floating[::1] ones, floating[:, ::1] dW_c,
+                             floating[::1] db_c, floating[:, ::1] E) noexcept nogil:
+    """Thread j's share of the class layer's gradients over all N rows, Zc (N, C)
+    holding its deltas: its Part of dW_c = S^T Zc, its columns of db_c (the column
+    sums of Zc), and its rows of E += Zc W_c^T."""
     cdef int N = S.shape[0], H = S.shape[1], C = Zc.shape[1]
-    gemm(True, False, H, C, N, <floating>1, &S[0, 0], H, &Zc[0, 0], C,
-         <floating>0, &dW_c[0, 0], C)
-    gemv(True, N, C, <floating>1, &Zc[0, 0], C, &ones[0], <floating>0, &db_c[0])
-    gemm(False, True, N, H, C, <floating>1, &Zc[0, 0], C, &W_c[0, 0], C,
-         <floating>1, &E[0, 0], H)
+    cdef int c0 = _columns(C, j, parts), c1 = _columns(C, j + 1, parts)
+    cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
+    cdef Plan blas = _plan(1)
+    _gemm_tn(&blas, j, _part(H, C, j, parts), H, C, N, &S[0, 0], &Zc[0, 0], &dW_c[0, 0],
+             False)
+    gemv(True, N, c1 - c0, <floating>1, &Zc[0, c0], C, &ones[0], <floating>0, &db_c[c0])
+    gemm(False, True, r1 - r0, H, C, <floating>1, &Zc[r0, 0], C, &W_c[0, 0], C,
+         <floating>1, &E[r0, 0], H)
+
+
+cdef double _class_share(int j, int parts, const Py_ssize_t* bounds,
+                         const floating[:, ::1] S, const floating[:, ::1] W,
+                         const floating[::1] b_o, const floating[:, ::1] W_c,
+                         const floating[::1] b_c, const Py_ssize_t[::1] starts,
+                         const Py_ssize_t[::1] word_class, const Py_ssize_t[::1] targets,
+                         const floating* weights, floating[:, ::1] Zc, floating[:, ::1] z,
+                         bint with_grads, floating[:, ::1] E, floating[:, ::1] dW,
+                         floating[::1] db_o, const Py_ssize_t* slot, Py_ssize_t ld,
+                         floating[:, ::1] dW_c, floating[::1] db_c, const floating[::1] ones,
+                         double* row_loss) noexcept nogil:
+    """Thread j's share of class_output_loss_delta: its rows of the class scores Zc =
+    S W_c (b_c is added per row), then (all scores done) the rows of its classes
+    [bounds[j], bounds[j + 1]), whose columns of dW and db_o it alone writes, then (all
+    rows done) its share of the class layer's gradients. Returns its rows' loss."""
+    cdef int N = S.shape[0], H = S.shape[1], C = W_c.shape[1]
+    cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
+    cdef double loss
+    gemm(False, False, r1 - r0, C, H, <floating>1, &S[r0, 0], H, &W_c[0, 0], C,
+         <floating>0, &Zc[r0, 0], C)
+    if parts > 1:
+        bptt_barrier()
+    loss = _class_rows(bounds[j], bounds[j + 1], S, W, b_o, b_c, starts, word_class,
+                       targets, weights, Zc, &z[j, 0], &E[0, 0] if with_grads else NULL,
+                       &dW[0, 0], &db_o[0], slot, ld, row_loss)
+    if with_grads:
+        if parts > 1:
+            bptt_barrier()
+        _class_layer_share(j, parts, S, Zc, W_c, ones, dW_c, db_c, E)
+    return loss
 
 
 def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
@@ -904,11 +989,11 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                             const floating[::1] b_c, const Py_ssize_t[::1] starts,
                             const Py_ssize_t[::1] word_class,
                             const Py_ssize_t[::1] targets, const floating[::1] weights,
-                            floating[:, ::1] Zc, floating[::1] z, bint with_grads,
+                            floating[:, ::1] Zc, floating[:, ::1] z, bint with_grads,
                             floating[:, ::1] E, floating[:, ::1] dW, floating[::1] db_o,
                             Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
-                            floating[:, ::1] dW_c, floating[::1] db_c,
-                            const floating[::1] ones, double[::1] row_loss=None):
+                            Py_ssize_t[::1] cost, floating[:, ::1] dW_c, floating[::1] db_c,
+                            const floating[::1] ones, int team, double[::1] row_loss=None):
     """Loss of the target words of N rows under the class-factorised softmax and,
     with_grads, its gradients. Returns (loss, n): n columns of dW written (0 without).
 
@@ -922,38 +1007,57 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     targets (N,): target words
     weights (N,) or empty: row weights (empty: all 1)
     Zc (N, C): scratch
-    z (largest class size,): scratch
+    z (team, largest class size): scratch
     with_grads: also compute E, dW, db_o, dW_c, db_c
     E (N, H): out, the errors dC/ds sent to the hidden layer
     dW (H, O): out; sparse: the compact (H, n) gradient of the touched columns
     db_o (O,): out; sparse: the touched columns' in db_o[:n]
     touched (O,) or empty: out (sparse), the n ids of the columns of the targets' classes
     slot (C,): scratch (sparse)
+    cost (C,): scratch (a team's shares of the classes)
     dW_c (H, C): out
     db_c (C,): out
     ones (>= N,): ones
+    team: threads of the kernels' own team (1: serial): the class scores and the class
+      layer's gradients split by rows and columns, the word layer by classes, each
+      thread taking the rows whose targets are in its classes; their losses are summed
+      per thread, then in thread order
     row_loss (N,) or None: out, each row's weighted loss
     """
-    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
+    cdef int N = S.shape[0], O = W.shape[1], C = W_c.shape[1]
+    cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
     cdef bint sparse = with_grads and touched.shape[0] > 0
     cdef Py_ssize_t n_cols = O if with_grads else 0
-    cdef double total
+    cdef double total = 0
+    cdef double partial[MAX_TEAM]
+    cdef Py_ssize_t bounds[MAX_TEAM + 1]
+    cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
+    cdef const Py_ssize_t* slots = &slot[0] if sparse else NULL
+    cdef double* rows = &row_loss[0] if row_loss is not None else NULL
     if N == 0:
         return 0.0, 0
     with nogil:
         if sparse:
             n_cols = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
                                       &slot[0], &touched[0])
-        # the class scores of all rows at once: Zc = S W_c (b_c is added per row)
-        gemm(False, False, N, C, H, <floating>1, &S[0, 0], H, &W_c[0, 0], C,
-             <floating>0, &Zc[0, 0], C)
-        total = _class_rows(S, W, b_o, b_c, starts, word_class, targets,
-                            &weights[0] if weights.shape[0] > 0 else NULL, Zc, &z[0],
-                            &E[0, 0] if with_grads else NULL, &dW[0, 0], &db_o[0],
-                            &slot[0] if sparse else NULL, n_cols,
-                            &row_loss[0] if row_loss is not None else NULL)
-        if with_grads:
-            _class_layer_backward(S, Zc, W_c, ones, dW_c, db_c, E)
+        if nt <= 1:
+            bounds[0], bounds[1] = 0, C
+            total = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                 targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
+                                 dW_c, db_c, ones, rows)
+    if nt <= 1:
+        return total, n_cols
+    for j in range(nt):
+        partial[j] = 0
+    with nogil, parallel(num_threads=nt):
+        j, n = bptt_thread_id(), bptt_team_size()
+        if j == 0:
+            _class_shares(n, N, C, &starts[0], &word_class[0], &targets[0], &cost[0], bounds)
+        partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                  targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
+                                  dW_c, db_c, ones, rows)
+    for j in range(nt):
+        total += partial[j]
     return total, n_cols
 
 

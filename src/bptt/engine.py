@@ -116,9 +116,9 @@ class Engine:
         # of the A^T B scratch for each plan seen
         self.plan = Plan(1, 0)
         self._tn_lengths: dict[Plan, int] = {}
-        # the widest layer whose rows a team shares: H, or a full softmax's O (the
-        # class-factorised softmax runs its rows on one thread); every own product
-        # this model may run (float32 on a CPU with AVX-512)
+        # the widest layer whose rows a team shares: H, or a full softmax's O (a
+        # class-factorised softmax's rows cost H (C + |class|), counted as H); every own
+        # product this model may run (float32 on a CPU with AVX-512)
         self._width = max(n_hidden, n_out if class_starts is None else 0)
         self._all_own = int(_kernels.Product.RECURSION | _kernels.Product.TN) \
             if _kernels.OWN_PRODUCTS and dtype == np.float32 else 0
@@ -230,13 +230,15 @@ class Engine:
             assert E is not None, "E is needed with grads"
             with_sparse = with_grads and sparse is not None
             touched = ws.get("touched_W", (self.n_out if with_sparse else 0,), np.intp)
+            team = self.plan.team
             loss, n_cols = _kernels.class_output_loss_delta(
                 rows, p["W"], p["b_o"], p["W_c"], p["b_c"], self.class_starts,
                 self.word_class, targets.classes, weights,
-                ws.get("Zc", (n, n_classes), dtype), ws.get("z", (self.largest_class,), dtype),
-                with_grads, E, grads["W"], grads["b_o"], touched,
-                ws.get("class_slots", (n_classes,), np.intp), grads["W_c"], grads["b_c"],
-                ws.ones(n, dtype), row_loss)
+                ws.get("Zc", (n, n_classes), dtype),
+                ws.get("z", (team, self.largest_class), dtype), with_grads, E, grads["W"],
+                grads["b_o"], touched, ws.get("class_slots", (n_classes,), np.intp),
+                ws.get("class_cost", (n_classes,), np.intp), grads["W_c"], grads["b_c"],
+                ws.ones(n, dtype), team, row_loss)
             if sparse is not None and with_sparse:
                 ids = touched[:n_cols]
                 sparse["W"] = SparseGrad.unchecked(
