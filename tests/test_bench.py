@@ -125,13 +125,17 @@ def test_threads_option_runs_every_count(tmp_path, capsys, monkeypatch, restored
         < printed.index("scaling with threads")
     # the scaling table: a line per case, the speed-up the ratio of the printed times
     scaling = printed[printed.index("| case | dtype | bptt ms, 1 thr"):].splitlines()
-    assert scaling[0].split(" | ")[2:5] == ["bptt ms, 1 thr", "bptt ms, 2 thr", "bptt ×2/1"]
+    assert scaling[0].split(" | ")[2:6] == ["bptt ms, 1 thr", "bptt ms, 2 thr", "bptt ×2/1",
+                                             "bptt serial share, 2 thr"]
     for line, case in zip(scaling[2:], TINY):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == bench.case_name(case)
         assert float(cells[4]) == pytest.approx(float(cells[2]) / float(cells[3]),
                                                 rel=2e-3, abs=6e-3)
-        assert cells[5:] == ["—", "—", "—"]          # no torch
+        # the serial share s by Amdahl's law: t2 = t1 (s + (1 - s) / 2)
+        assert float(cells[5].rstrip("%")) / 100 == pytest.approx(
+            2 * float(cells[3]) / float(cells[2]) - 1, abs=0.01)
+        assert cells[6:] == ["—", "—", "—"]          # no torch
 
 
 @pytest.mark.parametrize("bad", ["0", "1,1", "2,x", "", "1,-2"])

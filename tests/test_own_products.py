@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import _checks, _kernels, reference
+from bptt import _kernels, reference
 from conftest import make_case
 from test_reference import relative_error
 
 pytestmark = pytest.mark.skipif(not _kernels.OWN_PRODUCTS,
                                 reason="this CPU has no AVX-512: BLAS is the only path")
+ALL_OWN = _kernels.Product.RECURSION | _kernels.Product.TN
 
 SHAPES = [  # T, B, I, H, O
     (9, 1, 3, 70, 5),          # batch 1: single-row tiles, n = 70 (a partial vector)
@@ -42,9 +43,9 @@ def gradients(net, X, D, *, own: bool, **kwargs):
     with bptt.blas_threads(1):
         if own:
             result = net.loss_and_grad(X, D, **kwargs)
-            assert net.engine.own_products()   # the path under test was taken
+            assert net.engine.plan.own == ALL_OWN   # the path under test was taken
             return result
-        net.engine.own_products = lambda: False   # instance attribute: this model only
+        net.engine.own_products = lambda serial_blas: 0   # instance attribute: this model only
         try:
             return net.loss_and_grad(X, D, **kwargs)
         finally:
@@ -72,18 +73,20 @@ def test_own_products_match_blas_and_reference(shape, truncate, with_h0):
         assert relative_error(own[name], blas[name]) < 1e-5, name
 
 
-def test_packed_length_has_room_for_every_packed_matrix():
-    # U alone when no layer product suits panels (width 100 pads to 128, 10 to 64)
-    assert _kernels.packed_length(3, 100, 10) == 100 * 128 + 16
-    # U, V (40 x 300), and W (300 x 1100) and W^T (1100 x 300) by chunks of at most
-    # 1024 x 1024, widths padded to 64
-    assert _kernels.packed_length(40, 300, 1100) == max(300 * 320, 40 * 320, 300 * 1024,
-                                                        1024 * 320) + 16
-    assert _kernels.packed_length(5000, 256, 8) == 1024 * 256 + 16     # a chunk of V
-    # a vocabulary of outputs: the scratch stays at one chunk, not a copy of W
-    assert _kernels.packed_length(0, 256, 100000) == max(256 * 1024, 1024 * 256) + 16
-    assert _kernels.packed_length(0, 200, 100000) == 200 * 1024 + 16    # no W^T: 200 pads
-    assert _kernels.packed_length(0, 0, 5) == 0
+def test_scratch_lengths():
+    # U packed: H rows of panels padded to 64 columns, + 16 floats for alignment
+    assert _kernels.packed_length(100) == 100 * 128 + 16
+    assert _kernels.packed_length(0) == 0
+    # A^T B: a block of up to 128 rows of B (C is at most 1 MiB where the own product
+    # suits it) in the thread's panels; 0 where BLAS computes the product (A wider than
+    # 256, B than 1024, or a width that wastes the panels)
+    assert _kernels.tn_scratch_length(128, 64, 1) == 128 * 64 + 16
+    assert _kernels.tn_scratch_length(128, 512, 2) == 128 * 256 + 16
+    assert _kernels.tn_scratch_length(256, 1024, 1) == 128 * 1024 + 16
+    assert _kernels.tn_scratch_length(128, 64, 3) == 128 * 64 + 16     # split by rows
+    assert _kernels.tn_scratch_length(300, 64, 1) == 0
+    assert _kernels.tn_scratch_length(100, 2000, 1) == 0
+    assert _kernels.tn_scratch_length(100, 100, 1) == 0
 
 
 def test_large_recursion_runs_in_blocks_of_k():
@@ -91,17 +94,16 @@ def test_large_recursion_runs_in_blocks_of_k():
     test_own_products_match_blas_and_reference((3, 242, 2, 1030, 2), None, False)
 
 
-def test_layer_matrices_are_packed_only_with_blas_on_one_thread():
-    # a small model (B*H < 16384) runs its own products at any BLAS thread count, but
-    # with more BLAS threads its input and output layers keep them when larger than U
+def test_small_problems_run_the_own_products_at_any_thread_count():
+    # a small model (B*H < 16384) runs on one thread, team and BLAS, under any count,
+    # and so with every own product; its scratch is sized from the plan
     net = bptt.ElmanRNN(30, 64, 500, dtype="float32", seed=0)
-    with bptt.blas_threads(1), net.engine.section(8):
-        assert len(net.engine.packed()) == _kernels.packed_length(0, 64, 500)
-        assert len(net.engine.packed(_checks.check_inputs(np.zeros((2, 8, 30), np.float32), 30, net.dtype))) \
-            == _kernels.packed_length(30, 64, 500) > _kernels.packed_length(0, 64, 0)
-    with bptt.blas_threads(2), net.engine.section(8):
-        assert net.engine.own_products()
-        assert len(net.engine.packed()) == _kernels.packed_length(0, 64, 0)
+    for n in (1, 2):
+        with bptt.blas_threads(n), net.engine.section(8):
+            assert net.engine.plan == (1, ALL_OWN)
+            assert len(net.engine.packed()) == _kernels.packed_length(64)
+            # room for the largest of dU (64 x 64), dW (64 x 500), dV (30 x 64)
+            assert net.engine.tn_scratch().shape == (1, _kernels.tn_scratch_length(64, 500, 1))
 
 
 def test_forward_states_match_blas():
@@ -109,8 +111,8 @@ def test_forward_states_match_blas():
     net = case.net
     with bptt.blas_threads(1):
         _, S_own = net.forward(case.X, case.h0)
-        assert net.engine.own_products()
-        net.engine.own_products = lambda: False
+        assert net.engine.plan.own == ALL_OWN
+        net.engine.own_products = lambda serial_blas: 0
         _, S_blas = net.forward(case.X, case.h0)
     assert relative_error(S_own, S_blas) < 1e-6
 

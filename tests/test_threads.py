@@ -158,6 +158,27 @@ def loss_of_a_large_problem() -> float:
     return loss + sum(float(abs(g).sum()) for g in grads.values())
 
 
+@needs_openmp
+@pytest.mark.parametrize("user", [None, "active"])
+def test_wait_policy(user):
+    """The team waits passively (libgomp: no spinning) only in a runtime of bptt's own
+    (a wheel's bptt.libs/ copy; .ci/check-dist checks that case); a runtime shared with
+    other libraries keeps libgomp's default, and the user's choice always holds; the
+    variable is never left in the environment."""
+    env = {"OMP_DISPLAY_ENV": "verbose"} | ({"OMP_WAIT_POLICY": user} if user else {})
+    code = "import os, bptt\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=os.environ | env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(user)]
+    private = any(threads._PRIVATE_RUNTIME.glob("libgomp*"))
+    if user == "active":
+        assert "OMP_WAIT_POLICY = 'ACTIVE'" in done.stderr
+    else:
+        spin = "GOMP_SPINCOUNT = '0'" in done.stderr
+        assert spin == private, done.stderr
+
+
 def test_package_works_under_omp_num_threads_1():
     out = run_python("import bptt\nfrom bptt import _team, threads\n"
                      "from test_threads import loss_of_a_large_problem as f\n"
@@ -232,14 +253,32 @@ def test_blas_is_held_at_one_thread_while_a_team_runs(restored, blas_control):
     assert (restore, one_thread) == (0, False) and threads._blas_threads() == 2
 
 
-def test_auto_policy_lowers_blas_for_small_problems_only(restored, blas_control):
+@pytest.mark.parametrize("fixed", [False, True], ids=["auto", "fixed"])
+def test_small_problems_hold_blas_at_one_thread(fixed, restored, blas_control):
+    """Under the auto policy and under a set_num_threads count alike: batch 1 never
+    runs slower for more threads."""
     bptt.set_num_threads(2)
-    bptt.set_num_threads(None)
+    if not fixed:
+        bptt.set_num_threads(None)
     restore, one_thread = threads._enter(1, 128)
     assert one_thread and threads._blas_threads() == 1
     threads._leave(restore)
     assert threads._blas_threads() == 2
-    assert threads._enter(*LARGE) == (0, False)
+    if not fixed:
+        assert threads._enter(*LARGE) == (0, False)
+
+
+def test_a_wide_softmax_is_not_a_small_problem(restored, blas_control):
+    """The engine's width is the widest layer the team shares: a full softmax over a
+    vocabulary at 32 x 200 gets the team, a class-factorised one does not."""
+    bptt.set_num_threads(2)
+    full = bptt.ElmanRNN(10, 200, 10000, dtype="float32")
+    classed = bptt.ElmanRNN(10, 200, 10000, dtype="float32", classes=[0, 5000, 10000])
+    for net, team in ((full, 2 if _team.openmp_enabled() else 1), (classed, 1)):
+        with net.engine.section(32):
+            assert net.engine.plan.team == team
+            # BLAS on one thread while a team runs, and for the small problem
+            assert threads._blas_threads() == (1 if team > 1 or net is classed else 2)
 
 
 # ------------------------------------------------------------------ _team.h without OpenMP

@@ -5,11 +5,12 @@ import logging
 # application (e.g. python -m bptt) decides where the records go
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# first: bptt.threads sets the OpenMP runtime's wait policy before the extensions load it
+from .threads import blas_threads, get_num_threads, set_num_threads
 from . import lm, rnnlm_format, tasks
 from .estimators import RNNClassifier, RNNRegressor
 from .model import ElmanRNN, load
 from .text import Vocabulary
-from .threads import blas_threads, get_num_threads, set_num_threads
 from .training import History, LossGrowthWarning, TrainingDiverged, TrainingInterrupted
 
 __all__ = ["ElmanRNN", "History", "LossGrowthWarning", "RNNClassifier", "RNNRegressor",

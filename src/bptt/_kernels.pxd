@@ -3,6 +3,7 @@
 # passes); the elementwise passes and scalar functions for either element type; the
 # clock of --profile.
 from cython cimport floating
+from libc.stddef cimport ptrdiff_t
 from libc.math cimport exp, expf, log1p, log1pf, sqrt, sqrtf
 
 
@@ -34,24 +35,100 @@ cpdef enum Update:
     COPY = 7        # theta = g (scatters g into a dense array)
 
 
+# The plan of a call (bptt.engine computes it once per kernel section and passes it to
+# every entry point as two ints): `team`, the threads of the kernels' own team (1: no
+# parallel region, the serial code), and `own`, a bit set of the own float32 products
+# that may run instead of BLAS (the header's shape predicate bptt_tn_suits still
+# decides A^T B shape by shape).
+cpdef enum Product:
+    RECURSION = 1   # s(t-1) U and delta_h(t+1) U^T from U packed once per call
+    TN = 2          # the weight gradients A^T B (dU, dV, dW) where bptt_tn_suits
+
+
+cdef struct Plan:
+    # the plan as the kernels use it (_plan)
+    int team                # threads of the own team, 1 .. MAX_TEAM
+    float* packed           # U or U^T packed for the recursions; NULL: BLAS
+    float* tn               # the own A^T B's scratch, thread j's at tn + j * tn_length;
+    ptrdiff_t tn_length     # NULL: BLAS
+
+
+cdef enum:
+    MAX_TEAM = 256  # threads a kernel runs at most (sizes its per-thread loss sums)
+
+
+# ---------------------------------------------------------------- the team's shares
+# A team of n threads splits a kernel's work without overlap: batch rows (the
+# recursions), stacked rows (the layers' per-row work) or the columns of a result
+# summed over rows (the weight gradients), so each thread writes its own part.
+
+cdef inline int _share(Py_ssize_t n, int j, int parts) noexcept nogil:
+    """Where part j of [0, n) cut into `parts` nearly equal parts starts (j = parts:
+    n); part j is [_share(n, j, parts), _share(n, j + 1, parts))."""
+    return <int>(n * j // parts)
+
+
+cdef struct Part:
+    # thread j's rectangle of a result C[m, n]: rows [i0, i1), columns [c0, c1), which
+    # are C's 64-column panels [p0, p1) when split by panels
+    int i0, i1, c0, c1
+    ptrdiff_t p0, p1
+
+
+cdef inline Part _part(int m, int n, int j, int parts) noexcept nogil:
+    """Thread j's share of C[m, n] summed over rows (A^T B): a range of C's column
+    panels when C has at least one per thread (each element is then computed as by
+    one thread, bit for bit), else a range of C's rows."""
+    cdef Part part
+    cdef ptrdiff_t panels = bptt_panels(n)
+    part.i0, part.i1, part.c0, part.c1, part.p0, part.p1 = 0, m, 0, n, 0, panels
+    if parts <= 1:
+        return part
+    if panels >= parts:
+        part.p0, part.p1 = _share(panels, j, parts), _share(panels, j + 1, parts)
+        part.c0 = <int>(part.p0 * BPTT_NR)
+        part.c1 = <int>min(part.p1 * BPTT_NR, n)
+    else:
+        part.i0, part.i1 = _share(m, j, parts), _share(m, j + 1, parts)
+    return part
+
+
+cdef inline ptrdiff_t _part_panels(int n, int parts) noexcept nogil:
+    """The most panels of C[:, n] that one thread's Part holds."""
+    cdef ptrdiff_t panels = bptt_panels(n)
+    return (panels + parts - 1) // parts if panels >= parts else panels
+
+
 # ---------------------------------------------------------------- C headers
 
-# The kernels' own float32 products: U packed once per call for the recursions, the
-# layer products and A^T B for the weight gradients (AVX-512 CPUs; see the header)
+# The kernels' own float32 products: U packed once per call for the recursions, A^T B
+# for the weight gradients (AVX-512 CPUs; see the header), each also over a range
+# [p0, p1) of C's 64-column panels, so that a team can split C between its threads
 cdef extern from "_packed.h":
-    Py_ssize_t bptt_packed_length(Py_ssize_t k, Py_ssize_t n) noexcept nogil
-    void bptt_pack_f(const float* w, int k, int n, int ldw, int transpose,
-                     float* buffer) noexcept nogil
+    int BPTT_NR
+    ptrdiff_t bptt_panels(ptrdiff_t n) noexcept nogil
+    ptrdiff_t bptt_packed_length(ptrdiff_t k, ptrdiff_t n) noexcept nogil
+    void bptt_pack_panels_f(const float* w, ptrdiff_t k, ptrdiff_t n, ptrdiff_t ldw,
+                            int transpose, float* buffer, ptrdiff_t p0,
+                            ptrdiff_t p1) noexcept nogil
     int bptt_packed_supported() noexcept nogil
-    void bptt_packed_matmul_f(int m, int n, int k, const float* a, Py_ssize_t lda,
-                              const float* buffer, float* c, Py_ssize_t ldc, int accumulate,
-                              int reverse) noexcept nogil
-    int BPTT_NR, BPTT_LAYER_CHUNK
-    Py_ssize_t bptt_tn_scratch_length(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
-    bint bptt_tn_suits(Py_ssize_t m, Py_ssize_t n) noexcept nogil
-    bint bptt_panels_fit(Py_ssize_t n) noexcept nogil
-    void bptt_matmul_tn_f(int m, int n, int k, const float* a, const float* b, float* c,
-                          int accumulate, float* scratch) noexcept nogil
+    void bptt_packed_matmul_f(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* a,
+                              ptrdiff_t lda, const float* buffer, float* c, ptrdiff_t ldc,
+                              int accumulate, int reverse) noexcept nogil
+    ptrdiff_t bptt_tn_range_scratch_length(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                            ptrdiff_t p0, ptrdiff_t p1) noexcept nogil
+    bint bptt_tn_suits(ptrdiff_t m, ptrdiff_t n) noexcept nogil
+    void bptt_matmul_tn_panels_f(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* a,
+                                 ptrdiff_t lda, const float* b, ptrdiff_t ldb, float* c,
+                                 ptrdiff_t ldc, int accumulate, float* scratch,
+                                 ptrdiff_t p0, ptrdiff_t p1) noexcept nogil
+
+
+# The kernels' thread team (OpenMP, or a team of one without it)
+cdef extern from "_team.h":
+    int bptt_thread_id() noexcept nogil
+    int bptt_team_size() noexcept nogil
+    void bptt_barrier() noexcept nogil
 
 
 # The elementwise passes, one C source for both types (vectorized float32, libm
@@ -70,6 +147,8 @@ cdef extern from "_vecmath.h":
     double bptt_exp_sum_d(double* y, double shift, Py_ssize_t n) noexcept nogil
     void bptt_scale_f(const float* y, float alpha, float* out, Py_ssize_t n) noexcept nogil
     void bptt_scale_d(const double* y, double alpha, double* out, Py_ssize_t n) noexcept nogil
+    void bptt_axpy_f(Py_ssize_t n, float a, const float* x, float* y) noexcept nogil
+    void bptt_axpy_d(Py_ssize_t n, double a, const double* x, double* y) noexcept nogil
     void bptt_adam_f(float* theta, const float* g, float* m, float* v, Py_ssize_t n,
                      const float* c) noexcept nogil
     void bptt_adam_d(double* theta, const double* g, double* m, double* v, Py_ssize_t n,
@@ -121,6 +200,15 @@ cdef inline void _scale(const floating* y, floating alpha, floating* out,
         bptt_scale_f(y, alpha, out, n)
     else:
         bptt_scale_d(y, alpha, out, n)
+
+
+cdef inline void _axpy(Py_ssize_t n, floating a, const floating* x,
+                       floating* y) noexcept nogil:
+    """y += a x over n contiguous entries, each rounded once (x and y do not overlap)."""
+    if floating is float:
+        bptt_axpy_f(n, a, x, y)
+    else:
+        bptt_axpy_d(n, a, x, y)
 
 
 cdef inline void _adam(floating* theta, const floating* g, floating* m, floating* v,

@@ -4,10 +4,18 @@ output layer with its loss and deltas, the class-factorised softmax and the
 updates (docs/math.md).
 
 Conventions: row-major, time-major arrays; a (T, B, n) array is also read as
-(T*B, n) rows. Every buffer is passed in by the caller (bptt.model), which has
+(T*B, n) rows. Every buffer is passed in by the caller (bptt.engine), which has
 already validated shapes, dtypes, contiguity and index ranges: nothing here
 checks its inputs, allocates or touches Python objects inside the loops, and
 the GIL is released around all numerical work.
+
+Threads: the network's entry points take the plan of the call (bptt.engine): `team`,
+the threads of the kernels' own OpenMP team, and `own`, the own products that may
+run. A team of one runs the serial code, with no parallel region; a larger team runs
+one parallel region per call, in which each thread takes its share of the rows (the
+recursions by batch rows, the layers' per-row work by stacked rows) and of the
+columns of the sums over rows (the weight gradients), with BLAS on one thread on
+each share (bptt.threads holds it there).
 
 Equation numbers are the report's (Jiang Guo, BackPropagation Through Time, 2013),
 corrected as docs/math.md says. delta always means dC/dnet (the report's delta negated).
@@ -19,10 +27,11 @@ the matrix products the layers share (BLAS, or the kernels' own from _packed.h).
 _kernels.pxd declares what they all use: the Activation, Loss and Update codes, the
 C headers, the elementwise passes for either element type and the --profile clock.
 """
+from cython.parallel cimport parallel
 from libc.stdlib cimport free, malloc, qsort
 from libc.math cimport log, fabs
 
-from ._blas cimport axpy as blas_axpy, gemm, gemv, ger, matmul_rows
+from ._blas cimport gemm, gemv, ger, matmul_rows
 
 
 # Phases a step is split into by `python -m bptt.bench --profile`: given a prof array
@@ -42,9 +51,15 @@ cdef inline const unsigned char* _flags(const unsigned char[::1] resets) noexcep
 # S (T, B, H) holds s(1..T) of B sequences side by side; s(0) = h0, or 0. U is
 # (1, H, H), tied, or (T, H, H), one per step (untied, report section 4).
 #
+# The B sequences of a batch are independent in both recursions, so a team splits
+# them by batch rows: each thread runs the whole recursion over its rows [r0, r1) of
+# every step (contiguous, H wide), with no barrier between steps; a team of one runs
+# rows [0, B). The sums over the rows that follow (eqs. 27-28) split the columns of
+# their results instead.
+#
 # State resets: resets[t*B + b] != 0 (T*B flags) restarts sequence b's state from
 # zero before step t: no recurrent term enters step t (forward) and no error crosses
-# from step t back to step t - 1 (backward). The recurrent products run over all B
+# from step t back to step t - 1 (backward). The recurrent products run over all the
 # rows of a step as usual; the rows of a reset are kept out of them by saving the
 # rows the product would change and putting them back.
 
@@ -67,46 +82,68 @@ cdef Py_ssize_t _swap_reset_rows(const unsigned char* reset, int B, Py_ssize_t H
     return n
 
 
-cdef inline void _recurrent_step(bint use_packed, floating[::1] packed, int B, int H,
-                                 const floating* a, const floating* U, bint transpose,
-                                 floating* c, bint reverse, const unsigned char* reset,
+cdef inline void _recurrent_step(const Plan* plan, int m, int H, const floating* a,
+                                 const floating* U, bint transpose, floating* c,
+                                 bint reverse, const unsigned char* reset,
                                  floating* saved) noexcept nogil:
-    """One step of a recursion: c (B, H) += a (B, H) @ op(U), op(U) = U^T if
-    transpose, except in the rows b with reset[b] (reset NULL: none), which keep
-    their value through saved (B, H). use_packed, packed, reverse: _recurrent_product."""
-    cdef bint any_reset = reset != NULL and _swap_reset_rows(reset, B, H, c, saved, False) > 0
-    _recurrent_product(use_packed, packed, B, H, a, U, transpose, c, True, reverse)
+    """One step of a recursion over m rows: c (m, H) += a (m, H) @ op(U), op(U) = U^T
+    if transpose, except in the rows b with reset[b] (reset NULL: none), which keep
+    their value through saved (m, H). reverse: _recurrent_product."""
+    cdef bint any_reset = reset != NULL and _swap_reset_rows(reset, m, H, c, saved, False) > 0
+    _recurrent_product(plan, m, H, a, U, transpose, c, True, reverse)
     if any_reset:
-        _swap_reset_rows(reset, B, H, c, saved, True)
+        _swap_reset_rows(reset, m, H, c, saved, True)
 
 
-cdef void _state_recursion(int T, int B, int H, int act, const floating* h0,
-                           const floating* U, bint untied, bint use_packed,
-                           floating[::1] packed, const floating* b_h,
+cdef void _state_recursion(int T, int B, int r0, int r1, int H, int act,
+                           const floating* h0, const floating* U, bint untied,
+                           const Plan* plan, const floating* b_h,
                            const unsigned char* resets, floating* saved, floating* s,
                            Clock* clock) noexcept nogil:
-    """Eqs. 1-2 for t = 0..T-1 in place in s (T, B, H), which holds x(t) V on entry:
-    net_h(t) = s[t] + s[t-1] @ U_t, then s[t] = f(net_h(t) + b_h); s[-1] = h0 (B, H),
-    NULL meaning 0."""
-    cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, t
+    """Eqs. 1-2 for t = 0..T-1 over the batch rows [r0, r1), in place in s (T, B, H),
+    which holds x(t) V on entry: net_h(t) = s[t] + s[t-1] @ U_t, then s[t] =
+    f(net_h(t) + b_h); s[-1] = h0 (B, H), NULL meaning 0."""
+    cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, at = <Py_ssize_t>r0 * H, t
+    cdef int m = r1 - r0
     cdef const floating* prev
     for t in range(T):
-        prev = <const floating*>s + (t - 1) * step if t > 0 else h0
-        if prev != NULL:
-            _recurrent_step(use_packed, packed, B, H, prev, U + (t * HH if untied else 0),
-                            False, s + t * step, t % 2 == 1,
-                            resets + t * B if resets != NULL else NULL, saved)
+        if t > 0:
+            prev = <const floating*>s + (t - 1) * step + at
+        else:
+            prev = h0 + at if h0 != NULL else NULL
+        if prev != NULL and m > 0:
+            _recurrent_step(plan, m, H, prev, U + (t * HH if untied else 0), False,
+                            s + t * step + at, t % 2 == 1,
+                            resets + t * B + r0 if resets != NULL else NULL, saved + at)
         _lap(clock, FWD_REC)
-        _activate(act, s + t * step, b_h, B, H)
+        _activate(act, s + t * step + at, b_h, m, H)
         _lap(clock, ELEMENTWISE)
+
+
+cdef void _input_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] X,
+                      const Py_ssize_t[::1] tokens, const floating[:, ::1] V,
+                      floating* s) noexcept nogil:
+    """Rows [r0, r1) of s (T*B, H) = x(t) V of every step: a row gather of V for
+    token ids, else X[r0:r1] @ V (b_h is added with the activation)."""
+    cdef int H = V.shape[1], I = V.shape[0]
+    cdef Py_ssize_t r, c
+    cdef const floating* v_row
+    if tokens.shape[0] > 0:
+        for r in range(r0, r1):
+            v_row = &V[tokens[r], 0]
+            for c in range(H):
+                s[r * H + c] = v_row[c]
+    elif r1 > r0:
+        gemm(False, False, <int>(r1 - r0), H, I, <floating>1, &X[r0, 0], I, &V[0, 0], H,
+             <floating>0, s + r0 * H, H)
 
 
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                    const floating[:, ::1] V, const floating[:, :, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
-                   int act, floating[:, :, ::1] S, floating[::1] packed,
-                   double[::1] prof=None, const unsigned char[::1] resets=None,
-                   floating[:, ::1] saved=None):
+                   int act, floating[:, :, ::1] S, int team, int own,
+                   floating[::1] packed, double[::1] prof=None,
+                   const unsigned char[::1] resets=None, floating[:, ::1] saved=None):
     """S[t] = f(X[t] @ V + S[t-1] @ U_t + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
     X (T*B, I): dense input rows, or empty when tokens are given
@@ -118,135 +155,185 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     has_h0: False means h0 = 0
     act: the hidden activation f (an Activation)
     S (T, B, H): out, the states
-    packed (packed_length(...),) or empty: scratch of the own products (empty: BLAS)
+    team: threads of the kernels' own team (1: serial)
+    own: the own products that may run (Product bits)
+    packed (packed_length(H),) or empty: scratch for U packed (Product.RECURSION)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     resets (T*B,) or None / empty: state-reset flags (see "State resets" above)
     saved (B, H): scratch, needed with resets
     """
-    cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], I = V.shape[0]
-    cdef bint untied = U.shape[0] > 1, use_packed = False
-    cdef Py_ssize_t r, c, n_rows = <Py_ssize_t>T * B
+    cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], j = 0, n = 1
+    cdef bint untied = U.shape[0] > 1
+    cdef Py_ssize_t n_rows = <Py_ssize_t>T * B
     cdef const unsigned char* reset = _flags(resets)
-    cdef Clock clock = _clock(prof)
+    cdef Clock clock = _clock(prof), quiet = _clock(None)
+    cdef Plan plan = _plan(team)
+    cdef const floating* h = &h0[0, 0] if has_h0 else NULL
+    cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
     cdef floating* s
-    cdef const floating* v_row
     if n_rows == 0 or H == 0:
         return
     s = &S[0, 0, 0]
-    with nogil:
-        # the input projection x(t) V of every step at once: a row gather, or one
-        # product (b_h is added with the activation)
-        if tokens.shape[0] > 0:
-            for r in range(n_rows):
-                v_row = &V[tokens[r], 0]
-                for c in range(H):
-                    s[r * H + c] = v_row[c]
-            _lap(&clock, ELEMENTWISE)
-        else:
-            _matmul(packed, T * B, H, I, &X[0, 0], &V[0, 0], False, s)
-            _lap(&clock, GEMMS)
-        if not untied and T > 1:
-            use_packed = _pack(packed, &U[0, 0, 0], H, H, False)
-        _state_recursion(T, B, H, act, &h0[0, 0] if has_h0 else NULL, &U[0, 0, 0], untied,
-                         use_packed, packed, &b_h[0], reset,
-                         &saved[0, 0] if reset != NULL else NULL, s, &clock)
+    _own_recursion(&plan, own, packed, H if not untied and T > 1 else 0)
+    if plan.team == 1:
+        with nogil:
+            _input_rows(0, n_rows, X, tokens, V, s)
+            _lap(&clock, ELEMENTWISE if tokens.shape[0] > 0 else GEMMS)
+            _pack_panels(&plan, &U[0, 0, 0], H, False, 0, 1)
+            _state_recursion(T, B, 0, B, H, act, h, &U[0, 0, 0], untied, &plan, &b_h[0],
+                             reset, keep, s, &clock)
+        return
+    with nogil, parallel(num_threads=plan.team):
+        # x(t) V and U's panels shared out by rows and panels; then each thread's
+        # batch rows through all the steps (thread 0 keeps the clock)
+        j, n = bptt_thread_id(), bptt_team_size()
+        _input_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), X, tokens, V, s)
+        _pack_panels(&plan, &U[0, 0, 0], H, False, j, n)
+        bptt_barrier()
+        _lap(&clock if j == 0 else &quiet, ELEMENTWISE if tokens.shape[0] > 0 else GEMMS)
+        _state_recursion(T, B, _share(B, j, n), _share(B, j + 1, n), H, act, h,
+                         &U[0, 0, 0], untied, &plan, &b_h[0], reset, keep, s,
+                         &clock if j == 0 else &quiet)
 
 
 # ---------------------------------------------------------------- delta recursion, eq. 26
 # dh (T, B, H) holds on entry the errors E(t) = dC/ds(t) that the outputs send to the
 # states (zero for steps without an output), and on return delta_h(t) = dC/dnet_h(t).
 
-cdef void _delta_recursion(int T, int B, int H, int act, const floating* s,
-                           const floating* U, bint untied, bint use_packed,
-                           floating[::1] packed, const unsigned char* resets,
+cdef void _delta_recursion(int T, int B, int r0, int r1, int H, int act,
+                           const floating* s, const floating* U, bint untied,
+                           const Plan* plan, const unsigned char* resets,
                            floating* saved, floating* dh, Clock* clock) noexcept nogil:
-    """Full BPTT, eq. 26 corrected (erratum 8), t = T-1 .. 0, over s (T, B, H):
-    delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))."""
-    cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, t
+    """Full BPTT, eq. 26 corrected (erratum 8), t = T-1 .. 0, over the batch rows
+    [r0, r1) of s (T, B, H): delta_h(t) = (E(t) + delta_h(t+1) U_{t+1}^T) * f'(net_h(t))."""
+    cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, at = <Py_ssize_t>r0 * H, t
+    cdef int m = r1 - r0
     for t in range(T - 1, -1, -1):
-        if t < T - 1:
-            _recurrent_step(use_packed, packed, B, H, dh + (t + 1) * step,
-                            U + ((t + 1) * HH if untied else 0), True, dh + t * step,
-                            t % 2 == 1, resets + (t + 1) * B if resets != NULL else NULL,
-                            saved)
+        if t < T - 1 and m > 0:
+            _recurrent_step(plan, m, H, dh + (t + 1) * step + at,
+                            U + ((t + 1) * HH if untied else 0), True, dh + t * step + at,
+                            t % 2 == 1,
+                            resets + (t + 1) * B + r0 if resets != NULL else NULL, saved + at)
         _lap(clock, BWD_REC)
-        _times_derivative(act, s + t * step, dh + t * step, step)
+        _times_derivative(act, s + t * step + at, dh + t * step + at, m * H)
         _lap(clock, ELEMENTWISE)
 
 
-cdef void _delta_recursion_truncated(int T, int B, int H, int n_out, int tau, int act,
-                                     const floating* s, const floating* U, bint untied,
-                                     bint use_packed, floating[::1] packed,
+cdef void _lag_product(const Plan* plan, int B, int r0, int r1, int H, int n_u,
+                       const floating* a, const floating* U, floating* c) noexcept nogil:
+    """c = a @ U^T over the batch rows [r0, r1) of n_u steps of a, c (n_u, B, H) (tied
+    U): one product over all the rows when they are all of the batch's, else one per
+    step."""
+    cdef Py_ssize_t step = <Py_ssize_t>B * H, at = <Py_ssize_t>r0 * H, u
+    if r0 == 0 and r1 == B:
+        _recurrent_product(plan, n_u * B, H, a, U, True, c, False)
+    elif r1 > r0:
+        for u in range(n_u):
+            _recurrent_product(plan, r1 - r0, H, a + u * step + at, U, True,
+                               c + u * step + at, False)
+
+
+cdef void _delta_recursion_truncated(int T, int B, int r0, int r1, int H, int n_out,
+                                     int tau, int act, const floating* s, const floating* U,
+                                     bint untied, const Plan* plan,
                                      const unsigned char* resets, floating* dh,
                                      floating* g_prev, floating* g_next) noexcept nogil:
-    """Per-output truncation (eqs. 26-28 with erratum 7): the error of each of the
-    outputs of the last n_out steps reaches at most tau steps back. By lag z, g_z(u)
-    is the error that the output of step u leaves on the state of step u - z,
+    """Per-output truncation (eqs. 26-28 with erratum 7) over the batch rows [r0, r1):
+    the error of each of the outputs of the last n_out steps reaches at most tau steps
+    back. By lag z, g_z(u) is the error that the output of step u leaves on the state
+    of step u - z,
       g_0(u) = E(u) * f'(net_h(u)),
       g_z(u) = (g_{z-1}(u) U_{u-z+1}^T) * f'(net_h(u - z)),   z = 1 .. tau,
-    and delta_h(t) = sum_z g_z(t + z). With tied weights each lag is one product over
-    all u. g_prev, g_next: (n_out, B, H) scratch."""
-    cdef int t0 = T - n_out, z, lo, u
-    cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, i, b
+    and delta_h(t) = sum_z g_z(t + z). g_prev, g_next: (n_out, B, H) scratch.
+    The elementwise passes run over the rows of consecutive steps at once when the
+    rows are the whole batch's (_runs_of_rows)."""
+    cdef int t0 = T - n_out, z, lo, u, q, n_runs
+    cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, at = <Py_ssize_t>r0 * H
+    cdef Py_ssize_t length, i, b, here
     cdef floating* swap
-    for i in range(n_out * step):
-        g_prev[i] = dh[t0 * step + i]
-    _times_derivative(act, s + t0 * step, g_prev, n_out * step)
-    for i in range(n_out * step):
-        dh[t0 * step + i] = g_prev[i]
+    n_runs = _runs_of_rows(B, r0, r1, H, n_out, &length)
+    for q in range(n_runs):
+        here = q * step + at
+        for i in range(length):
+            g_prev[here + i] = dh[t0 * step + here + i]
+        _times_derivative(act, s + t0 * step + here, g_prev + here, length)
+        for i in range(length):
+            dh[t0 * step + here + i] = g_prev[here + i]
     for z in range(1, tau + 1):
         lo = z if z > t0 else t0          # outputs u in [lo, T) reach u - z >= 0
         if lo >= T:
             break
         if untied:
             for u in range(lo, T):
-                matmul_rows(True, B, H, H, <floating>1, g_prev + (u - t0) * step,
-                            U + (u - z + 1) * HH, H, <floating>0, g_next + (u - t0) * step)
+                matmul_rows(True, r1 - r0, H, H, <floating>1, g_prev + (u - t0) * step + at,
+                            U + (u - z + 1) * HH, H, <floating>0,
+                            g_next + (u - t0) * step + at)
         else:
-            _recurrent_product(use_packed, packed, (T - lo) * B, H, g_prev + (lo - t0) * step,
-                               U, True, g_next + (lo - t0) * step, False)
-        _times_derivative(act, s + (lo - z) * step, g_next + (lo - t0) * step,
-                          (T - lo) * step)
+            _lag_product(plan, B, r0, r1, H, T - lo, g_prev + (lo - t0) * step, U,
+                         g_next + (lo - t0) * step)
+        n_runs = _runs_of_rows(B, r0, r1, H, T - lo, &length)
+        for q in range(n_runs):
+            here = q * step + at
+            _times_derivative(act, s + (lo - z) * step + here,
+                              g_next + (lo - t0) * step + here, length)
         if resets != NULL:
             # output u's error stops at a reset of step u - z + 1
             for u in range(lo, T):
-                for b in range(B):
+                for b in range(r0, r1):
                     if resets[(u - z + 1) * B + b]:
                         _zero(g_next + (u - t0) * step + b * H, H)
-        for i in range((T - lo) * step):
-            dh[(lo - z) * step + i] += g_next[(lo - t0) * step + i]
+        for q in range(n_runs):
+            here = q * step + at
+            for i in range(length):
+                dh[(lo - z) * step + here + i] += g_next[(lo - t0) * step + here + i]
         swap = g_prev
         g_prev = g_next
         g_next = swap
+
+
+cdef inline int _runs_of_rows(int B, int r0, int r1, int H, int n_steps,
+                              Py_ssize_t* length) noexcept nogil:
+    """The batch rows [r0, r1) of n_steps consecutive steps of a (steps, B, H) array
+    as runs of contiguous elements: their number, each `length` long, run q starting
+    q steps after the first (one run over all the steps when the rows are the whole
+    batch's)."""
+    if r0 == 0 and r1 == B:
+        length[0] = <Py_ssize_t>n_steps * B * H
+        return 1
+    length[0] = <Py_ssize_t>(r1 - r0) * H
+    return n_steps
 
 
 # ---------------------------------------------------------------- accumulations, eqs. 27-28
 # Sums over the steps, each one product over the T*B stacked rows:
 #   dU = sum_t s(t-1)^T delta_h(t) (eq. 28),  db_h = sum_t delta_h(t),
 #   dV = sum_t x(t)^T delta_h(t) (eq. 27).
+# Thread j of a team computes its Part of each result (its columns, or for a result
+# narrower than the team its rows), so no two threads write the same element.
 
-cdef void _grad_U(int T, int B, int H, const floating* s, const floating* h0,
-                  const floating* dh, bint untied, floating[::1] packed,
+cdef void _grad_U(const Plan* plan, int j, Part part, int T, int B, int H,
+                  const floating* s, const floating* h0, const floating* dh, bint untied,
                   const unsigned char* resets, floating* dU) noexcept nogil:
-    """Eq. 28 over s, dh (T, B, H), s[-1] = h0 (NULL: 0): dU (H, H) from one product
-    over the stacked steps (tied), or dU (T, H, H) with each step's own term (untied).
-    The previous state of a reset (resets not NULL) counts as 0."""
+    """Eq. 28 over s, dh (T, B, H), s[-1] = h0 (NULL: 0), on the Part `part` of dU:
+    dU (H, H) from one product over the stacked steps (tied), or dU (T, H, H) with
+    each step's own term (untied). The previous state of a reset (resets not NULL)
+    counts as 0."""
     cdef Py_ssize_t step = <Py_ssize_t>B * H, HH = <Py_ssize_t>H * H, t, b
     cdef const floating* prev
     if untied:
         for t in range(T):
             prev = s + (t - 1) * step if t > 0 else h0
             if prev == NULL:
-                _zero(dU, HH)
+                _zero_part(dU + t * HH, H, part)
             else:
-                _gemm_tn(packed, H, H, B, prev, dh + t * step, dU + t * HH, False)
+                _gemm_tn(plan, j, part, H, H, B, prev, dh + t * step, dU + t * HH, False)
     else:
         if T > 1:
-            _gemm_tn(packed, H, H, (T - 1) * B, s, dh + step, dU, False)
+            _gemm_tn(plan, j, part, H, H, (T - 1) * B, s, dh + step, dU, False)
         else:
-            _zero(dU, HH)
+            _zero_part(dU, H, part)
         if h0 != NULL:
-            _gemm_tn(packed, H, H, B, h0, dh, dU, True)
+            _gemm_tn(plan, j, part, H, H, B, h0, dh, dU, True)
     if resets == NULL:
         return
     # take out the outer products that the products above added for reset states
@@ -254,8 +341,9 @@ cdef void _grad_U(int T, int B, int H, const floating* s, const floating* h0,
         prev = s + (t - 1) * step if t > 0 else h0
         for b in range(B):
             if prev != NULL and resets[t * B + b]:
-                ger(H, H, <floating>-1, prev + b * H, dh + t * step + b * H,
-                    dU + (t * HH if untied else 0), H)
+                ger(part.i1 - part.i0, part.c1 - part.c0, <floating>-1,
+                    prev + b * H + part.i0, dh + t * step + b * H + part.c0,
+                    dU + (t * HH if untied else 0) + part.i0 * H + part.c0, H)
 
 
 cdef int _compare_ids(const void* a, const void* b) noexcept nogil:
@@ -279,54 +367,79 @@ cdef Py_ssize_t _distinct_sorted(const Py_ssize_t* ids, Py_ssize_t n_ids, Py_ssi
     return n
 
 
-cdef Py_ssize_t _grad_V_tokens(const Py_ssize_t* tokens, Py_ssize_t n, int H,
-                               const floating* dh, Py_ssize_t I, Py_ssize_t* touched,
-                               Py_ssize_t* slot, floating* dV) noexcept nogil:
+cdef void _grad_V_tokens(const Py_ssize_t* tokens, Py_ssize_t n, int H, int c0, int c1,
+                         const floating* dh, const Py_ssize_t* slot, Py_ssize_t n_rows,
+                         floating* dV) noexcept nogil:
     """Eq. 27 for one-hot inputs, a scatter-add dV[x(r)] += delta_h(r) over the n rows
-    of tokens (n,) and dh (n, H): into dV (I, H) (touched NULL), or into the compact
-    rows of the touched tokens only, which it lists, sorted, in touched[:m] (row
-    slot[x] of dV holds token x's; slot holds -1 on entry and again on return).
-    Returns the number of rows of dV written: m, or I."""
-    cdef Py_ssize_t r, c, row, n_rows = I
-    if touched != NULL:
-        n_rows = _distinct_sorted(tokens, n, slot, touched)
-    _zero(dV, n_rows * H)
+    of tokens (n,) and dh (n, H), in the columns [c0, c1): into the n_rows rows of dV
+    (n_rows, H), row x for token x (slot NULL), or row slot[x] (sparse: the compact
+    rows of the touched tokens, _distinct_sorted)."""
+    cdef Py_ssize_t r, c, row
+    for r in range(n_rows):
+        _zero(dV + r * H + c0, c1 - c0)
     for r in range(n):
-        row = slot[tokens[r]] if touched != NULL else tokens[r]
-        for c in range(H):
+        row = slot[tokens[r]] if slot != NULL else tokens[r]
+        for c in range(c0, c1):
             dV[row * H + c] += dh[r * H + c]
-    if touched != NULL:
-        for r in range(n_rows):
-            slot[touched[r]] = -1
-    return n_rows
 
 
-cdef Py_ssize_t _accumulate(const floating[:, :, ::1] S, const floating* h0,
-                            const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
-                            bint untied, floating[::1] packed, const unsigned char* resets,
-                            const floating[:, :, ::1] DH, const floating[::1] ones,
-                            floating[:, :, ::1] dU, floating[::1] db_h, floating[:, ::1] dV,
-                            Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
-                            Clock* clock) noexcept nogil:
-    """The gradients of the hidden layer from its deltas DH (T, B, H): dU (eq. 28),
-    db_h, and dV (eq. 27) as X^T DH or, for tokens, a scatter-add (sparse when
-    touched is not empty). Arguments as hidden_backward's; returns the rows of dV
-    written."""
+cdef void _accumulate(const Plan* plan, int j, int parts, const floating[:, :, ::1] S,
+                      const floating* h0, const floating[:, ::1] X,
+                      const Py_ssize_t[::1] tokens, bint untied,
+                      const unsigned char* resets, const floating* dh,
+                      const floating[::1] ones, floating[:, :, ::1] dU, floating[::1] db_h,
+                      floating* dV, Py_ssize_t n_rows, const Py_ssize_t* slot,
+                      Clock* clock) noexcept nogil:
+    """Thread j's share (of `parts`) of the gradients of the hidden layer from its
+    deltas dh (T, B, H): dU (eq. 28), db_h, and the n_rows rows of dV (eq. 27) as X^T
+    dh or, for tokens, a scatter-add (sparse with slot, see _grad_V_tokens).
+    Arguments otherwise as hidden_backward's."""
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
-    cdef Py_ssize_t n_rows = dV.shape[0]
-    cdef const floating* dh = &DH[0, 0, 0]
-    _grad_U(T, B, H, &S[0, 0, 0], h0, dh, untied, packed, resets, &dU[0, 0, 0])
-    gemv(True, T * B, H, <floating>1, dh, H, &ones[0], <floating>0, &db_h[0])
+    cdef int c0 = _columns(H, j, parts), c1 = _columns(H, j + 1, parts)
+    _grad_U(plan, j, _part(H, H, j, parts), T, B, H, &S[0, 0, 0], h0, dh, untied, resets,
+            &dU[0, 0, 0])
+    gemv(True, T * B, c1 - c0, <floating>1, dh + c0, H, &ones[0], <floating>0, &db_h[c0])
     _lap(clock, GEMMS)
     if tokens.shape[0] > 0:
-        n_rows = _grad_V_tokens(&tokens[0], <Py_ssize_t>T * B, H, dh, n_rows,
-                                &touched[0] if touched.shape[0] > 0 else NULL,
-                                &slot[0], &dV[0, 0])
+        _grad_V_tokens(&tokens[0], <Py_ssize_t>T * B, H, c0, c1, dh, slot, n_rows, dV)
         _lap(clock, ELEMENTWISE)
     else:
-        _gemm_tn(packed, <int>n_rows, H, T * B, &X[0, 0], dh, &dV[0, 0], False)
+        _gemm_tn(plan, j, _part(<int>n_rows, H, j, parts), <int>n_rows, H, T * B, &X[0, 0],
+                 dh, dV, False)
         _lap(clock, GEMMS)
-    return n_rows
+
+
+cdef void _backward_share(const Plan* plan, int j, int parts,
+                          const floating[:, :, ::1] S, const floating* h0,
+                          const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
+                          int n_out, const floating* U, bint untied, int act, int truncate,
+                          const unsigned char* resets, floating* saved, floating* dh,
+                          floating* g1, floating* g2, const floating[::1] ones,
+                          floating[:, :, ::1] dU, floating[::1] db_h, floating* dV,
+                          Py_ssize_t n_rows, const Py_ssize_t* slot,
+                          Clock* clock) noexcept nogil:
+    """Thread j's share of hidden_backward: the delta recursion of its batch rows,
+    then (all rows done) its parts of the gradients."""
+    cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], q, n_runs
+    cdef int r0 = _share(B, j, parts), r1 = _share(B, j + 1, parts)
+    cdef Py_ssize_t step = <Py_ssize_t>B * H, length
+    n_runs = _runs_of_rows(B, r0, r1, H, T - n_out, &length)
+    for q in range(n_runs):
+        _zero(dh + q * step + <Py_ssize_t>r0 * H, length)
+    _pack_panels(plan, U, H, True, j, parts)
+    if parts > 1:
+        bptt_barrier()                  # U^T packed
+    if truncate < 0 or truncate >= T - 1:
+        _delta_recursion(T, B, r0, r1, H, act, &S[0, 0, 0], U, untied, plan, resets, saved,
+                         dh, clock)
+    else:
+        _delta_recursion_truncated(T, B, r0, r1, H, n_out, truncate, act, &S[0, 0, 0], U,
+                                   untied, plan, resets, dh, g1, g2)
+        _lap(clock, BWD_REC)
+    if parts > 1:
+        bptt_barrier()                  # every row's delta_h
+    _accumulate(plan, j, parts, S, h0, X, tokens, untied, resets, dh, ones, dU, db_h, dV,
+                n_rows, slot, clock)
 
 
 def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
@@ -335,9 +448,10 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
                     floating[:, ::1] dV, Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
                     floating[:, :, ::1] dU, floating[::1] db_h,
                     floating[:, :, ::1] DH, floating[:, :, ::1] G1,
-                    floating[:, :, ::1] G2, const floating[::1] ones,
-                    floating[::1] packed, double[::1] prof=None,
-                    const unsigned char[::1] resets=None, floating[:, ::1] saved=None):
+                    floating[:, :, ::1] G2, const floating[::1] ones, int team, int own,
+                    floating[::1] packed, floating[:, ::1] tn_scratch,
+                    double[::1] prof=None, const unsigned char[::1] resets=None,
+                    floating[:, ::1] saved=None):
     """BPTT over a window of T steps (docs/math.md, Full BPTT): delta_h of every step
     (eq. 26), then dU, db_h and dV (eqs. 27-28). Returns the number of rows of dV written.
 
@@ -359,32 +473,43 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     G1 (n_out, B, H): scratch when truncating
     G2 (n_out, B, H): scratch when truncating
     ones (>= T*B,): ones
-    packed (packed_length(...),) or empty: scratch of the own products (empty: BLAS)
+    team: threads of the kernels' own team (1: serial)
+    own: the own products that may run (Product bits)
+    packed (packed_length(H),) or empty: scratch for U^T packed (Product.RECURSION)
+    tn_scratch (team, tn_scratch_length(...)) or empty: the own A^T B's (Product.TN)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     resets (T*B,) or None / empty: the window's state-reset flags, as forward_hidden's
     saved (B, H): scratch, needed with resets
     """
-    cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2]
-    cdef Py_ssize_t step = <Py_ssize_t>B * H, n_rows
-    cdef bint untied = U.shape[0] > 1, use_packed = False
+    cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], j = 0, n = 1
+    cdef bint untied = U.shape[0] > 1, sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
+    cdef Py_ssize_t n_rows = dV.shape[0], r
     cdef const unsigned char* reset = _flags(resets)
-    cdef floating* dh = &DH[0, 0, 0]
-    cdef Clock clock = _clock(prof)
+    cdef Clock clock = _clock(prof), quiet = _clock(None)
+    cdef Plan plan = _plan(team)
+    cdef const floating* h = &h0[0, 0] if has_h0 else NULL
+    cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
+    cdef floating* g1 = &G1[0, 0, 0] if G1.shape[0] > 0 else NULL
+    cdef floating* g2 = &G2[0, 0, 0] if G2.shape[0] > 0 else NULL
+    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
+    _own_recursion(&plan, own, packed, H if not untied and T > 1 and truncate != 0 else 0)
+    _own_tn(&plan, own, tn_scratch)
     with nogil:
-        _zero(dh, (T - n_out) * step)
-        if not untied and T > 1 and truncate != 0:
-            use_packed = _pack(packed, &U[0, 0, 0], H, H, True)
-        if truncate < 0 or truncate >= T - 1:
-            _delta_recursion(T, B, H, act, &S[0, 0, 0], &U[0, 0, 0], untied, use_packed,
-                             packed, reset, &saved[0, 0] if reset != NULL else NULL, dh,
-                             &clock)
-        else:
-            _delta_recursion_truncated(T, B, H, n_out, truncate, act, &S[0, 0, 0],
-                                       &U[0, 0, 0], untied, use_packed, packed, reset, dh,
-                                       &G1[0, 0, 0], &G2[0, 0, 0])
-            _lap(&clock, BWD_REC)
-        n_rows = _accumulate(S, &h0[0, 0] if has_h0 else NULL, X, tokens, untied, packed,
-                             reset, DH, ones, dU, db_h, dV, touched, slot, &clock)
+        if sparse:
+            n_rows = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, slots, &touched[0])
+    if plan.team == 1:
+        with nogil:
+            _backward_share(&plan, 0, 1, S, h, X, tokens, n_out, &U[0, 0, 0], untied, act,
+                            truncate, reset, keep, &DH[0, 0, 0], g1, g2, ones, dU, db_h,
+                            &dV[0, 0], n_rows, slots, &clock)
+    else:
+        with nogil, parallel(num_threads=plan.team):
+            j, n = bptt_thread_id(), bptt_team_size()
+            _backward_share(&plan, j, n, S, h, X, tokens, n_out, &U[0, 0, 0], untied, act,
+                            truncate, reset, keep, &DH[0, 0, 0], g1, g2, ones, dU, db_h,
+                            &dV[0, 0], n_rows, slots, &clock if j == 0 else &quiet)
+    for r in range(n_rows if sparse else 0):
+        slot[touched[r]] = -1
     return n_rows
 
 
@@ -519,8 +644,22 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
     return _linear_sse(y, delta, n_out, b, d, w)
 
 
+cdef void _output_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
+                       const floating[:, ::1] W, const floating[::1] b_o, int act,
+                       floating[:, ::1] Y) noexcept nogil:
+    """Rows [r0, r1) of Y = g(S @ W + b_o)."""
+    cdef int H = S.shape[1], O = W.shape[1]
+    cdef Py_ssize_t r
+    if r1 <= r0:
+        return
+    gemm(False, False, <int>(r1 - r0), O, H, <floating>1, &S[r0, 0], H, &W[0, 0], O,
+         <floating>0, &Y[r0, 0], O)
+    for r in range(r0, r1):
+        _output_row(act, SSE, &Y[r, 0], NULL, O, &b_o[0], NULL, 0, 1)
+
+
 def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
-                   const floating[::1] b_o, int act, floating[:, ::1] Y):
+                   const floating[::1] b_o, int act, floating[:, ::1] Y, int team):
     """Y = g(S @ W + b_o) over all rows (eqs. 3-4), for inference.
 
     S (N, H): states, N = T*B stacked rows
@@ -528,23 +667,53 @@ def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
     b_o (O,): output bias
     act: the output activation g (SOFTMAX, SIGMOID or LINEAR)
     Y (N, O): out
+    team: threads of the kernels' own team (1: serial), which split the rows
     """
-    cdef int n_rows = S.shape[0], H = S.shape[1], O = W.shape[1]
-    cdef Py_ssize_t r
-    if n_rows == 0 or O == 0:
+    cdef Py_ssize_t n_rows = S.shape[0]
+    cdef int j = 0, n = 1
+    if n_rows == 0 or W.shape[1] == 0:
         return
-    with nogil:
-        gemm(False, False, n_rows, O, H, <floating>1, &S[0, 0], H, &W[0, 0], O,
-             <floating>0, &Y[0, 0], O)
-        for r in range(n_rows):
-            _output_row(act, SSE, &Y[r, 0], NULL, O, &b_o[0], NULL, 0, 1)
+    if team <= 1:
+        with nogil:
+            _output_rows(0, n_rows, S, W, b_o, act, Y)
+        return
+    with nogil, parallel(num_threads=min(team, MAX_TEAM)):
+        j, n = bptt_thread_id(), bptt_team_size()
+        _output_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), S, W, b_o, act, Y)
+
+
+cdef double _loss_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
+                       const floating[:, ::1] W, const floating[::1] b_o, int act, int loss,
+                       const floating[:, ::1] D, const Py_ssize_t[::1] classes,
+                       const floating[::1] weights, floating[:, ::1] Y,
+                       floating[:, ::1] dO, double* row_loss, Clock* clock) noexcept nogil:
+    """output_loss_delta over the rows [r0, r1); returns their summed loss."""
+    cdef int H = S.shape[1], O = W.shape[1]
+    cdef Py_ssize_t r
+    cdef bint dense = D.shape[0] > 0, weighted = weights.shape[0] > 0
+    cdef double total = 0, one_row
+    if r1 <= r0:
+        return 0
+    # net_o = S @ W for all the rows at once (eq. 4); b_o is added row by row below
+    gemm(False, False, <int>(r1 - r0), O, H, <floating>1, &S[r0, 0], H, &W[0, 0], O,
+         <floating>0, &Y[r0, 0], O)
+    _lap(clock, GEMMS)
+    for r in range(r0, r1):
+        one_row = _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
+                              &D[r, 0] if dense else NULL, 0 if dense else classes[r],
+                              weights[r] if weighted else 1)
+        total += one_row
+        if row_loss != NULL:
+            row_loss[r] = one_row
+    _lap(clock, ELEMENTWISE)
+    return total
 
 
 def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                       const floating[::1] b_o, int act, int loss,
                       const floating[:, ::1] D, const Py_ssize_t[::1] classes,
                       const floating[::1] weights, floating[:, ::1] Y,
-                      floating[:, ::1] dO, floating[::1] packed, double[::1] prof=None,
+                      floating[:, ::1] dO, int team, double[::1] prof=None,
                       double[::1] row_loss=None):
     """Output layer, loss and output deltas of all rows in one pass: Y = g(S @ W +
     b_o) and dO = the row weight times dC/dnet_o (eqs. 3-5, 8, 14-17). Returns C, the
@@ -560,38 +729,56 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     weights (N,) or empty: row weights (the mask; empty: all 1)
     Y (N, O): out, the outputs
     dO (N, O): out, the deltas; may be Y itself, which then ends up holding dO
-    packed (packed_length(...),) or empty: scratch of the own products (empty: BLAS)
+    team: threads of the kernels' own team (1: serial), which split the rows; their
+      losses are summed per thread, then in thread order
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     row_loss (N,) or None: out, each row's weighted loss
     """
-    cdef int n_rows = S.shape[0], H = S.shape[1], O = W.shape[1]
-    cdef Py_ssize_t r
-    cdef bint dense = D.shape[0] > 0, weighted = weights.shape[0] > 0
-    cdef bint keep_rows = row_loss is not None
-    cdef double total = 0, one_row
-    cdef Clock clock = _clock(prof)
-    if n_rows == 0 or O == 0:
+    cdef Py_ssize_t n_rows = S.shape[0]
+    cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
+    cdef double total = 0
+    cdef double partial[MAX_TEAM]
+    cdef double* rows = &row_loss[0] if row_loss is not None else NULL
+    cdef Clock clock = _clock(prof), quiet = _clock(None)
+    if n_rows == 0 or W.shape[1] == 0:
         return 0.0
-    with nogil:
-        # net_o = S @ W for all rows at once (eq. 4); b_o is added row by row below
-        _matmul(packed, n_rows, O, H, &S[0, 0], &W[0, 0], False, &Y[0, 0])
-        _lap(&clock, GEMMS)
-        for r in range(n_rows):
-            one_row = _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
-                                  &D[r, 0] if dense else NULL,
-                                  0 if dense else classes[r],
-                                  weights[r] if weighted else 1)
-            total += one_row
-            if keep_rows:
-                row_loss[r] = one_row
-        _lap(&clock, ELEMENTWISE)
+    if nt <= 1:
+        with nogil:
+            total = _loss_rows(0, n_rows, S, W, b_o, act, loss, D, classes, weights, Y, dO,
+                               rows, &clock)
+        return total
+    for j in range(nt):
+        partial[j] = 0
+    with nogil, parallel(num_threads=nt):
+        j, n = bptt_thread_id(), bptt_team_size()
+        partial[j] = _loss_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), S, W, b_o,
+                                act, loss, D, classes, weights, Y, dO, rows,
+                                &clock if j == 0 else &quiet)
+    for j in range(nt):
+        total += partial[j]
     return total
+
+
+cdef void _output_backward_share(const Plan* plan, int j, int parts,
+                                 const floating[:, ::1] S, const floating[:, ::1] dO,
+                                 const floating[:, ::1] W, floating[:, ::1] dW,
+                                 floating[::1] db_o, floating[:, ::1] E,
+                                 const floating[::1] ones) noexcept nogil:
+    """Thread j's share of output_backward: its Part of dW, its columns of db_o, its
+    rows of E."""
+    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1]
+    cdef int c0 = _columns(O, j, parts), c1 = _columns(O, j + 1, parts)
+    cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
+    _gemm_tn(plan, j, _part(H, O, j, parts), H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
+    gemv(True, N, c1 - c0, <floating>1, &dO[0, c0], O, &ones[0], <floating>0, &db_o[c0])
+    gemm(False, True, r1 - r0, H, O, <floating>1, &dO[r0, 0], O, &W[0, 0], O, <floating>0,
+         &E[r0, 0], H)
 
 
 def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
                     const floating[:, ::1] W, floating[:, ::1] dW, floating[::1] db_o,
-                    floating[:, ::1] E, const floating[::1] ones, floating[::1] packed,
-                    double[::1] prof=None):
+                    floating[:, ::1] E, const floating[::1] ones, int team, int own,
+                    floating[:, ::1] tn_scratch, double[::1] prof=None):
     """Gradients of the output layer and the errors it sends to the hidden layer, over
     the N stacked rows of the same steps: dW = S^T dO and db_o = the column sums of
     dO (eq. 18 summed over the steps), E = dO W^T, through W (erratum 5).
@@ -603,18 +790,26 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
     db_o (O,): out
     E (N, H): out, the errors dC/ds
     ones (>= N,): ones
-    packed (packed_length(...),) or empty: scratch of the own products (empty: BLAS)
+    team: threads of the kernels' own team (1: serial): dW and db_o split by columns,
+      E by rows
+    own: the own products that may run (Product bits)
+    tn_scratch (team, tn_scratch_length(...)) or empty: the own A^T B's (Product.TN)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     """
-    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1]
+    cdef int j = 0, n = 1
+    cdef Plan plan = _plan(team)
     cdef Clock clock = _clock(prof)
-    if N == 0:
+    if S.shape[0] == 0:
         return
-    with nogil:
-        _gemm_tn(packed, H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
-        gemv(True, N, O, <floating>1, &dO[0, 0], O, &ones[0], <floating>0, &db_o[0])
-        _matmul(packed, N, H, O, &dO[0, 0], &W[0, 0], True, &E[0, 0])
-        _lap(&clock, GEMMS)
+    _own_tn(&plan, own, tn_scratch)
+    if plan.team == 1:
+        with nogil:
+            _output_backward_share(&plan, 0, 1, S, dO, W, dW, db_o, E, ones)
+    else:
+        with nogil, parallel(num_threads=plan.team):
+            j, n = bptt_thread_id(), bptt_team_size()
+            _output_backward_share(&plan, j, n, S, dO, W, dW, db_o, E, ones)
+    _lap(&clock, GEMMS)
 
 
 # ================================================================ class-factorised softmax
@@ -646,30 +841,54 @@ cdef Py_ssize_t _touched_columns(const Py_ssize_t* targets, Py_ssize_t N,
     return n
 
 
-cdef double _class_rows(const floating[:, ::1] S, const floating[:, ::1] W,
-                        const floating[::1] b_o, const floating[::1] b_c,
-                        const Py_ssize_t[::1] starts, const Py_ssize_t[::1] word_class,
-                        const Py_ssize_t[::1] targets, const floating* weights,
-                        floating[:, ::1] Zc, floating* z, floating* E, floating* dw,
-                        floating* db_o, const Py_ssize_t* slot, Py_ssize_t ld,
-                        double* row_loss) noexcept nogil:
-    """Each row r's loss -ln P(c | s) - ln P(w | c, s) times its weight (weights NULL:
-    1), into row_loss[r] (NULL: not kept); returns their sum. Zc[r] holds s W_c on
-    entry and w (P(. | s) - onehot(c)) on return (eq. 17); z (largest class size,) is
-    scratch. With E (N, H) given, the word layer's gradients: E[r] = W[:, class] z,
-    and dw (H, ld), db_o (ld,), zeroed first, add s z^T and z in the columns from
+cdef void _class_columns(Py_ssize_t cls0, Py_ssize_t cls1, const Py_ssize_t* starts,
+                         const Py_ssize_t* slot, Py_ssize_t* first,
+                         Py_ssize_t* end) noexcept nogil:
+    """The columns [first, end) of the word layer's gradient that hold the classes
+    [cls0, cls1): their words (slot NULL: dense), or their compact columns (slot[c]:
+    the first of class c's, -1 for an untouched class; compact columns follow the
+    class order)."""
+    cdef Py_ssize_t cls
+    if slot == NULL:
+        first[0], end[0] = starts[cls0], starts[cls1]
+        return
+    first[0] = end[0] = 0
+    for cls in range(cls0, cls1):
+        if slot[cls] >= 0:
+            if end[0] == 0:
+                first[0] = slot[cls]
+            end[0] = slot[cls] + starts[cls + 1] - starts[cls]
+
+
+cdef double _class_rows(Py_ssize_t cls0, Py_ssize_t cls1, const floating[:, ::1] S,
+                        const floating[:, ::1] W, const floating[::1] b_o,
+                        const floating[::1] b_c, const Py_ssize_t[::1] starts,
+                        const Py_ssize_t[::1] word_class, const Py_ssize_t[::1] targets,
+                        const floating* weights, floating[:, ::1] Zc, floating* z,
+                        floating* E, floating* dw, floating* db_o, const Py_ssize_t* slot,
+                        Py_ssize_t ld, double* row_loss) noexcept nogil:
+    """The rows whose target is in the classes [cls0, cls1): each row r's loss
+    -ln P(c | s) - ln P(w | c, s) times its weight (weights NULL: 1), into row_loss[r]
+    (NULL: not kept); returns their sum. Zc[r] holds s W_c on entry and w (P(. | s) -
+    onehot(c)) on return (eq. 17); z (largest class size,) is scratch. With E (N, H)
+    given, the word layer's gradients: E[r] = W[:, class] z, and dw (H, ld), db_o
+    (ld,), zeroed first in those classes' columns, add s z^T and z in the columns from
     base over the class's words, where z = w (P(. | c, s) - onehot(w)) and base =
     slot[c] (compact dw) or the class's first word (slot NULL: dense, ld = O)."""
     cdef int H = S.shape[1], O = W.shape[1], C = Zc.shape[1]
-    cdef Py_ssize_t r, k, word, a, size, cls, base
+    cdef Py_ssize_t r, k, word, a, size, cls, base, first, end
     cdef double total = 0, one_row
     cdef floating w
     if E != NULL:
-        _zero(dw, H * ld)
-        _zero(db_o, ld)
+        _class_columns(cls0, cls1, &starts[0], slot, &first, &end)
+        for k in range(H):
+            _zero(dw + k * ld + first, end - first)
+        _zero(db_o + first, end - first)
     for r in range(S.shape[0]):
         word = targets[r]
         cls = word_class[word]
+        if cls < cls0 or cls >= cls1:
+            continue
         a = starts[cls]
         size = starts[cls + 1] - a
         w = weights[r] if weights != NULL else 1
@@ -690,18 +909,79 @@ cdef double _class_rows(const floating[:, ::1] S, const floating[:, ::1] W,
     return total
 
 
-cdef void _class_layer_backward(const floating[:, ::1] S, const floating[:, ::1] Zc,
-                                const floating[:, ::1] W_c, const floating[::1] ones,
-                                floating[:, ::1] dW_c, floating[::1] db_c,
-                                floating[:, ::1] E) noexcept nogil:
-    """The class layer's gradients over all N rows, Zc (N, C) holding its deltas:
-    dW_c = S^T Zc, db_c = the column sums of Zc, and E += Zc W_c^T."""
+cdef void _class_shares(int parts, Py_ssize_t N, Py_ssize_t C, const Py_ssize_t* starts,
+                        const Py_ssize_t* word_class, const Py_ssize_t* targets,
+                        Py_ssize_t* cost, Py_ssize_t* bounds) noexcept nogil:
+    """Cut the classes into `parts` ranges of about equal work: thread j takes the
+    classes [bounds[j], bounds[j + 1]). A row of class c costs C + |c| (its class
+    softmax and its words' products); cost (C,) is scratch."""
+    cdef Py_ssize_t r, cls, total = 0, done = 0
+    cdef int j = 1
+    for cls in range(C):
+        cost[cls] = 0
+    for r in range(N):
+        cls = word_class[targets[r]]
+        cost[cls] += C + starts[cls + 1] - starts[cls]
+    for cls in range(C):
+        total += cost[cls]
+    bounds[0] = 0
+    for cls in range(C):
+        done += cost[cls]
+        while j < parts and done * parts >= total * j:
+            bounds[j] = cls + 1
+            j += 1
+    while j <= parts:
+        bounds[j] = C
+        j += 1
+
+
+cdef void _class_layer_share(int j, int parts, const floating[:, ::1] S,
+                             const floating[:, ::1] Zc, const floating[:, ::1] W_c,
+                             const floating[::1] ones, floating[:, ::1] dW_c,
+                             floating[::1] db_c, floating[:, ::1] E) noexcept nogil:
+    """Thread j's share of the class layer's gradients over all N rows, Zc (N, C)
+    holding its deltas: its Part of dW_c = S^T Zc, its columns of db_c (the column
+    sums of Zc), and its rows of E += Zc W_c^T."""
     cdef int N = S.shape[0], H = S.shape[1], C = Zc.shape[1]
-    gemm(True, False, H, C, N, <floating>1, &S[0, 0], H, &Zc[0, 0], C,
-         <floating>0, &dW_c[0, 0], C)
-    gemv(True, N, C, <floating>1, &Zc[0, 0], C, &ones[0], <floating>0, &db_c[0])
-    gemm(False, True, N, H, C, <floating>1, &Zc[0, 0], C, &W_c[0, 0], C,
-         <floating>1, &E[0, 0], H)
+    cdef int c0 = _columns(C, j, parts), c1 = _columns(C, j + 1, parts)
+    cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
+    cdef Plan blas = _plan(1)
+    _gemm_tn(&blas, j, _part(H, C, j, parts), H, C, N, &S[0, 0], &Zc[0, 0], &dW_c[0, 0],
+             False)
+    gemv(True, N, c1 - c0, <floating>1, &Zc[0, c0], C, &ones[0], <floating>0, &db_c[c0])
+    gemm(False, True, r1 - r0, H, C, <floating>1, &Zc[r0, 0], C, &W_c[0, 0], C,
+         <floating>1, &E[r0, 0], H)
+
+
+cdef double _class_share(int j, int parts, const Py_ssize_t* bounds,
+                         const floating[:, ::1] S, const floating[:, ::1] W,
+                         const floating[::1] b_o, const floating[:, ::1] W_c,
+                         const floating[::1] b_c, const Py_ssize_t[::1] starts,
+                         const Py_ssize_t[::1] word_class, const Py_ssize_t[::1] targets,
+                         const floating* weights, floating[:, ::1] Zc, floating[:, ::1] z,
+                         bint with_grads, floating[:, ::1] E, floating[:, ::1] dW,
+                         floating[::1] db_o, const Py_ssize_t* slot, Py_ssize_t ld,
+                         floating[:, ::1] dW_c, floating[::1] db_c, const floating[::1] ones,
+                         double* row_loss) noexcept nogil:
+    """Thread j's share of class_output_loss_delta: its rows of the class scores Zc =
+    S W_c (b_c is added per row), then (all scores done) the rows of its classes
+    [bounds[j], bounds[j + 1]), whose columns of dW and db_o it alone writes, then (all
+    rows done) its share of the class layer's gradients. Returns its rows' loss."""
+    cdef int N = S.shape[0], H = S.shape[1], C = W_c.shape[1]
+    cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
+    cdef double loss
+    gemm(False, False, r1 - r0, C, H, <floating>1, &S[r0, 0], H, &W_c[0, 0], C,
+         <floating>0, &Zc[r0, 0], C)
+    if parts > 1:
+        bptt_barrier()
+    loss = _class_rows(bounds[j], bounds[j + 1], S, W, b_o, b_c, starts, word_class,
+                       targets, weights, Zc, &z[j, 0], &E[0, 0] if with_grads else NULL,
+                       &dW[0, 0], &db_o[0], slot, ld, row_loss)
+    if with_grads:
+        if parts > 1:
+            bptt_barrier()
+        _class_layer_share(j, parts, S, Zc, W_c, ones, dW_c, db_c, E)
+    return loss
 
 
 def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
@@ -709,11 +989,11 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                             const floating[::1] b_c, const Py_ssize_t[::1] starts,
                             const Py_ssize_t[::1] word_class,
                             const Py_ssize_t[::1] targets, const floating[::1] weights,
-                            floating[:, ::1] Zc, floating[::1] z, bint with_grads,
+                            floating[:, ::1] Zc, floating[:, ::1] z, bint with_grads,
                             floating[:, ::1] E, floating[:, ::1] dW, floating[::1] db_o,
                             Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
-                            floating[:, ::1] dW_c, floating[::1] db_c,
-                            const floating[::1] ones, double[::1] row_loss=None):
+                            Py_ssize_t[::1] cost, floating[:, ::1] dW_c, floating[::1] db_c,
+                            const floating[::1] ones, int team, double[::1] row_loss=None):
     """Loss of the target words of N rows under the class-factorised softmax and,
     with_grads, its gradients. Returns (loss, n): n columns of dW written (0 without).
 
@@ -727,45 +1007,89 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     targets (N,): target words
     weights (N,) or empty: row weights (empty: all 1)
     Zc (N, C): scratch
-    z (largest class size,): scratch
+    z (team, largest class size): scratch
     with_grads: also compute E, dW, db_o, dW_c, db_c
     E (N, H): out, the errors dC/ds sent to the hidden layer
     dW (H, O): out; sparse: the compact (H, n) gradient of the touched columns
     db_o (O,): out; sparse: the touched columns' in db_o[:n]
     touched (O,) or empty: out (sparse), the n ids of the columns of the targets' classes
     slot (C,): scratch (sparse)
+    cost (C,): scratch (a team's shares of the classes)
     dW_c (H, C): out
     db_c (C,): out
     ones (>= N,): ones
+    team: threads of the kernels' own team (1: serial): the class scores and the class
+      layer's gradients split by rows and columns, the word layer by classes, each
+      thread taking the rows whose targets are in its classes; their losses are summed
+      per thread, then in thread order
     row_loss (N,) or None: out, each row's weighted loss
     """
-    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
+    cdef int N = S.shape[0], O = W.shape[1], C = W_c.shape[1]
+    cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
     cdef bint sparse = with_grads and touched.shape[0] > 0
     cdef Py_ssize_t n_cols = O if with_grads else 0
-    cdef double total
+    cdef double total = 0
+    cdef double partial[MAX_TEAM]
+    cdef Py_ssize_t bounds[MAX_TEAM + 1]
+    cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
+    cdef const Py_ssize_t* slots = &slot[0] if sparse else NULL
+    cdef double* rows = &row_loss[0] if row_loss is not None else NULL
     if N == 0:
         return 0.0, 0
     with nogil:
         if sparse:
             n_cols = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
                                       &slot[0], &touched[0])
-        # the class scores of all rows at once: Zc = S W_c (b_c is added per row)
-        gemm(False, False, N, C, H, <floating>1, &S[0, 0], H, &W_c[0, 0], C,
-             <floating>0, &Zc[0, 0], C)
-        total = _class_rows(S, W, b_o, b_c, starts, word_class, targets,
-                            &weights[0] if weights.shape[0] > 0 else NULL, Zc, &z[0],
-                            &E[0, 0] if with_grads else NULL, &dW[0, 0], &db_o[0],
-                            &slot[0] if sparse else NULL, n_cols,
-                            &row_loss[0] if row_loss is not None else NULL)
-        if with_grads:
-            _class_layer_backward(S, Zc, W_c, ones, dW_c, db_c, E)
+        if nt <= 1:
+            bounds[0], bounds[1] = 0, C
+            total = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                 targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
+                                 dW_c, db_c, ones, rows)
+    if nt <= 1:
+        return total, n_cols
+    for j in range(nt):
+        partial[j] = 0
+    with nogil, parallel(num_threads=nt):
+        j, n = bptt_thread_id(), bptt_team_size()
+        if j == 0:
+            _class_shares(n, N, C, &starts[0], &word_class[0], &targets[0], &cost[0], bounds)
+        partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                  targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
+                                  dW_c, db_c, ones, rows)
+    for j in range(nt):
+        total += partial[j]
     return total, n_cols
+
+
+cdef void _class_forward_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
+                              const floating[:, ::1] W, const floating[::1] b_o,
+                              const floating[:, ::1] W_c, const floating[::1] b_c,
+                              const Py_ssize_t[::1] starts, floating[:, ::1] Zc,
+                              floating[:, ::1] Y) noexcept nogil:
+    """Rows [r0, r1) of class_output_forward."""
+    cdef int H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
+    cdef Py_ssize_t r, cls, k, a
+    if r1 <= r0:
+        return
+    gemm(False, False, <int>(r1 - r0), O, H, <floating>1, &S[r0, 0], H, &W[0, 0], O,
+         <floating>0, &Y[r0, 0], O)
+    gemm(False, False, <int>(r1 - r0), C, H, <floating>1, &S[r0, 0], H, &W_c[0, 0], C,
+         <floating>0, &Zc[r0, 0], C)
+    for r in range(r0, r1):
+        _softmax(&Zc[r, 0], &b_c[0], C)
+        for cls in range(C):
+            a = starts[cls]
+            if starts[cls + 1] == a:
+                continue
+            _softmax(&Y[r, a], &b_o[a], <int>(starts[cls + 1] - a))
+            for k in range(a, starts[cls + 1]):
+                Y[r, k] *= Zc[r, cls]
 
 
 def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
                          const floating[::1] b_o, const floating[:, ::1] W_c,
                          const floating[::1] b_c, const Py_ssize_t[::1] starts,
-                         floating[:, ::1] Zc, floating[:, ::1] Y):
+                         floating[:, ::1] Zc, floating[:, ::1] Y, int team):
     """The whole distribution P(w | s) = P(c | s) P(w | c, s) of every row.
 
     S (N, H): states
@@ -776,42 +1100,41 @@ def class_output_forward(const floating[:, ::1] S, const floating[:, ::1] W,
     starts (C + 1,): class c's words are starts[c]:starts[c + 1]
     Zc (N, C): out, P(c | s)
     Y (N, O): out, P(w | s)
+    team: threads of the kernels' own team (1: serial), which split the rows
     """
-    cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1], C = W_c.shape[1]
-    cdef Py_ssize_t r, cls, k, a
+    cdef Py_ssize_t N = S.shape[0]
+    cdef int j = 0, n = 1
     if N == 0:
         return
-    with nogil:
-        gemm(False, False, N, O, H, <floating>1, &S[0, 0], H, &W[0, 0], O,
-             <floating>0, &Y[0, 0], O)
-        gemm(False, False, N, C, H, <floating>1, &S[0, 0], H, &W_c[0, 0], C,
-             <floating>0, &Zc[0, 0], C)
-        for r in range(N):
-            _softmax(&Zc[r, 0], &b_c[0], C)
-            for cls in range(C):
-                a = starts[cls]
-                if starts[cls + 1] == a:
-                    continue
-                _softmax(&Y[r, a], &b_o[a], <int>(starts[cls + 1] - a))
-                for k in range(a, starts[cls + 1]):
-                    Y[r, k] *= Zc[r, cls]
+    if team <= 1:
+        with nogil:
+            _class_forward_rows(0, N, S, W, b_o, W_c, b_c, starts, Zc, Y)
+        return
+    with nogil, parallel(num_threads=min(team, MAX_TEAM)):
+        j, n = bptt_thread_id(), bptt_team_size()
+        _class_forward_rows(_share(N, j, n), _share(N, j + 1, n), S, W, b_o, W_c, b_c,
+                            starts, Zc, Y)
 
 
 # ================================================================ updates
 
+# The updates run on the calling thread, without BLAS: a BLAS call on more than one
+# thread between the kernel sections wakes OpenBLAS's threads, which then spin for about
+# 0.1 s and take a core from the kernels' team (bench/README.md); and they are memory
+# bound, a few per cent of a step at most.
+
 def axpy(floating[::1] y, const floating[::1] x, floating a):
-    """y += a x in place, one BLAS ?axpy: the SGD step theta -= lr g (eq. 6) with
-    a = -lr, and L2's gradient term g += l2 theta.
+    """y += a x in place: the SGD step theta -= lr g (eq. 6) with a = -lr, and L2's
+    gradient term g += l2 theta.
 
     y (n,): updated in place
     x (n,): of y's dtype
     a: the scalar factor
     """
-    cdef int n = y.shape[0]
-    if n == 0:
+    if y.shape[0] == 0:
         return
     with nogil:
-        blas_axpy(n, a, &x[0], &y[0])
+        _axpy(y.shape[0], a, &x[0], &y[0])
 
 
 def adam_update(floating[::1] theta, const floating[::1] g, floating[::1] m,
@@ -859,22 +1182,12 @@ cdef void _update_piece(int op, floating* theta, floating* g, floating* s1, floa
     results agree."""
     cdef Py_ssize_t i
     # coefficients in locals (c might alias the arrays written, as far as the
-    # compiler knows, which would stop it from vectorizing). SGD and L2 run BLAS's
-    # axpy on long pieces, plain loops on short ones (a small class's columns in
-    # one row of W), where a call's overhead would dominate.
+    # compiler knows, which would stop it from vectorizing)
     cdef floating c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], si
     if op == SGD:
-        if n >= 32:
-            blas_axpy(<int>n, -c0, g, theta)
-        else:
-            for i in range(n):
-                theta[i] -= c0 * g[i]
+        _axpy(n, -c0, g, theta)
     elif op == ADD_L2:
-        if n >= 32:
-            blas_axpy(<int>n, c0, theta, g)
-        else:
-            for i in range(n):
-                g[i] += c0 * theta[i]
+        _axpy(n, c0, theta, g)
     elif op == ADAGRAD:
         for i in range(n):
             si = s1[i] + g[i] * g[i]
@@ -989,112 +1302,107 @@ def scale_slices(floating[:, ::1] theta, const Py_ssize_t[::1] ids, bint columns
 
 
 # ================================================================ products
-# Every product of the layers goes through _matmul (A op(W)), _gemm_tn (A^T B) or,
-# for a recursion's step, _recurrent_product: BLAS, or the kernels' own float32
-# products (_packed.h) on x86-64 CPUs with AVX-512. The caller says which by the
-# scratch `packed` it passes, of up to packed_length(I, H, O) floats (see bptt.model):
-# the recursions keep U packed in it; the input and output layers pack V, W or W^T
-# into it, a chunk at a time, when their width wastes little of the 64-column
-# panels; and the weight gradients use the own A^T B product for matrices that
-# `packed` could hold. An empty `packed` means BLAS only.
+# Every product of the layers is a BLAS call, except where the plan lets the kernels'
+# own float32 products (_packed.h, x86-64 CPUs with AVX-512) run: the recursions'
+# steps (_recurrent_product) from U packed once per call (Product.RECURSION), and the
+# weight gradients A^T B (_gemm_tn) where bptt_tn_suits says the own product is the
+# faster one (Product.TN). The plan (bptt.engine) also sizes their scratch: `packed`
+# for U, and one block of the A^T B scratch per thread.
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
-cdef inline Py_ssize_t _chunk_length(int k, int n) noexcept nogil:
-    """Floats that one packed chunk of a k x n op(W) needs (see _matmul)."""
-    return bptt_packed_length(min(k, BPTT_LAYER_CHUNK), min(n, BPTT_LAYER_CHUNK))
+def packed_length(int H) -> int:
+    """Length of the float32 scratch `packed` that holds U packed (Product.RECURSION)."""
+    return bptt_packed_length(H, H) if H > 0 else 0
 
 
-def packed_length(int I, int H, int O) -> int:
-    """Length of the float32 scratch `packed` of the own products for a model: room for
-    U packed, and for a chunk of V, W or W^T where their products use panels.
-
-    I: inputs (0 for token inputs, which need no input product)
-    H: hidden units
-    O: outputs
-    """
-    cdef Py_ssize_t n = bptt_packed_length(H, H) if H > 0 else 0
-    if H > 0 and I > 0 and bptt_panels_fit(H):
-        n = max(n, _chunk_length(I, H))         # X V
-    if H > 0 and O > 0 and bptt_panels_fit(O):
-        n = max(n, _chunk_length(H, O))         # S W
-    if H > 0 and O > 0 and bptt_panels_fit(H):
-        n = max(n, _chunk_length(O, H))         # dO W^T
-    return n
+def tn_scratch_length(int m, int n, int team) -> int:
+    """Length of each thread's float32 scratch for the own A^T B of a C[m, n] (a
+    weight gradient) in a team of `team` threads; 0 where the own product does not
+    suit the shape (BLAS computes it)."""
+    if not bptt_tn_suits(m, n):
+        return 0
+    # a block of B's rows (the most that any k needs) in the thread's panels
+    return bptt_tn_range_scratch_length(m, n, 1 << 30, 0, _part_panels(n, team))
 
 
-cdef inline bint _pack(floating[::1] packed, const floating* w, int k, int n,
-                       bint transpose) noexcept nogil:
-    """Pack op(W) (k x n; W^T if transpose) into packed when the own products are on
-    (float32, packed given) and it fits; returns whether it did."""
+cdef Plan _plan(int team) noexcept nogil:
+    """The plan of a call as the kernels use it: the team (1 .. MAX_TEAM), and BLAS for
+    every product until _own_recursion or _own_tn give the own products their scratch."""
+    cdef Plan plan
+    plan.team = max(1, min(team, MAX_TEAM))
+    plan.packed, plan.tn, plan.tn_length = NULL, NULL, 0
+    return plan
+
+
+cdef void _own_recursion(Plan* plan, int own, floating[::1] packed, int H) noexcept:
+    """Let the recursion over U (H x H; H = 0: there is none) run from U packed into
+    packed: when own has Product.RECURSION, in float32, with room for it."""
     if floating is float:
-        if k > 0 and n > 0 and bptt_packed_length(k, n) <= packed.shape[0]:
-            bptt_pack_f(w, k, n, k if transpose else n, transpose, &packed[0])
-            return True
-    return False
+        if own & RECURSION and H > 0 and packed.shape[0] >= bptt_packed_length(H, H):
+            plan.packed = &packed[0]
 
 
-cdef inline void _matmul(floating[::1] packed, int m, int n, int k, const floating* a,
-                         const floating* w, bint transpose, floating* c) noexcept nogil:
-    """C[m, n] = A[m, k] @ op(W) for contiguous A and C, op(W) = W (k x n) or, with
-    transpose, W^T (W is n x k). When the own products are on and panels suit the
-    width n: op(W) is packed into `packed` by chunks of at most BPTT_LAYER_CHUNK rows
-    and columns (so the scratch stays bounded for wide layers) and each chunk adds
-    its part of C. Otherwise BLAS."""
-    cdef int n0, k0, nc, kc
-    cdef const float* w_chunk
+cdef void _own_tn(Plan* plan, int own, floating[:, ::1] tn_scratch) noexcept:
+    """Let the weight gradients run the own A^T B with thread j's scratch in row j of
+    tn_scratch: when own has Product.TN, in float32, with a row for every thread."""
     if floating is float:
-        if m > 0 and k > 0 and n > 0 and bptt_panels_fit(n) \
-                and _chunk_length(k, n) <= packed.shape[0]:
-            n0 = 0
-            while n0 < n:
-                nc = min(n - n0, BPTT_LAYER_CHUNK)
-                k0 = 0
-                while k0 < k:
-                    kc = min(k - k0, BPTT_LAYER_CHUNK)
-                    # op(W)[k0:k0+kc, n0:n0+nc]: W's rows k0.. (or, for W^T, n0..)
-                    w_chunk = w + (<Py_ssize_t>n0 * k + k0 if transpose
-                                   else <Py_ssize_t>k0 * n + n0)
-                    bptt_pack_f(w_chunk, kc, nc, k if transpose else n, transpose,
-                                &packed[0])
-                    bptt_packed_matmul_f(m, nc, kc, a + k0, k, &packed[0], c + n0, n,
-                                         k0 > 0, 0)
-                    k0 += kc
-                n0 += nc
+        if own & TN and tn_scratch.shape[0] >= plan.team and tn_scratch.shape[1] > 0:
+            plan.tn, plan.tn_length = &tn_scratch[0, 0], tn_scratch.shape[1]
+
+
+cdef inline void _pack_panels(const Plan* plan, const floating* U, int H, bint transpose,
+                              int j, int parts) noexcept nogil:
+    """Thread j's share of packing op(U) (U^T if transpose) into the plan's `packed`,
+    when the own recursion runs."""
+    cdef ptrdiff_t panels = bptt_panels(H)
+    if floating is float:
+        if plan.packed != NULL:
+            bptt_pack_panels_f(U, H, H, H, transpose, plan.packed, _share(panels, j, parts),
+                               _share(panels, j + 1, parts))
+
+
+cdef inline int _columns(int n, int j, int parts) noexcept nogil:
+    """Where thread j's columns of a vector of n start (j = parts: n): nearly equal
+    shares of whole 16-float vectors."""
+    return min(n, 16 * _share((n + 15) // 16, j, parts))
+
+
+cdef inline void _zero_part(floating* c, int n, Part part) noexcept nogil:
+    """The Part `part` of C (row stride n) = 0."""
+    cdef Py_ssize_t i
+    for i in range(part.i0, part.i1):
+        _zero(c + i * n + part.c0, part.c1 - part.c0)
+
+
+cdef inline void _gemm_tn(const Plan* plan, int j, Part part, int m, int n, int k,
+                          const floating* a, const floating* b, floating* c,
+                          bint accumulate) noexcept nogil:
+    """The Part `part` of C[m, n] (+)= A^T B for contiguous A (k, m), B (k, n), C (m,
+    n), computed by thread j: the kernels' own float32 product when the plan has its
+    scratch and the shape suits it (bptt_tn_suits), else BLAS on the part."""
+    if floating is float:
+        if plan.tn != NULL and bptt_tn_suits(m, n) and bptt_tn_range_scratch_length(
+                part.i1 - part.i0, n, k, part.p0, part.p1) <= plan.tn_length:
+            bptt_matmul_tn_panels_f(part.i1 - part.i0, n, k, a + part.i0, m, b, n,
+                                    c + <Py_ssize_t>part.i0 * n, n, accumulate,
+                                    plan.tn + j * plan.tn_length, part.p0, part.p1)
             return
-    gemm(False, transpose, m, n, k, <floating>1, a, k, w, k if transpose else n,
-         <floating>0, c, n)
+    gemm(True, False, part.i1 - part.i0, part.c1 - part.c0, k, <floating>1, a + part.i0, m,
+         b + part.c0, n, <floating>1 if accumulate else <floating>0,
+         c + <Py_ssize_t>part.i0 * n + part.c0, n)
 
 
-cdef inline void _gemm_tn(floating[::1] packed, int m, int n, int k, const floating* a,
-                          const floating* b, floating* c, bint accumulate) noexcept nogil:
-    """C[m, n] (+)= A^T B for contiguous A (k, m), B (k, n), C (m, n): the kernels'
-    own float32 product when the shape suits it and `packed` could hold an m x n
-    matrix packed (its length is what the caller lets the own products take on: see
-    bptt.model), else (or when its scratch cannot be had) BLAS."""
-    cdef float* scratch
-    if floating is float:
-        if bptt_tn_suits(m, n) and bptt_packed_length(m, n) <= packed.shape[0]:
-            scratch = <float*>malloc(bptt_tn_scratch_length(m, n, k) * sizeof(float))
-            if scratch != NULL:
-                bptt_matmul_tn_f(m, n, k, a, b, c, accumulate, scratch)
-                free(scratch)
-                return
-    gemm(True, False, m, n, k, <floating>1, a, m, b, n,
-         <floating>1 if accumulate else <floating>0, c, n)
-
-
-cdef inline void _recurrent_product(bint use_packed, floating[::1] packed, int m, int H,
-                                    const floating* a, const floating* U, bint transpose,
-                                    floating* c, bint accumulate,
-                                    bint reverse=False) noexcept nogil:
+cdef inline void _recurrent_product(const Plan* plan, int m, int H, const floating* a,
+                                    const floating* U, bint transpose, floating* c,
+                                    bint accumulate, bint reverse=False) noexcept nogil:
     """c[m, H] (+)= a[m, H] @ op(U), op(U) = U^T if transpose: from the packed copy
-    of op(U) when use_packed, else through BLAS. Successive steps pass alternating
-    reverse: the packed panels are then visited in snake order, so that a step
-    starts with the panels the previous one left in L1."""
+    of op(U) when the plan has one, else through BLAS. Successive steps pass
+    alternating reverse: the packed panels are then visited in snake order, so that a
+    step starts with the panels the previous one left in L1."""
     if floating is float:
-        if use_packed:
-            bptt_packed_matmul_f(m, H, H, a, H, &packed[0], c, H, accumulate, reverse)
+        if plan.packed != NULL:
+            bptt_packed_matmul_f(m, H, H, a, H, plan.packed, c, H, accumulate, reverse)
             return
     matmul_rows(transpose, m, H, H, <floating>1, a, U, H,
                 <floating>1 if accumulate else <floating>0, c)

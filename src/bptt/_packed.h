@@ -30,8 +30,9 @@
    every element does not depend on the range it was computed in: a team of threads
    may split C's panels between them. bptt_pack_panels_f packs a range of panels.
 
-   bptt_packed_supported tells whether the CPU runs the AVX-512 code; bptt.model
-   decides when the kernels use it (float32, and BLAS on one thread or a small model).
+   bptt_packed_supported tells whether the CPU runs the AVX-512 code; bptt.engine
+   decides when the kernels use it (float32, with BLAS on one thread: the plan of a
+   call, docs/architecture.md).
    Where the AVX-512 code is not compiled (not GCC/Clang on x86-64),
    bptt_packed_supported is 0 and the product entry points compute the same products
    with the reference code instead, so they are correct even if called. All matrices
@@ -59,11 +60,6 @@
 #else
 #define BPTT_ENTRY static
 #endif
-
-/* Transitional: the chunk size of the own layer products, which were removed from
-   this header. Only _kernels.pyx's layer-product branch (_chunk_length, _matmul's
-   panel path, packed_length's layer terms) still names it; delete it with them. */
-#define BPTT_LAYER_CHUNK 1024
 
 /* ------------------------------------------------------------------ sizes */
 

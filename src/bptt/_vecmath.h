@@ -1,7 +1,7 @@
 /* Elementwise math of bptt's kernels, float32 and float64 from one source: the hidden
    activation with its bias (eqs. 1, 13), its derivative (eq. 26), the softmax's pieces
-   (eq. 15), a scaling and Adam's step; and a monotonic clock for --profile. Shared by
-   _kernels.pyx (through _kernels.pxd) and _online.h.
+   (eq. 15), a scaling, the axpy of the SGD step and Adam's step; and a monotonic
+   clock for --profile. Shared by _kernels.pyx (through _kernels.pxd) and _online.h.
 
    Each pass is written once, in _vecmath_impl.h, over "lanes" of its element type, and
    this header includes that body once per type:

@@ -161,6 +161,17 @@ BPTT_CLONES BPTT_UNUSED_OK static void BPTT_NAME(bptt_adam)(
     }
 }
 
+/* y += a x over n entries: the SGD step (a = -lr, eq. 6) and L2's gradient term. The
+   sum is formed in double, so a float32 element is rounded once, as by a fused
+   multiply-add (BLAS's ?axpy, which this replaces: see _kernels.pyx, updates). */
+BPTT_CLONES BPTT_UNUSED_OK static void BPTT_NAME(bptt_axpy)(
+    Py_ssize_t n, BPTT_T a, const BPTT_T *restrict x, BPTT_T *restrict y)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        y[i] = (BPTT_T)((double)y[i] + (double)a * x[i]);
+}
+
 #undef BPTT_SCALAR_LANES
 #undef BPTT_T
 #undef BPTT_V

@@ -451,26 +451,40 @@ def footer(rows: list[Row]) -> str:
         "(above 1: bptt is faster); — where not measured.")
 
 
+def serial_share(t1: float, tn: float, n: int) -> float:
+    """The share s of a step that ran on one thread, by Amdahl's law, from its time on
+    one thread t1 and on n threads tn: tn = t1 (s + (1 - s) / n)."""
+    return (n * tn / t1 - 1) / (n - 1)
+
+
 def format_scaling(rows: list[Row]) -> str:
     """The table after a run at several thread counts (every case at each): the ms
     per step of bptt and PyTorch at each count, and their speed-ups from the first
-    count (their own time at the first count divided by that at the other)."""
+    count (their own time at the first count divided by that at the other); when the
+    first count is 1, also bptt's serial share at each other count (serial_share)."""
     counts = list(dict.fromkeys(r.threads for r in rows))
+    amdahl = counts[1:] if counts[0] == 1 else []
     by_case: dict[tuple[str, str], dict[int, Row]] = {}
     for r in rows:
         by_case.setdefault((r.case, r.dtype), {})[r.threads] = r
     head = (["case", "dtype"] + [f"bptt ms, {n} thr" for n in counts]
             + [f"bptt ×{n}/{counts[0]}" for n in counts[1:]]
+            + [f"bptt serial share, {n} thr" for n in amdahl]
             + [f"torch ms, {n} thr" for n in counts]
             + [f"torch ×{n}/{counts[0]}" for n in counts[1:]])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def times_and_speedups(times: list) -> list[str]:
+        first = times[0]
+        return [_fmt(ms, ".4g") for ms in times] + [
+            _fmt(None if first is None or ms is None else first / ms, ".2f")
+            for ms in times[1:]]
+
     for (case, dtype), at in by_case.items():
-        cells = [case, dtype]
-        for times in ([at[n].kernels_ms for n in counts], [at[n].torch_ms for n in counts]):
-            first = times[0]
-            cells += [_fmt(ms, ".4g") for ms in times]
-            cells += [_fmt(None if first is None or ms is None else first / ms, ".2f")
-                      for ms in times[1:]]
+        bptt_ms = [at[n].kernels_ms for n in counts]
+        cells = ([case, dtype] + times_and_speedups(bptt_ms)
+                 + [_fmt(serial_share(bptt_ms[0], at[n].kernels_ms, n), ".0%")
+                    for n in amdahl]
+                 + times_and_speedups([at[n].torch_ms for n in counts]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

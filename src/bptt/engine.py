@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -36,6 +36,13 @@ ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
 # rows x units of scratch that predict, evaluate and log_prob use per chunk of steps
 EVALUATION_ROWS = 2**22
+_RECURSION, _TN = int(_kernels.Product.RECURSION), int(_kernels.Product.TN)
+
+
+class Plan(NamedTuple):
+    """How the kernels run the calls of one kernel section (Engine.section)."""
+    team: int   # threads of the kernels' own OpenMP team; 1: serial, no parallel region
+    own: int    # the own float32 products that may run: a _kernels.Product bit set
 
 
 class Workspace:
@@ -50,11 +57,6 @@ class Workspace:
         self._arrays: dict[str, np.ndarray] = {}
         self._views: dict[str, np.ndarray] = {}      # the last view served per name
         self.prof: np.ndarray | None = None
-        # whether this kernel section may run the kernels' own single-threaded
-        # products: BLAS is on one thread (one_thread), or the problem is small
-        # (bptt.threads); set by Engine.section
-        self.one_thread = False
-        self.serial = False
 
     def get(self, name: str, shape: tuple, dtype: DTypeLike) -> np.ndarray:
         view = self._views.get(name)
@@ -110,47 +112,73 @@ class Engine:
         self.largest_class = int(sizes.max(initial=0))
         self.workspace = Workspace()
         self.lock = threading.Lock()
+        # the plan of the current (or last) kernel section, and the per-thread length
+        # of the A^T B scratch for each plan seen
+        self.plan = Plan(1, 0)
+        self._tn_lengths: dict[Plan, int] = {}
+        # the widest layer whose rows a team shares: H, or a full softmax's O (a
+        # class-factorised softmax's rows cost H (C + |class|), counted as H); every own
+        # product this model may run (float32 on a CPU with AVX-512)
+        self._width = max(n_hidden, n_out if class_starts is None else 0)
+        self._all_own = int(_kernels.Product.RECURSION | _kernels.Product.TN) \
+            if _kernels.OWN_PRODUCTS and dtype == np.float32 else 0
 
     # ------------------------------------------------------------ product and thread policy
-    # Which BLAS thread count a call runs with, and whether the kernels run their own
-    # float32 products (bptt/_packed.h) or BLAS: decided here, and only here, from the
-    # batch size, the model's sizes and dtype (docs/architecture.md, product and
-    # thread policy).
+    # How the kernels run a call: the threads of their own team, BLAS's threads, and
+    # which of their own float32 products (bptt/_packed.h) run instead of BLAS. Decided
+    # here, and only here, once per kernel section, from the batch size, the model's
+    # sizes and dtype, and the thread settings (bptt.threads); the kernels get the
+    # result as an explicit plan (docs/architecture.md, product and thread policy).
 
     @contextmanager
     def section(self, B: int) -> Iterator[None]:
-        """Hold the model's lock (its workspace is shared) and apply the BLAS
-        thread policy for a batch of B sequences (bptt.threads)."""
+        """Hold the model's lock (its workspace is shared) and run the calls inside
+        on the plan for a batch of B sequences (self.plan)."""
         with self.lock:
-            restore, one_thread = _threads._enter(B, self.n_hidden)
-            self.workspace.one_thread = one_thread
-            self.workspace.serial = one_thread or _threads.single_threaded(B, self.n_hidden)
+            restore = self._begin(B)
             try:
                 yield
             finally:
                 _threads._leave(restore)
 
-    def own_products(self) -> bool:
-        """Whether the kernels run their own float32 products (bptt/_packed.h) instead
-        of BLAS: on CPUs with AVX-512, when BLAS runs on one thread or the problem is
-        small enough that a second thread gains nothing (the own products run on one)."""
-        return _kernels.OWN_PRODUCTS and self.workspace.serial and self.dtype == np.float32
+    def _begin(self, B: int) -> int:
+        """Compute self.plan for a batch of B sequences and set BLAS's threads for it;
+        returns BLAS's count to restore afterwards (bptt.threads._leave)."""
+        width = self._width
+        team = _threads.team_size(B, width)
+        restore, blas_one = _threads._enter(B, width, team)
+        own = self.own_products(blas_one or _threads.single_threaded(B, width))
+        if self.plan != (team, own):
+            self.plan = Plan(team, own)
+        return restore
 
-    def packed(self, inputs: Inputs | None = None) -> np.ndarray:
-        """Scratch for the kernels' own products, or empty, which makes them call BLAS
-        only (see own_products). Its length also bounds the matrices the own products
-        take on. It has room for U packed. With BLAS on one thread it also has room for
-        chunks of W and W^T, and of V when inputs are dense rows rather than token ids:
-        otherwise BLAS runs the layer products and weight gradients larger than U on
-        its threads."""
-        if not self.own_products():
-            n = 0
-        elif self.workspace.one_thread:
-            n_in = self.n_in if inputs is not None and inputs.tokens.size == 0 else 0
-            n = _kernels.packed_length(n_in, self.n_hidden, self.n_out)
-        else:
-            n = _kernels.packed_length(0, self.n_hidden, 0)
-        return self.workspace.get("packed", (n,), self.dtype)
+    def own_products(self, serial_blas: bool) -> int:
+        """The own products that may run (a _kernels.Product bit set; 0: BLAS only): on
+        CPUs with AVX-512, in float32, when BLAS runs on one thread (serial_blas), all
+        of them: the recursions from U packed once per call and, where the header's
+        bptt_tn_suits says so, the weight gradients' A^T B. With BLAS on more threads
+        (a team of one while BLAS keeps its threads) BLAS runs everything."""
+        return self._all_own if serial_blas else 0
+
+    def packed(self) -> np.ndarray:
+        """The scratch that holds U packed for the own recursions (empty without them)."""
+        own = self.plan.own & _RECURSION
+        return self.workspace.get("packed", (_kernels.packed_length(self.n_hidden) if own
+                                             else 0,), self.dtype)
+
+    def tn_scratch(self) -> np.ndarray:
+        """Each team thread's scratch (a row) for the own A^T B of the weight gradients
+        dU (H x H), dW (H x O) and dV (I x H): as long as the largest that suits it
+        needs (0 x 0 without the own A^T B)."""
+        team, own = self.plan
+        length = self._tn_lengths.get(self.plan)
+        if length is None:
+            H, O, I = self.n_hidden, self.n_out, self.n_in
+            length = max(_kernels.tn_scratch_length(m, n, team)
+                         for m, n in ((H, H), (H, O), (I, H))) if own & _TN else 0
+            self._tn_lengths[self.plan] = length
+        return self.workspace.get("tn_scratch", (team, length) if length else (0, 0),
+                                  self.dtype)
 
     # ------------------------------------------------------------ kernel calls
     # Validated arguments only; callers are inside section().
@@ -161,19 +189,20 @@ class Engine:
         p = self.params
         _kernels.forward_hidden(inputs.rows, inputs.tokens, p["V"], self._per_step(p["U"]),
                                 p["b_h"], self._h0_or_empty(h0), h0 is not None,
-                                self.hidden_code, S, self.packed(inputs),
+                                self.hidden_code, S, *self.plan, self.packed(),
                                 self.workspace.prof, *self._resets(inputs))
 
     def outputs(self, rows: np.ndarray, Y: np.ndarray) -> None:
         """The outputs Y (n, n_out) of the states rows (n, H) (eqs. 3-4)."""
         p = self.params
         if self.class_starts is None:
-            _kernels.forward_output(rows, p["W"], p["b_o"], self.output_code, Y)
+            _kernels.forward_output(rows, p["W"], p["b_o"], self.output_code, Y,
+                                    self.plan.team)
         else:
             _kernels.class_output_forward(
                 rows, p["W"], p["b_o"], p["W_c"], p["b_c"], self.class_starts,
                 self.workspace.get("Zc", (rows.shape[0], self.class_starts.size - 1),
-                                   self.dtype), Y)
+                                   self.dtype), Y, self.plan.team)
 
     def output_layer(self, S: np.ndarray, targets: Targets, weights: np.ndarray,
                      grads: dict | None, E: np.ndarray | None,
@@ -201,13 +230,15 @@ class Engine:
             assert E is not None, "E is needed with grads"
             with_sparse = with_grads and sparse is not None
             touched = ws.get("touched_W", (self.n_out if with_sparse else 0,), np.intp)
+            team = self.plan.team
             loss, n_cols = _kernels.class_output_loss_delta(
                 rows, p["W"], p["b_o"], p["W_c"], p["b_c"], self.class_starts,
                 self.word_class, targets.classes, weights,
-                ws.get("Zc", (n, n_classes), dtype), ws.get("z", (self.largest_class,), dtype),
-                with_grads, E, grads["W"], grads["b_o"], touched,
-                ws.get("class_slots", (n_classes,), np.intp), grads["W_c"], grads["b_c"],
-                ws.ones(n, dtype), row_loss)
+                ws.get("Zc", (n, n_classes), dtype),
+                ws.get("z", (team, self.largest_class), dtype), with_grads, E, grads["W"],
+                grads["b_o"], touched, ws.get("class_slots", (n_classes,), np.intp),
+                ws.get("class_cost", (n_classes,), np.intp), grads["W_c"], grads["b_c"],
+                ws.ones(n, dtype), team, row_loss)
             if sparse is not None and with_sparse:
                 ids = touched[:n_cols]
                 sparse["W"] = SparseGrad.unchecked(
@@ -219,12 +250,13 @@ class Engine:
         dO = ws.get("dO", (n, self.n_out), dtype)
         loss = _kernels.output_loss_delta(
             rows, p["W"], p["b_o"], self.output_code, self.loss_code,
-            targets.rows, targets.classes, weights, dO, dO, self.packed(), ws.prof,
+            targets.rows, targets.classes, weights, dO, dO, self.plan.team, ws.prof,
             row_loss)
         if grads is not None:
             assert E is not None, "E is needed with grads"
             _kernels.output_backward(rows, dO, p["W"], grads["W"], grads["b_o"], E,
-                                     ws.ones(n, dtype), self.packed(), ws.prof)
+                                     ws.ones(n, dtype), *self.plan, self.tn_scratch(),
+                                     ws.prof)
         return float(loss)
 
     def hidden_backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
@@ -244,8 +276,8 @@ class Engine:
             self._per_step(p["U"]), self.hidden_code, tau, grads["V"],
             touched, ws.slots(self.n_in if with_sparse else 0),
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
-            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), self.packed(inputs),
-            ws.prof, *self._resets(inputs))
+            ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), *self.plan, self.packed(),
+            self.tn_scratch(), ws.prof, *self._resets(inputs))
         if sparse is not None and with_sparse:
             sparse["V"] = SparseGrad.unchecked(touched[:n_rows], grads["V"][:n_rows],
                                                p["V"].shape, 0)

@@ -28,32 +28,40 @@ caps the team from every thread. BLAS's count is one for the process. Without
 threadpoolctl, BLAS is set through the library's ``*openblas_set_num_threads*``
 symbol found with ctypes, and the team through ``bptt._team``.
 
-**Per call** (``ElmanRNN``'s kernel section): ``team_size(B, H)`` is the team for a
-batch of B sequences of H hidden units, and ``_enter`` / ``_leave`` hold BLAS at one
-thread while a team of more than one runs (its threads must not each start BLAS
-threads), restoring it afterwards. A build without OpenMP has a team of one thread
-and keeps BLAS's threads.
+**Per call** (the engine's kernel section, ``bptt.engine``): ``team_size(B, width)`` is
+the team for a batch of B sequences whose widest layer is ``width`` units, and ``_enter`` / ``_leave`` hold BLAS
+at one thread while a team of more than one runs (its threads call BLAS on their
+shares of the work and must not each start BLAS threads) or the problem is small,
+restoring it afterwards. The engine turns that into the call's plan: the team, and
+which of the kernels' own float32 products (``src/bptt/_packed.h``, CPUs with AVX-512)
+run, which is all of them whenever BLAS runs on one thread. A build without OpenMP has
+a team of one thread and keeps BLAS's threads.
 
-**Small problems** (the automatic policy, measured on a 2-core machine, see
-bench/README.md): below B*H = 16384 (batch 1, or 32 x 128) the kernels run on one
-thread. At batch 1 a second thread gains nothing (the recursion is a matrix-vector
+**Small problems** (measured on a 2-core machine, see bench/README.md): below B*H =
+16384 (batch 1, or 32 x 128) the kernels run on one thread, team and BLAS, under any
+policy, unless a full softmax over O outputs makes B*O reach it (a vocabulary). At batch 1 a second thread gains nothing (the recursion is a matrix-vector
 product) and, when another process holds the other core, stalled a BLAS step 250-fold
-(0.14 -> 36 ms); at 32 x 128 it gained 1.7x on an idle machine but stalled steps for
-up to 2.5 s under such contention. Under the automatic policy BLAS is lowered to one
-thread for such a call; the team is one thread for it under any policy, so batch 1
-never runs slower for more threads. Larger problems get the pools' settings above,
-never more.
+(0.14 -> 36 ms); at 32 x 128 BLAS's two threads gained 1.7x on an idle machine but
+stalled steps for up to 2.5 s under such contention. So batch 1 never runs slower for
+more threads. Larger problems get the pools' settings above, never more.
+
+**Waiting threads.** Between parallel regions, and at a barrier, libgomp's threads spin
+by default (about 300,000 turns), which is fastest on an idle machine and stalls steps
+up to 40-fold when another process holds one of the cores; waiting passively (asleep)
+costs a few microseconds per region and does not stall (bench/README.md). The policy
+(``OMP_WAIT_POLICY``) is read once, when the runtime loads, and holds for everything
+that uses that runtime. So bptt chooses it only for a runtime of its own: when its
+extensions load the wheel's private copy of libgomp (``bptt.libs/``) and the user has
+not set ``OMP_WAIT_POLICY``, this module sets it to ``passive`` while they load and
+removes it again, so that child processes do not inherit it. A build linked to the
+system's libgomp shares its runtime with other libraries (PyTorch's CPU build, for
+one, whose small operations ran 5 times slower at 2 threads under ``passive``): there
+bptt leaves the policy to the user (``OMP_WAIT_POLICY=passive`` before starting Python
+where other processes share the cores).
 
 **Forked processes** run their kernels on one thread: libgomp cannot start a team in a
 child forked from a process whose team has run (the child hangs), and the workers of a
 forked pool would oversubscribe the cores anyway.
-
-On x86-64 CPUs with AVX-512 the float32 kernels run their own products
-(``src/bptt/_packed.h``) instead of BLAS's whenever BLAS runs on one thread, or the
-model is small (B*H < 16384, where they beat 2-thread BLAS); in the second case the
-input and output layers' products and weight gradients stay with BLAS and its threads
-unless their matrix is no larger than U. Otherwise every product goes to BLAS and its
-threads.
 """
 from __future__ import annotations
 
@@ -63,8 +71,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
-from . import _team
+# bptt's team waits passively in a runtime of its own (module docstring) unless the
+# user chose otherwise; the runtime reads the variable when the extensions load it, here
+_WAIT_POLICY = "OMP_WAIT_POLICY"
+_PRIVATE_RUNTIME = Path(__file__).resolve().parent.parent / "bptt.libs"
+_wait_policy_set = _WAIT_POLICY not in os.environ and any(_PRIVATE_RUNTIME.glob("libgomp*"))
+if _wait_policy_set:
+    os.environ[_WAIT_POLICY] = "passive"
+try:
+    from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
+    from . import _team
+finally:
+    if _wait_policy_set:
+        del os.environ[_WAIT_POLICY]
 
 # B*H below which the kernels run single-threaded (the small-problem rule above)
 _MULTI_THREAD_MIN_BH = 16384
@@ -195,18 +214,19 @@ def blas_threads(n: int) -> Iterator[None]:
         _team.set_max_threads(team)
 
 
-def single_threaded(B: int, H: int) -> bool:
-    """Whether the small-problem rule runs a B x H model on 1 thread."""
-    return B * H < _MULTI_THREAD_MIN_BH
+def single_threaded(B: int, width: int) -> bool:
+    """Whether the small-problem rule runs a call on B sequences on 1 thread; width:
+    the widest layer whose rows the team would share (the hidden layer's H, or a
+    softmax's O when wider)."""
+    return B * width < _MULTI_THREAD_MIN_BH
 
 
-def team_size(B: int, H: int) -> int:
-    """Threads of the kernels' own team for a call on B sequences of H hidden units:
-    1 for a small problem (single_threaded), a build without OpenMP or a forked
-    process; otherwise the
-    team's setting in this thread (OMP_NUM_THREADS, threadpoolctl, set_num_threads),
-    at most the set_num_threads count."""
-    if not _OPENMP or _forked or single_threaded(B, H):
+def team_size(B: int, width: int) -> int:
+    """Threads of the kernels' own team for a call on B sequences (width: see
+    single_threaded): 1 for a small problem, a build without OpenMP or a forked
+    process; otherwise the team's setting in this thread (OMP_NUM_THREADS,
+    threadpoolctl, set_num_threads), at most the set_num_threads count."""
+    if not _OPENMP or _forked or single_threaded(B, width):
         return 1
     n = _team.max_threads()
     return n if _fixed is None else min(n, _fixed)
@@ -220,16 +240,16 @@ def _functions() -> tuple:
     return _c_functions
 
 
-def _enter(B: int, H: int, team: int = 1) -> tuple[int, bool]:
+def _enter(B: int, width: int, team: int = 1) -> tuple[int, bool]:
     """Before a kernel call whose own team has `team` threads: hold BLAS at one
-    thread while a team of more than one runs, or for a small problem under the auto
-    policy. Returns the count to restore (0: nothing to restore) and whether BLAS
-    now runs on one thread (False when unknown). Cheap: one or two C calls."""
+    thread while a team of more than one runs, or for a small problem. Returns the
+    count to restore (0: nothing to restore) and whether BLAS now runs on one thread
+    (False when unknown). Cheap: one or two C calls."""
     functions = _functions()
     if not functions:
         return 0, False
     current = functions[1]()
-    hold = team > 1 or (_fixed is None and single_threaded(B, H))
+    hold = team > 1 or single_threaded(B, width)
     if current <= 1 or not hold:
         return 0, current <= 1
     functions[0](1)
