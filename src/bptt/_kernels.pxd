@@ -117,7 +117,7 @@ cdef extern from "_packed.h":
                               int accumulate, int reverse) noexcept nogil
     ptrdiff_t bptt_tn_range_scratch_length(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                             ptrdiff_t p0, ptrdiff_t p1) noexcept nogil
-    bint bptt_tn_suits(ptrdiff_t m, ptrdiff_t n) noexcept nogil
+    bint bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k) noexcept nogil
     void bptt_matmul_tn_panels_f(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* a,
                                  ptrdiff_t lda, const float* b, ptrdiff_t ldb, float* c,
                                  ptrdiff_t ldc, int accumulate, float* scratch,

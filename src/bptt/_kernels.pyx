@@ -1320,7 +1320,7 @@ def tn_scratch_length(int m, int n, int team) -> int:
     """Length of each thread's float32 scratch for the own A^T B of a C[m, n] (a
     weight gradient) in a team of `team` threads; 0 where the own product does not
     suit the shape (BLAS computes it)."""
-    if not bptt_tn_suits(m, n):
+    if not bptt_tn_suits(m, n, -1):
         return 0
     # a block of B's rows (the most that any k needs) in the thread's panels
     return bptt_tn_range_scratch_length(m, n, 1 << 30, 0, _part_panels(n, team))
@@ -1382,7 +1382,7 @@ cdef inline void _gemm_tn(const Plan* plan, int j, Part part, int m, int n, int 
     n), computed by thread j: the kernels' own float32 product when the plan has its
     scratch and the shape suits it (bptt_tn_suits), else BLAS on the part."""
     if floating is float:
-        if plan.tn != NULL and bptt_tn_suits(m, n) and bptt_tn_range_scratch_length(
+        if plan.tn != NULL and bptt_tn_suits(m, n, k) and bptt_tn_range_scratch_length(
                 part.i1 - part.i0, n, k, part.p0, part.p1) <= plan.tn_length:
             bptt_matmul_tn_panels_f(part.i1 - part.i0, n, k, a + part.i0, m, b, n,
                                     c + <Py_ssize_t>part.i0 * n, n, accumulate,

@@ -53,6 +53,7 @@
 #define BPTT_SMALL_C_BYTES (1024 * 1024) /* a C up to this size stays in L2 */
 #define BPTT_TN_MAX_M 256    /* A^T B leaves wider A to BLAS */
 #define BPTT_TN_MAX_N 1024   /* A^T B leaves wider B to BLAS */
+#define BPTT_TN_MIN_WORK (1 << 20)  /* and products of fewer multiply-adds */
 
 /* each file that includes this header calls some of its entry points, not all */
 #if defined(__GNUC__) || defined(__clang__)
@@ -112,10 +113,14 @@ static inline int bptt_panels_fit(ptrdiff_t n)
    that made the step at H = 1024 1.47x slower, and copying A into tiles first, which
    fixed it there, ran at 0.72-0.95x BLAS on an AMD Zen 5 (48 KiB L1, where in place
    ran at 1.0-1.5x BLAS, 1-2 % of the step), so a wide A goes to BLAS. A B over a
-   vocabulary does too (113 against 133-136 GFLOP/s). */
-static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n)
+   vocabulary does too (113 against 133-136 GFLOP/s), and so does a product over
+   few rows, m n k <= BPTT_TN_MIN_WORK (over 50 rows at batch 1, 128 x 128 ran at 0.96x
+   BLAS; BLAS's own speed steps up at about 10^6). k < 0: any number of rows (for
+   sizing the scratch). */
+static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
-    return m <= BPTT_TN_MAX_M && n <= BPTT_TN_MAX_N && bptt_panels_fit(n);
+    return m <= BPTT_TN_MAX_M && n <= BPTT_TN_MAX_N && bptt_panels_fit(n)
+           && (k < 0 || m * n * k > BPTT_TN_MIN_WORK);
 }
 
 /* floats of the scratch A^T B needs for panels [p0, p1) of C[m, n] = A^T B over k
