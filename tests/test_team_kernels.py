@@ -40,16 +40,10 @@ def on_threads(monkeypatch):
 
 
 @pytest.fixture
-def any_size(monkeypatch):
+def any_size(monkeypatch, restored):
     """Teams from the thread count for problems of any size (the small-problem rule
-    off), and the thread counts and policy put back afterwards."""
+    off), and the thread counts and policy put back afterwards (restored)."""
     monkeypatch.setattr(threads, "_MULTI_THREAD_MIN_BH", 0)
-    saved = threads._fixed, threads._blas_threads(), _team.max_threads()
-    yield
-    threads._fixed = saved[0]
-    if saved[1] is not None:
-        threads._set_blas_threads(saved[1])
-    _team.set_max_threads(saved[2])
 
 
 @needs_openmp

@@ -26,17 +26,6 @@ SMALL = [(1, 128), (32, 128), (1, 16383)]
 
 
 @pytest.fixture
-def restored():
-    """Put back the thread counts and the policy a test changes."""
-    saved = threads._fixed, threads._blas_threads(), _team.max_threads()
-    yield
-    threads._fixed = saved[0]
-    if saved[1] is not None:
-        threads._set_blas_threads(saved[1])
-    _team.set_max_threads(saved[2])
-
-
-@pytest.fixture
 def blas_control():
     if threads._blas_threads() is None:
         pytest.skip("no BLAS thread control on this platform")

@@ -410,36 +410,42 @@ cdef void _accumulate(const Plan* plan, int j, int parts, const floating[:, :, :
 
 
 cdef void _backward_share(const Plan* plan, int j, int parts,
-                          const floating[:, :, ::1] S, const floating* h0,
-                          const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
-                          int n_out, const floating* U, bint untied, int act, int truncate,
-                          const unsigned char* resets, floating* saved, floating* dh,
-                          floating* g1, floating* g2, const floating[::1] ones,
-                          floating[:, :, ::1] dU, floating[::1] db_h, floating* dV,
+                          const floating[:, :, ::1] S, const floating[:, ::1] h0,
+                          bint has_h0, const floating[:, ::1] X,
+                          const Py_ssize_t[::1] tokens, int n_out,
+                          const floating[:, :, ::1] U, int act, int truncate,
+                          const unsigned char* resets, floating[:, ::1] saved,
+                          floating[:, :, ::1] DH, floating[:, :, ::1] G1,
+                          floating[:, :, ::1] G2, const floating[::1] ones,
+                          floating[:, :, ::1] dU, floating[::1] db_h, floating[:, ::1] dV,
                           Py_ssize_t n_rows, const Py_ssize_t* slot,
                           Clock* clock) noexcept nogil:
-    """Thread j's share of hidden_backward: the delta recursion of its batch rows,
-    then (all rows done) its parts of the gradients."""
+    """Thread j's share of hidden_backward (arguments as its; resets: the first flag or
+    NULL; slot NULL: dense dV): the delta recursion of its batch rows, then (all rows
+    done) its parts of the gradients."""
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], q, n_runs
     cdef int r0 = _share(B, j, parts), r1 = _share(B, j + 1, parts)
     cdef Py_ssize_t step = <Py_ssize_t>B * H, length
+    cdef bint untied = U.shape[0] > 1
+    cdef floating* dh = &DH[0, 0, 0]
     n_runs = _runs_of_rows(B, r0, r1, H, T - n_out, &length)
     for q in range(n_runs):
         _zero(dh + q * step + <Py_ssize_t>r0 * H, length)
-    _pack_panels(plan, U, H, True, j, parts)
+    _pack_panels(plan, &U[0, 0, 0], H, True, j, parts)
     if parts > 1:
         bptt_barrier()                  # U^T packed
     if truncate < 0 or truncate >= T - 1:
-        _delta_recursion(T, B, r0, r1, H, act, &S[0, 0, 0], U, untied, plan, resets, saved,
-                         dh, clock)
+        _delta_recursion(T, B, r0, r1, H, act, &S[0, 0, 0], &U[0, 0, 0], untied, plan,
+                         resets, &saved[0, 0] if resets != NULL else NULL, dh, clock)
     else:
-        _delta_recursion_truncated(T, B, r0, r1, H, n_out, truncate, act, &S[0, 0, 0], U,
-                                   untied, plan, resets, dh, g1, g2)
+        _delta_recursion_truncated(T, B, r0, r1, H, n_out, truncate, act, &S[0, 0, 0],
+                                   &U[0, 0, 0], untied, plan, resets, dh, &G1[0, 0, 0],
+                                   &G2[0, 0, 0])
         _lap(clock, BWD_REC)
     if parts > 1:
         bptt_barrier()                  # every row's delta_h
-    _accumulate(plan, j, parts, S, h0, X, tokens, untied, resets, dh, ones, dU, db_h, dV,
-                n_rows, slot, clock)
+    _accumulate(plan, j, parts, S, &h0[0, 0] if has_h0 else NULL, X, tokens, untied,
+                resets, dh, ones, dU, db_h, &dV[0, 0], n_rows, slot, clock)
 
 
 def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
@@ -482,32 +488,28 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     saved (B, H): scratch, needed with resets
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], j = 0, n = 1
-    cdef bint untied = U.shape[0] > 1, sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
+    cdef bint sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
     cdef Py_ssize_t n_rows = dV.shape[0], r
     cdef const unsigned char* reset = _flags(resets)
+    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
     cdef Clock clock = _clock(prof), quiet = _clock(None)
     cdef Plan plan = _plan(team)
-    cdef const floating* h = &h0[0, 0] if has_h0 else NULL
-    cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
-    cdef floating* g1 = &G1[0, 0, 0] if G1.shape[0] > 0 else NULL
-    cdef floating* g2 = &G2[0, 0, 0] if G2.shape[0] > 0 else NULL
-    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
-    _own_recursion(&plan, own, packed, H if not untied and T > 1 and truncate != 0 else 0)
+    _own_recursion(&plan, own, packed, H if U.shape[0] == 1 and T > 1 and truncate != 0 else 0)
     _own_tn(&plan, own, tn_scratch)
     with nogil:
         if sparse:
             n_rows = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, slots, &touched[0])
     if plan.team == 1:
         with nogil:
-            _backward_share(&plan, 0, 1, S, h, X, tokens, n_out, &U[0, 0, 0], untied, act,
-                            truncate, reset, keep, &DH[0, 0, 0], g1, g2, ones, dU, db_h,
-                            &dV[0, 0], n_rows, slots, &clock)
+            _backward_share(&plan, 0, 1, S, h0, has_h0, X, tokens, n_out, U, act, truncate,
+                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, n_rows, slots,
+                            &clock)
     else:
         with nogil, parallel(num_threads=plan.team):
             j, n = bptt_thread_id(), bptt_team_size()
-            _backward_share(&plan, j, n, S, h, X, tokens, n_out, &U[0, 0, 0], untied, act,
-                            truncate, reset, keep, &DH[0, 0, 0], g1, g2, ones, dU, db_h,
-                            &dV[0, 0], n_rows, slots, &clock if j == 0 else &quiet)
+            _backward_share(&plan, j, n, S, h0, has_h0, X, tokens, n_out, U, act, truncate,
+                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, n_rows, slots,
+                            &clock if j == 0 else &quiet)
     for r in range(n_rows if sparse else 0):
         slot[touched[r]] = -1
     return n_rows
@@ -748,15 +750,13 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                                rows, &clock)
         return total
     for j in range(nt):
-        partial[j] = 0
+        partial[j] = 0                          # threads the runtime did not start
     with nogil, parallel(num_threads=nt):
         j, n = bptt_thread_id(), bptt_team_size()
         partial[j] = _loss_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), S, W, b_o,
                                 act, loss, D, classes, weights, Y, dO, rows,
                                 &clock if j == 0 else &quiet)
-    for j in range(nt):
-        total += partial[j]
-    return total
+    return _sum_in_order(partial, nt)
 
 
 cdef void _output_backward_share(const Plan* plan, int j, int parts,
@@ -1018,17 +1018,13 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     dW_c (H, C): out
     db_c (C,): out
     ones (>= N,): ones
-    team: threads of the kernels' own team (1: serial): the class scores and the class
-      layer's gradients split by rows and columns, the word layer by classes, each
-      thread taking the rows whose targets are in its classes; their losses are summed
-      per thread, then in thread order
+    team: threads of the kernels' own team (1: serial; see _class_share); the losses
+      are summed per thread, then in thread order
     row_loss (N,) or None: out, each row's weighted loss
     """
-    cdef int N = S.shape[0], O = W.shape[1], C = W_c.shape[1]
-    cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
+    cdef int N = S.shape[0], C = W_c.shape[1], j = 0, n = 1, nt = min(team, MAX_TEAM)
     cdef bint sparse = with_grads and touched.shape[0] > 0
-    cdef Py_ssize_t n_cols = O if with_grads else 0
-    cdef double total = 0
+    cdef Py_ssize_t n_cols = W.shape[1] if with_grads else 0
     cdef double partial[MAX_TEAM]
     cdef Py_ssize_t bounds[MAX_TEAM + 1]
     cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
@@ -1036,29 +1032,27 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     cdef double* rows = &row_loss[0] if row_loss is not None else NULL
     if N == 0:
         return 0.0, 0
+    for j in range(nt):
+        partial[j] = 0                          # threads the runtime did not start
+    bounds[0], bounds[1] = 0, C                 # a team of one: every class
     with nogil:
         if sparse:
             n_cols = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
                                       &slot[0], &touched[0])
-        if nt <= 1:
-            bounds[0], bounds[1] = 0, C
-            total = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
-                                 targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
-                                 dW_c, db_c, ones, rows)
-    if nt <= 1:
-        return total, n_cols
-    for j in range(nt):
-        partial[j] = 0
-    with nogil, parallel(num_threads=nt):
-        j, n = bptt_thread_id(), bptt_team_size()
-        if j == 0:
-            _class_shares(n, N, C, &starts[0], &word_class[0], &targets[0], &cost[0], bounds)
-        partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
-                                  targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
-                                  dW_c, db_c, ones, rows)
-    for j in range(nt):
-        total += partial[j]
-    return total, n_cols
+        if nt == 1:
+            partial[0] = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                      targets, w, Zc, z, with_grads, E, dW, db_o, slots,
+                                      n_cols, dW_c, db_c, ones, rows)
+    if nt > 1:
+        with nogil, parallel(num_threads=nt):
+            j, n = bptt_thread_id(), bptt_team_size()
+            if j == 0:
+                _class_shares(n, N, C, &starts[0], &word_class[0], &targets[0], &cost[0],
+                              bounds)
+            partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                      targets, w, Zc, z, with_grads, E, dW, db_o, slots,
+                                      n_cols, dW_c, db_c, ones, rows)
+    return _sum_in_order(partial, nt), n_cols
 
 
 cdef void _class_forward_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
