@@ -418,22 +418,25 @@ cdef void _backward_share(const Plan* plan, int j, int parts,
                           floating[:, :, ::1] DH, floating[:, :, ::1] G1,
                           floating[:, :, ::1] G2, const floating[::1] ones,
                           floating[:, :, ::1] dU, floating[::1] db_h, floating[:, ::1] dV,
-                          Py_ssize_t n_rows, const Py_ssize_t* slot,
+                          Py_ssize_t* n_rows, Py_ssize_t* touched, Py_ssize_t* slot,
                           Clock* clock) noexcept nogil:
     """Thread j's share of hidden_backward (arguments as its; resets: the first flag or
-    NULL; slot NULL: dense dV): the delta recursion of its batch rows, then (all rows
-    done) its parts of the gradients."""
+    NULL; touched and slot NULL: dense dV; n_rows: dV's rows, set here when sparse):
+    thread 0 lists the touched tokens, each thread runs the delta recursion of its
+    batch rows, then (all rows done) computes its parts of the gradients."""
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], q, n_runs
     cdef int r0 = _share(B, j, parts), r1 = _share(B, j + 1, parts)
     cdef Py_ssize_t step = <Py_ssize_t>B * H, length
     cdef bint untied = U.shape[0] > 1
     cdef floating* dh = &DH[0, 0, 0]
+    if j == 0 and slot != NULL:
+        n_rows[0] = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, slot, touched)
     n_runs = _runs_of_rows(B, r0, r1, H, T - n_out, &length)
     for q in range(n_runs):
         _zero(dh + q * step + <Py_ssize_t>r0 * H, length)
     _pack_panels(plan, &U[0, 0, 0], H, True, j, parts)
     if parts > 1:
-        bptt_barrier()                  # U^T packed
+        bptt_barrier()                  # U^T packed, the touched tokens listed
     if truncate < 0 or truncate >= T - 1:
         _delta_recursion(T, B, r0, r1, H, act, &S[0, 0, 0], &U[0, 0, 0], untied, plan,
                          resets, &saved[0, 0] if resets != NULL else NULL, dh, clock)
@@ -445,17 +448,16 @@ cdef void _backward_share(const Plan* plan, int j, int parts,
     if parts > 1:
         bptt_barrier()                  # every row's delta_h
     _accumulate(plan, j, parts, S, &h0[0, 0] if has_h0 else NULL, X, tokens, untied,
-                resets, dh, ones, dU, db_h, &dV[0, 0], n_rows, slot, clock)
+                resets, dh, ones, dU, db_h, &dV[0, 0], n_rows[0], slot, clock)
 
 
 def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
                     const floating[:, ::1] X, const Py_ssize_t[::1] tokens, int n_out,
                     const floating[:, :, ::1] U, int act, int truncate,
                     floating[:, ::1] dV, Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
-                    floating[:, :, ::1] dU, floating[::1] db_h,
-                    floating[:, :, ::1] DH, floating[:, :, ::1] G1,
-                    floating[:, :, ::1] G2, const floating[::1] ones, int team, int own,
-                    floating[::1] packed, floating[:, ::1] tn_scratch,
+                    floating[:, :, ::1] dU, floating[::1] db_h, floating[:, :, ::1] DH,
+                    floating[:, :, ::1] G1, floating[:, :, ::1] G2, const floating[::1] ones,
+                    int team, int own, floating[::1] packed, floating[:, ::1] tn_scratch,
                     double[::1] prof=None, const unsigned char[::1] resets=None,
                     floating[:, ::1] saved=None):
     """BPTT over a window of T steps (docs/math.md, Full BPTT): delta_h of every step
@@ -476,11 +478,9 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     dU (1, H, H) or (T, H, H): out, like U (untied: dU[t] is step t's term alone)
     db_h (H,): out
     DH (T, B, H): in, the errors dC/ds of the last n_out steps; out, delta_h
-    G1 (n_out, B, H): scratch when truncating
-    G2 (n_out, B, H): scratch when truncating
+    G1, G2 (n_out, B, H): scratch when truncating
     ones (>= T*B,): ones
-    team: threads of the kernels' own team (1: serial)
-    own: the own products that may run (Product bits)
+    team, own: the call's plan: the own team's threads (1: serial), own products (Product)
     packed (packed_length(H),) or empty: scratch for U^T packed (Product.RECURSION)
     tn_scratch (team, tn_scratch_length(...)) or empty: the own A^T B's (Product.TN)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
@@ -491,25 +491,23 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     cdef bint sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
     cdef Py_ssize_t n_rows = dV.shape[0], r
     cdef const unsigned char* reset = _flags(resets)
+    cdef Py_ssize_t* rows = &touched[0] if sparse else NULL
     cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
     cdef Clock clock = _clock(prof), quiet = _clock(None)
     cdef Plan plan = _plan(team)
     _own_recursion(&plan, own, packed, H if U.shape[0] == 1 and T > 1 and truncate != 0 else 0)
     _own_tn(&plan, own, tn_scratch)
-    with nogil:
-        if sparse:
-            n_rows = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, slots, &touched[0])
     if plan.team == 1:
         with nogil:
             _backward_share(&plan, 0, 1, S, h0, has_h0, X, tokens, n_out, U, act, truncate,
-                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, n_rows, slots,
-                            &clock)
+                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, &n_rows, rows,
+                            slots, &clock)
     else:
         with nogil, parallel(num_threads=plan.team):
             j, n = bptt_thread_id(), bptt_team_size()
             _backward_share(&plan, j, n, S, h0, has_h0, X, tokens, n_out, U, act, truncate,
-                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, n_rows, slots,
-                            &clock if j == 0 else &quiet)
+                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, &n_rows, rows,
+                            slots, &clock if j == 0 else &quiet)
     for r in range(n_rows if sparse else 0):
         slot[touched[r]] = -1
     return n_rows
@@ -953,30 +951,39 @@ cdef void _class_layer_share(int j, int parts, const floating[:, ::1] S,
          <floating>1, &E[r0, 0], H)
 
 
-cdef double _class_share(int j, int parts, const Py_ssize_t* bounds,
-                         const floating[:, ::1] S, const floating[:, ::1] W,
-                         const floating[::1] b_o, const floating[:, ::1] W_c,
-                         const floating[::1] b_c, const Py_ssize_t[::1] starts,
-                         const Py_ssize_t[::1] word_class, const Py_ssize_t[::1] targets,
-                         const floating* weights, floating[:, ::1] Zc, floating[:, ::1] z,
-                         bint with_grads, floating[:, ::1] E, floating[:, ::1] dW,
-                         floating[::1] db_o, const Py_ssize_t* slot, Py_ssize_t ld,
-                         floating[:, ::1] dW_c, floating[::1] db_c, const floating[::1] ones,
-                         double* row_loss) noexcept nogil:
-    """Thread j's share of class_output_loss_delta: its rows of the class scores Zc =
-    S W_c (b_c is added per row), then (all scores done) the rows of its classes
-    [bounds[j], bounds[j + 1]), whose columns of dW and db_o it alone writes, then (all
-    rows done) its share of the class layer's gradients. Returns its rows' loss."""
+cdef double _class_share(int j, int parts, Py_ssize_t* bounds, const floating[:, ::1] S,
+                         const floating[:, ::1] W, const floating[::1] b_o,
+                         const floating[:, ::1] W_c, const floating[::1] b_c,
+                         const Py_ssize_t[::1] starts, const Py_ssize_t[::1] word_class,
+                         const Py_ssize_t[::1] targets, const floating[::1] weights,
+                         floating[:, ::1] Zc, floating[:, ::1] z, bint with_grads,
+                         floating[:, ::1] E, floating[:, ::1] dW, floating[::1] db_o,
+                         Py_ssize_t* touched, Py_ssize_t* slot, Py_ssize_t* n_cols,
+                         Py_ssize_t[::1] cost, floating[:, ::1] dW_c, floating[::1] db_c,
+                         const floating[::1] ones, double* row_loss) noexcept nogil:
+    """Thread j's share of class_output_loss_delta (arguments as its; touched and slot
+    NULL: dense dW; n_cols: dW's columns, set here when sparse): thread 0 lists the
+    touched columns and cuts the classes into the ranges [bounds[j], bounds[j + 1]);
+    each thread computes its rows of the class scores Zc = S W_c (b_c is added per
+    row), then (all scores done) the rows of its classes, whose columns of dW and db_o
+    it alone writes, then (all rows done) its share of the class layer's gradients.
+    Returns its rows' loss."""
     cdef int N = S.shape[0], H = S.shape[1], C = W_c.shape[1]
     cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
     cdef double loss
+    if j == 0:
+        if touched != NULL:
+            n_cols[0] = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
+                                         slot, touched)
+        _class_shares(parts, N, C, &starts[0], &word_class[0], &targets[0], &cost[0], bounds)
     gemm(False, False, r1 - r0, C, H, <floating>1, &S[r0, 0], H, &W_c[0, 0], C,
          <floating>0, &Zc[r0, 0], C)
     if parts > 1:
         bptt_barrier()
     loss = _class_rows(bounds[j], bounds[j + 1], S, W, b_o, b_c, starts, word_class,
-                       targets, weights, Zc, &z[j, 0], &E[0, 0] if with_grads else NULL,
-                       &dW[0, 0], &db_o[0], slot, ld, row_loss)
+                       targets, &weights[0] if weights.shape[0] > 0 else NULL, Zc, &z[j, 0],
+                       &E[0, 0] if with_grads else NULL, &dW[0, 0], &db_o[0], slot,
+                       n_cols[0], row_loss)
     if with_grads:
         if parts > 1:
             bptt_barrier()
@@ -1013,45 +1020,36 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     dW (H, O): out; sparse: the compact (H, n) gradient of the touched columns
     db_o (O,): out; sparse: the touched columns' in db_o[:n]
     touched (O,) or empty: out (sparse), the n ids of the columns of the targets' classes
-    slot (C,): scratch (sparse)
-    cost (C,): scratch (a team's shares of the classes)
+    slot, cost (C,): scratch (sparse dW; the team's ranges of classes)
     dW_c (H, C): out
     db_c (C,): out
     ones (>= N,): ones
-    team: threads of the kernels' own team (1: serial; see _class_share); the losses
-      are summed per thread, then in thread order
+    team: threads of the kernels' own team (1: serial; see _class_share)
     row_loss (N,) or None: out, each row's weighted loss
     """
-    cdef int N = S.shape[0], C = W_c.shape[1], j = 0, n = 1, nt = min(team, MAX_TEAM)
+    cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
     cdef bint sparse = with_grads and touched.shape[0] > 0
     cdef Py_ssize_t n_cols = W.shape[1] if with_grads else 0
-    cdef double partial[MAX_TEAM]
+    cdef Py_ssize_t* columns = &touched[0] if sparse else NULL
+    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
+    cdef double partial[MAX_TEAM]               # each thread's loss
     cdef Py_ssize_t bounds[MAX_TEAM + 1]
-    cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
-    cdef const Py_ssize_t* slots = &slot[0] if sparse else NULL
     cdef double* rows = &row_loss[0] if row_loss is not None else NULL
-    if N == 0:
+    if S.shape[0] == 0:
         return 0.0, 0
     for j in range(nt):
         partial[j] = 0                          # threads the runtime did not start
-    bounds[0], bounds[1] = 0, C                 # a team of one: every class
-    with nogil:
-        if sparse:
-            n_cols = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
-                                      &slot[0], &touched[0])
-        if nt == 1:
+    if nt == 1:
+        with nogil:
             partial[0] = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
-                                      targets, w, Zc, z, with_grads, E, dW, db_o, slots,
-                                      n_cols, dW_c, db_c, ones, rows)
-    if nt > 1:
+                                      targets, weights, Zc, z, with_grads, E, dW, db_o,
+                                      columns, slots, &n_cols, cost, dW_c, db_c, ones, rows)
+    else:
         with nogil, parallel(num_threads=nt):
             j, n = bptt_thread_id(), bptt_team_size()
-            if j == 0:
-                _class_shares(n, N, C, &starts[0], &word_class[0], &targets[0], &cost[0],
-                              bounds)
             partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
-                                      targets, w, Zc, z, with_grads, E, dW, db_o, slots,
-                                      n_cols, dW_c, db_c, ones, rows)
+                                      targets, weights, Zc, z, with_grads, E, dW, db_o,
+                                      columns, slots, &n_cols, cost, dW_c, db_c, ones, rows)
     return _sum_in_order(partial, nt), n_cols
 
 
