@@ -1308,14 +1308,14 @@ def packed_length(int H) -> int:
     return bptt_packed_length(H, H) if H > 0 else 0
 
 
-def tn_scratch_length(int m, int n, int team) -> int:
+def tn_scratch_length(int m, int n, Py_ssize_t k, int team) -> int:
     """Length of each thread's float32 scratch for the own A^T B of a C[m, n] (a
-    weight gradient) in a team of `team` threads; 0 where the own product does not
-    suit the shape (BLAS computes it)."""
-    if not bptt_tn_suits(m, n, -1):
+    weight gradient) summed over at most k rows, in a team of `team` threads; 0 where
+    the own product does not suit the shape (BLAS computes it)."""
+    if not bptt_tn_suits(m, n, k):
         return 0
-    # a block of B's rows (the most that any k needs) in the thread's panels
-    return bptt_tn_range_scratch_length(m, n, 1 << 30, 0, _part_panels(n, team))
+    # a block of B's rows in the thread's panels
+    return bptt_tn_range_scratch_length(m, n, k, 0, _part_panels(n, team))
 
 
 cdef Plan _plan(int team) noexcept nogil:

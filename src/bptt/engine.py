@@ -113,9 +113,9 @@ class Engine:
         self.workspace = Workspace()
         self.lock = threading.Lock()
         # the plan of the current (or last) kernel section, and the per-thread length
-        # of the A^T B scratch for each plan seen
+        # of the A^T B scratch for each (team, own, rows) seen
         self.plan = Plan(1, 0)
-        self._tn_lengths: dict[Plan, int] = {}
+        self._tn_lengths: dict[tuple[int, int, int], int] = {}
         # the widest layer whose rows a team shares: H, or a full softmax's O (a
         # class-factorised softmax's rows cost H (C + |class|), counted as H); every own
         # product this model may run (float32 on a CPU with AVX-512)
@@ -166,17 +166,18 @@ class Engine:
         return self.workspace.get("packed", (_kernels.packed_length(self.n_hidden) if own
                                              else 0,), self.dtype)
 
-    def tn_scratch(self) -> np.ndarray:
+    def tn_scratch(self, rows: int) -> np.ndarray:
         """Each team thread's scratch (a row) for the own A^T B of the weight gradients
-        dU (H x H), dW (H x O) and dV (I x H): as long as the largest that suits it
-        needs (0 x 0 without the own A^T B)."""
+        dU (H x H), dW (H x O) and dV (I x H) summed over at most `rows` rows: as long as
+        the largest that suits it needs (0 x 0 without the own A^T B)."""
         team, own = self.plan
-        length = self._tn_lengths.get(self.plan)
+        key = team, own, rows
+        length = self._tn_lengths.get(key)
         if length is None:
             H, O, I = self.n_hidden, self.n_out, self.n_in
-            length = max(_kernels.tn_scratch_length(m, n, team)
+            length = max(_kernels.tn_scratch_length(m, n, rows, team)
                          for m, n in ((H, H), (H, O), (I, H))) if own & _TN else 0
-            self._tn_lengths[self.plan] = length
+            self._tn_lengths[key] = length
         return self.workspace.get("tn_scratch", (team, length) if length else (0, 0),
                                   self.dtype)
 
@@ -255,7 +256,7 @@ class Engine:
         if grads is not None:
             assert E is not None, "E is needed with grads"
             _kernels.output_backward(rows, dO, p["W"], grads["W"], grads["b_o"], E,
-                                     ws.ones(n, dtype), *self.plan, self.tn_scratch(),
+                                     ws.ones(n, dtype), *self.plan, self.tn_scratch(n),
                                      ws.prof)
         return float(loss)
 
@@ -277,7 +278,7 @@ class Engine:
             touched, ws.slots(self.n_in if with_sparse else 0),
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
             ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), *self.plan, self.packed(),
-            self.tn_scratch(), ws.prof, *self._resets(inputs))
+            self.tn_scratch(T * B), ws.prof, *self._resets(inputs))
         if sparse is not None and with_sparse:
             sparse["V"] = SparseGrad.unchecked(touched[:n_rows], grads["V"][:n_rows],
                                                p["V"].shape, 0)
