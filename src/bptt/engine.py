@@ -7,14 +7,15 @@ bptt._kernels through the model's ``Engine`` (``net.engine``), which holds
 - the workspace: the scratch arrays kept between calls (docs/architecture.md, kernel
   contract: who allocates);
 - the lock: one call at a time per model, since the workspace is shared;
-- the product and thread policy, in one marked section below: the BLAS threads of a
-  call and whether the kernels' own float32 products run;
+- the product and thread policy, in one marked section below: the plan of a call
+  (the threads of the kernels' own team, BLAS's threads, which of their own float32
+  products run), computed once per kernel section and passed to every kernel call;
 - the kernel calls: forward recursion, outputs, output layer with its loss and
   deltas, BPTT, and the loops over them (whole sequences, chunks of steps);
 - the profile hooks of ``python -m bptt.bench --profile``.
 
 Its calls take validated arguments only (bptt._checks) and run inside
-``with engine.section(B):``, which holds the lock and applies the policy. The
+``with engine.section(B):``, which holds the lock and computes the plan. The
 engine reads the model's parameter arrays, which are only ever changed in place.
 """
 from __future__ import annotations
