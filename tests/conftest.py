@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import bptt
+from bptt import _team, threads
 
 HIDDEN = ("tanh", "sigmoid", "relu", "linear")
 OUTPUT_LOSS = (("softmax", "cross_entropy"), ("sigmoid", "cross_entropy"),
@@ -169,6 +170,18 @@ def grammar_text(n_sentences: int, seed: int) -> str:
             words += ["and", "the", names[rng.integers(len(names))], "runs"]
         lines.append(" ".join(words))
     return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def restored():
+    """Put back the thread counts (the kernels' team, BLAS) and the policy a test
+    changes."""
+    saved = threads._fixed, threads._blas_threads(), _team.max_threads()
+    yield
+    threads._fixed = saved[0]
+    if saved[1] is not None:
+        threads._set_blas_threads(saved[1])
+    _team.set_max_threads(saved[2])
 
 
 @pytest.fixture

@@ -77,16 +77,20 @@ def test_scratch_lengths():
     # U packed: H rows of panels padded to 64 columns, + 16 floats for alignment
     assert _kernels.packed_length(100) == 100 * 128 + 16
     assert _kernels.packed_length(0) == 0
-    # A^T B: a block of up to 128 rows of B (C is at most 1 MiB where the own product
-    # suits it) in the thread's panels; 0 where BLAS computes the product (A wider than
-    # 256, B than 1024, or a width that wastes the panels)
-    assert _kernels.tn_scratch_length(128, 64, 1) == 128 * 64 + 16
-    assert _kernels.tn_scratch_length(128, 512, 2) == 128 * 256 + 16
-    assert _kernels.tn_scratch_length(256, 1024, 1) == 128 * 1024 + 16
-    assert _kernels.tn_scratch_length(128, 64, 3) == 128 * 64 + 16     # split by rows
-    assert _kernels.tn_scratch_length(300, 64, 1) == 0
-    assert _kernels.tn_scratch_length(100, 2000, 1) == 0
-    assert _kernels.tn_scratch_length(100, 100, 1) == 0
+    # A^T B over k rows: a block of min(k, 128) rows of B (C is at most 1 MiB where the
+    # own product suits it) in the thread's panels; 0 where BLAS computes the product
+    # (A wider than 256, B than 1024, a width that wastes the panels, or at most 2^20
+    # multiply-adds)
+    assert _kernels.tn_scratch_length(128, 64, 1600, 1) == 128 * 64 + 16
+    assert _kernels.tn_scratch_length(128, 64, 200, 1) == 128 * 64 + 16
+    assert _kernels.tn_scratch_length(128, 512, 100, 1) == 100 * 512 + 16
+    assert _kernels.tn_scratch_length(128, 512, 1600, 2) == 128 * 256 + 16
+    assert _kernels.tn_scratch_length(256, 1024, 1600, 1) == 128 * 1024 + 16
+    assert _kernels.tn_scratch_length(128, 64, 1600, 3) == 128 * 64 + 16   # split by rows
+    assert _kernels.tn_scratch_length(128, 128, 50, 1) == 0               # batch 1: BLAS
+    assert _kernels.tn_scratch_length(300, 64, 1600, 1) == 0
+    assert _kernels.tn_scratch_length(100, 2000, 1600, 1) == 0
+    assert _kernels.tn_scratch_length(100, 100, 1600, 1) == 0
 
 
 def test_large_recursion_runs_in_blocks_of_k():
@@ -102,8 +106,10 @@ def test_small_problems_run_the_own_products_at_any_thread_count():
         with bptt.blas_threads(n), net.engine.section(8):
             assert net.engine.plan == (1, ALL_OWN)
             assert len(net.engine.packed()) == _kernels.packed_length(64)
-            # room for the largest of dU (64 x 64), dW (64 x 500), dV (30 x 64)
-            assert net.engine.tn_scratch().shape == (1, _kernels.tn_scratch_length(64, 500, 1))
+            # room for the largest of dU (64 x 64), dW (64 x 500), dV (30 x 64) over
+            # 400 rows
+            assert net.engine.tn_scratch(400).shape == (
+                1, _kernels.tn_scratch_length(64, 500, 400, 1))
 
 
 def test_forward_states_match_blas():

@@ -57,6 +57,16 @@ cdef enum:
     MAX_TEAM = 256  # threads a kernel runs at most (sizes its per-thread loss sums)
 
 
+cdef inline double _sum_in_order(const double* partial, int n) noexcept nogil:
+    """The sum of the n threads' partial sums, in thread order (the same for the same
+    team size, whatever order the threads finished in)."""
+    cdef double total = 0
+    cdef int j
+    for j in range(n):
+        total += partial[j]
+    return total
+
+
 # ---------------------------------------------------------------- the team's shares
 # A team of n threads splits a kernel's work without overlap: batch rows (the
 # recursions), stacked rows (the layers' per-row work) or the columns of a result

@@ -410,46 +410,54 @@ cdef void _accumulate(const Plan* plan, int j, int parts, const floating[:, :, :
 
 
 cdef void _backward_share(const Plan* plan, int j, int parts,
-                          const floating[:, :, ::1] S, const floating* h0,
-                          const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
-                          int n_out, const floating* U, bint untied, int act, int truncate,
-                          const unsigned char* resets, floating* saved, floating* dh,
-                          floating* g1, floating* g2, const floating[::1] ones,
-                          floating[:, :, ::1] dU, floating[::1] db_h, floating* dV,
-                          Py_ssize_t n_rows, const Py_ssize_t* slot,
+                          const floating[:, :, ::1] S, const floating[:, ::1] h0,
+                          bint has_h0, const floating[:, ::1] X,
+                          const Py_ssize_t[::1] tokens, int n_out,
+                          const floating[:, :, ::1] U, int act, int truncate,
+                          const unsigned char* resets, floating[:, ::1] saved,
+                          floating[:, :, ::1] DH, floating[:, :, ::1] G1,
+                          floating[:, :, ::1] G2, const floating[::1] ones,
+                          floating[:, :, ::1] dU, floating[::1] db_h, floating[:, ::1] dV,
+                          Py_ssize_t* n_rows, Py_ssize_t* touched, Py_ssize_t* slot,
                           Clock* clock) noexcept nogil:
-    """Thread j's share of hidden_backward: the delta recursion of its batch rows,
-    then (all rows done) its parts of the gradients."""
+    """Thread j's share of hidden_backward (arguments as its; resets: the first flag or
+    NULL; touched and slot NULL: dense dV; n_rows: dV's rows, set here when sparse):
+    thread 0 lists the touched tokens, each thread runs the delta recursion of its
+    batch rows, then (all rows done) computes its parts of the gradients."""
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], q, n_runs
     cdef int r0 = _share(B, j, parts), r1 = _share(B, j + 1, parts)
     cdef Py_ssize_t step = <Py_ssize_t>B * H, length
+    cdef bint untied = U.shape[0] > 1
+    cdef floating* dh = &DH[0, 0, 0]
+    if j == 0 and slot != NULL:
+        n_rows[0] = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, slot, touched)
     n_runs = _runs_of_rows(B, r0, r1, H, T - n_out, &length)
     for q in range(n_runs):
         _zero(dh + q * step + <Py_ssize_t>r0 * H, length)
-    _pack_panels(plan, U, H, True, j, parts)
+    _pack_panels(plan, &U[0, 0, 0], H, True, j, parts)
     if parts > 1:
-        bptt_barrier()                  # U^T packed
+        bptt_barrier()                  # U^T packed, the touched tokens listed
     if truncate < 0 or truncate >= T - 1:
-        _delta_recursion(T, B, r0, r1, H, act, &S[0, 0, 0], U, untied, plan, resets, saved,
-                         dh, clock)
+        _delta_recursion(T, B, r0, r1, H, act, &S[0, 0, 0], &U[0, 0, 0], untied, plan,
+                         resets, &saved[0, 0] if resets != NULL else NULL, dh, clock)
     else:
-        _delta_recursion_truncated(T, B, r0, r1, H, n_out, truncate, act, &S[0, 0, 0], U,
-                                   untied, plan, resets, dh, g1, g2)
+        _delta_recursion_truncated(T, B, r0, r1, H, n_out, truncate, act, &S[0, 0, 0],
+                                   &U[0, 0, 0], untied, plan, resets, dh, &G1[0, 0, 0],
+                                   &G2[0, 0, 0])
         _lap(clock, BWD_REC)
     if parts > 1:
         bptt_barrier()                  # every row's delta_h
-    _accumulate(plan, j, parts, S, h0, X, tokens, untied, resets, dh, ones, dU, db_h, dV,
-                n_rows, slot, clock)
+    _accumulate(plan, j, parts, S, &h0[0, 0] if has_h0 else NULL, X, tokens, untied,
+                resets, dh, ones, dU, db_h, &dV[0, 0], n_rows[0], slot, clock)
 
 
 def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint has_h0,
                     const floating[:, ::1] X, const Py_ssize_t[::1] tokens, int n_out,
                     const floating[:, :, ::1] U, int act, int truncate,
                     floating[:, ::1] dV, Py_ssize_t[::1] touched, Py_ssize_t[::1] slot,
-                    floating[:, :, ::1] dU, floating[::1] db_h,
-                    floating[:, :, ::1] DH, floating[:, :, ::1] G1,
-                    floating[:, :, ::1] G2, const floating[::1] ones, int team, int own,
-                    floating[::1] packed, floating[:, ::1] tn_scratch,
+                    floating[:, :, ::1] dU, floating[::1] db_h, floating[:, :, ::1] DH,
+                    floating[:, :, ::1] G1, floating[:, :, ::1] G2, const floating[::1] ones,
+                    int team, int own, floating[::1] packed, floating[:, ::1] tn_scratch,
                     double[::1] prof=None, const unsigned char[::1] resets=None,
                     floating[:, ::1] saved=None):
     """BPTT over a window of T steps (docs/math.md, Full BPTT): delta_h of every step
@@ -470,11 +478,9 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     dU (1, H, H) or (T, H, H): out, like U (untied: dU[t] is step t's term alone)
     db_h (H,): out
     DH (T, B, H): in, the errors dC/ds of the last n_out steps; out, delta_h
-    G1 (n_out, B, H): scratch when truncating
-    G2 (n_out, B, H): scratch when truncating
+    G1, G2 (n_out, B, H): scratch when truncating
     ones (>= T*B,): ones
-    team: threads of the kernels' own team (1: serial)
-    own: the own products that may run (Product bits)
+    team, own: the call's plan: the own team's threads (1: serial), own products (Product)
     packed (packed_length(H),) or empty: scratch for U^T packed (Product.RECURSION)
     tn_scratch (team, tn_scratch_length(...)) or empty: the own A^T B's (Product.TN)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
@@ -482,32 +488,26 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     saved (B, H): scratch, needed with resets
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], j = 0, n = 1
-    cdef bint untied = U.shape[0] > 1, sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
+    cdef bint sparse = tokens.shape[0] > 0 and touched.shape[0] > 0
     cdef Py_ssize_t n_rows = dV.shape[0], r
     cdef const unsigned char* reset = _flags(resets)
+    cdef Py_ssize_t* rows = &touched[0] if sparse else NULL
+    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
     cdef Clock clock = _clock(prof), quiet = _clock(None)
     cdef Plan plan = _plan(team)
-    cdef const floating* h = &h0[0, 0] if has_h0 else NULL
-    cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
-    cdef floating* g1 = &G1[0, 0, 0] if G1.shape[0] > 0 else NULL
-    cdef floating* g2 = &G2[0, 0, 0] if G2.shape[0] > 0 else NULL
-    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
-    _own_recursion(&plan, own, packed, H if not untied and T > 1 and truncate != 0 else 0)
+    _own_recursion(&plan, own, packed, H if U.shape[0] == 1 and T > 1 and truncate != 0 else 0)
     _own_tn(&plan, own, tn_scratch)
-    with nogil:
-        if sparse:
-            n_rows = _distinct_sorted(&tokens[0], <Py_ssize_t>T * B, slots, &touched[0])
     if plan.team == 1:
         with nogil:
-            _backward_share(&plan, 0, 1, S, h, X, tokens, n_out, &U[0, 0, 0], untied, act,
-                            truncate, reset, keep, &DH[0, 0, 0], g1, g2, ones, dU, db_h,
-                            &dV[0, 0], n_rows, slots, &clock)
+            _backward_share(&plan, 0, 1, S, h0, has_h0, X, tokens, n_out, U, act, truncate,
+                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, &n_rows, rows,
+                            slots, &clock)
     else:
         with nogil, parallel(num_threads=plan.team):
             j, n = bptt_thread_id(), bptt_team_size()
-            _backward_share(&plan, j, n, S, h, X, tokens, n_out, &U[0, 0, 0], untied, act,
-                            truncate, reset, keep, &DH[0, 0, 0], g1, g2, ones, dU, db_h,
-                            &dV[0, 0], n_rows, slots, &clock if j == 0 else &quiet)
+            _backward_share(&plan, j, n, S, h0, has_h0, X, tokens, n_out, U, act, truncate,
+                            reset, saved, DH, G1, G2, ones, dU, db_h, dV, &n_rows, rows,
+                            slots, &clock if j == 0 else &quiet)
     for r in range(n_rows if sparse else 0):
         slot[touched[r]] = -1
     return n_rows
@@ -748,15 +748,13 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                                rows, &clock)
         return total
     for j in range(nt):
-        partial[j] = 0
+        partial[j] = 0                          # threads the runtime did not start
     with nogil, parallel(num_threads=nt):
         j, n = bptt_thread_id(), bptt_team_size()
         partial[j] = _loss_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), S, W, b_o,
                                 act, loss, D, classes, weights, Y, dO, rows,
                                 &clock if j == 0 else &quiet)
-    for j in range(nt):
-        total += partial[j]
-    return total
+    return _sum_in_order(partial, nt)
 
 
 cdef void _output_backward_share(const Plan* plan, int j, int parts,
@@ -953,30 +951,39 @@ cdef void _class_layer_share(int j, int parts, const floating[:, ::1] S,
          <floating>1, &E[r0, 0], H)
 
 
-cdef double _class_share(int j, int parts, const Py_ssize_t* bounds,
-                         const floating[:, ::1] S, const floating[:, ::1] W,
-                         const floating[::1] b_o, const floating[:, ::1] W_c,
-                         const floating[::1] b_c, const Py_ssize_t[::1] starts,
-                         const Py_ssize_t[::1] word_class, const Py_ssize_t[::1] targets,
-                         const floating* weights, floating[:, ::1] Zc, floating[:, ::1] z,
-                         bint with_grads, floating[:, ::1] E, floating[:, ::1] dW,
-                         floating[::1] db_o, const Py_ssize_t* slot, Py_ssize_t ld,
-                         floating[:, ::1] dW_c, floating[::1] db_c, const floating[::1] ones,
-                         double* row_loss) noexcept nogil:
-    """Thread j's share of class_output_loss_delta: its rows of the class scores Zc =
-    S W_c (b_c is added per row), then (all scores done) the rows of its classes
-    [bounds[j], bounds[j + 1]), whose columns of dW and db_o it alone writes, then (all
-    rows done) its share of the class layer's gradients. Returns its rows' loss."""
+cdef double _class_share(int j, int parts, Py_ssize_t* bounds, const floating[:, ::1] S,
+                         const floating[:, ::1] W, const floating[::1] b_o,
+                         const floating[:, ::1] W_c, const floating[::1] b_c,
+                         const Py_ssize_t[::1] starts, const Py_ssize_t[::1] word_class,
+                         const Py_ssize_t[::1] targets, const floating[::1] weights,
+                         floating[:, ::1] Zc, floating[:, ::1] z, bint with_grads,
+                         floating[:, ::1] E, floating[:, ::1] dW, floating[::1] db_o,
+                         Py_ssize_t* touched, Py_ssize_t* slot, Py_ssize_t* n_cols,
+                         Py_ssize_t[::1] cost, floating[:, ::1] dW_c, floating[::1] db_c,
+                         const floating[::1] ones, double* row_loss) noexcept nogil:
+    """Thread j's share of class_output_loss_delta (arguments as its; touched and slot
+    NULL: dense dW; n_cols: dW's columns, set here when sparse): thread 0 lists the
+    touched columns and cuts the classes into the ranges [bounds[j], bounds[j + 1]);
+    each thread computes its rows of the class scores Zc = S W_c (b_c is added per
+    row), then (all scores done) the rows of its classes, whose columns of dW and db_o
+    it alone writes, then (all rows done) its share of the class layer's gradients.
+    Returns its rows' loss."""
     cdef int N = S.shape[0], H = S.shape[1], C = W_c.shape[1]
     cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
     cdef double loss
+    if j == 0:
+        if touched != NULL:
+            n_cols[0] = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
+                                         slot, touched)
+        _class_shares(parts, N, C, &starts[0], &word_class[0], &targets[0], &cost[0], bounds)
     gemm(False, False, r1 - r0, C, H, <floating>1, &S[r0, 0], H, &W_c[0, 0], C,
          <floating>0, &Zc[r0, 0], C)
     if parts > 1:
         bptt_barrier()
     loss = _class_rows(bounds[j], bounds[j + 1], S, W, b_o, b_c, starts, word_class,
-                       targets, weights, Zc, &z[j, 0], &E[0, 0] if with_grads else NULL,
-                       &dW[0, 0], &db_o[0], slot, ld, row_loss)
+                       targets, &weights[0] if weights.shape[0] > 0 else NULL, Zc, &z[j, 0],
+                       &E[0, 0] if with_grads else NULL, &dW[0, 0], &db_o[0], slot,
+                       n_cols[0], row_loss)
     if with_grads:
         if parts > 1:
             bptt_barrier()
@@ -1013,52 +1020,37 @@ def class_output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     dW (H, O): out; sparse: the compact (H, n) gradient of the touched columns
     db_o (O,): out; sparse: the touched columns' in db_o[:n]
     touched (O,) or empty: out (sparse), the n ids of the columns of the targets' classes
-    slot (C,): scratch (sparse)
-    cost (C,): scratch (a team's shares of the classes)
+    slot, cost (C,): scratch (sparse dW; the team's ranges of classes)
     dW_c (H, C): out
     db_c (C,): out
     ones (>= N,): ones
-    team: threads of the kernels' own team (1: serial): the class scores and the class
-      layer's gradients split by rows and columns, the word layer by classes, each
-      thread taking the rows whose targets are in its classes; their losses are summed
-      per thread, then in thread order
+    team: threads of the kernels' own team (1: serial; see _class_share)
     row_loss (N,) or None: out, each row's weighted loss
     """
-    cdef int N = S.shape[0], O = W.shape[1], C = W_c.shape[1]
     cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
     cdef bint sparse = with_grads and touched.shape[0] > 0
-    cdef Py_ssize_t n_cols = O if with_grads else 0
-    cdef double total = 0
-    cdef double partial[MAX_TEAM]
+    cdef Py_ssize_t n_cols = W.shape[1] if with_grads else 0
+    cdef Py_ssize_t* columns = &touched[0] if sparse else NULL
+    cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
+    cdef double partial[MAX_TEAM]               # each thread's loss
     cdef Py_ssize_t bounds[MAX_TEAM + 1]
-    cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
-    cdef const Py_ssize_t* slots = &slot[0] if sparse else NULL
     cdef double* rows = &row_loss[0] if row_loss is not None else NULL
-    if N == 0:
+    if S.shape[0] == 0:
         return 0.0, 0
-    with nogil:
-        if sparse:
-            n_cols = _touched_columns(&targets[0], N, &word_class[0], &starts[0], C,
-                                      &slot[0], &touched[0])
-        if nt <= 1:
-            bounds[0], bounds[1] = 0, C
-            total = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
-                                 targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
-                                 dW_c, db_c, ones, rows)
-    if nt <= 1:
-        return total, n_cols
     for j in range(nt):
-        partial[j] = 0
-    with nogil, parallel(num_threads=nt):
-        j, n = bptt_thread_id(), bptt_team_size()
-        if j == 0:
-            _class_shares(n, N, C, &starts[0], &word_class[0], &targets[0], &cost[0], bounds)
-        partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
-                                  targets, w, Zc, z, with_grads, E, dW, db_o, slots, n_cols,
-                                  dW_c, db_c, ones, rows)
-    for j in range(nt):
-        total += partial[j]
-    return total, n_cols
+        partial[j] = 0                          # threads the runtime did not start
+    if nt == 1:
+        with nogil:
+            partial[0] = _class_share(0, 1, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                      targets, weights, Zc, z, with_grads, E, dW, db_o,
+                                      columns, slots, &n_cols, cost, dW_c, db_c, ones, rows)
+    else:
+        with nogil, parallel(num_threads=nt):
+            j, n = bptt_thread_id(), bptt_team_size()
+            partial[j] = _class_share(j, n, bounds, S, W, b_o, W_c, b_c, starts, word_class,
+                                      targets, weights, Zc, z, with_grads, E, dW, db_o,
+                                      columns, slots, &n_cols, cost, dW_c, db_c, ones, rows)
+    return _sum_in_order(partial, nt), n_cols
 
 
 cdef void _class_forward_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
@@ -1316,14 +1308,14 @@ def packed_length(int H) -> int:
     return bptt_packed_length(H, H) if H > 0 else 0
 
 
-def tn_scratch_length(int m, int n, int team) -> int:
+def tn_scratch_length(int m, int n, Py_ssize_t k, int team) -> int:
     """Length of each thread's float32 scratch for the own A^T B of a C[m, n] (a
-    weight gradient) in a team of `team` threads; 0 where the own product does not
-    suit the shape (BLAS computes it)."""
-    if not bptt_tn_suits(m, n, -1):
+    weight gradient) summed over at most k rows, in a team of `team` threads; 0 where
+    the own product does not suit the shape (BLAS computes it)."""
+    if not bptt_tn_suits(m, n, k):
         return 0
-    # a block of B's rows (the most that any k needs) in the thread's panels
-    return bptt_tn_range_scratch_length(m, n, 1 << 30, 0, _part_panels(n, team))
+    # a block of B's rows in the thread's panels
+    return bptt_tn_range_scratch_length(m, n, k, 0, _part_panels(n, team))
 
 
 cdef Plan _plan(int team) noexcept nogil:

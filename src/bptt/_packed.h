@@ -115,12 +115,11 @@ static inline int bptt_panels_fit(ptrdiff_t n)
    ran at 1.0-1.5x BLAS, 1-2 % of the step), so a wide A goes to BLAS. A B over a
    vocabulary does too (113 against 133-136 GFLOP/s), and so does a product over
    few rows, m n k <= BPTT_TN_MIN_WORK (over 50 rows at batch 1, 128 x 128 ran at 0.96x
-   BLAS; BLAS's own speed steps up at about 10^6). k < 0: any number of rows (for
-   sizing the scratch). */
+   BLAS; BLAS's own speed steps up at about 10^6). */
 static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     return m <= BPTT_TN_MAX_M && n <= BPTT_TN_MAX_N && bptt_panels_fit(n)
-           && (k < 0 || m * n * k > BPTT_TN_MIN_WORK);
+           && m * n * k > BPTT_TN_MIN_WORK;
 }
 
 /* floats of the scratch A^T B needs for panels [p0, p1) of C[m, n] = A^T B over k

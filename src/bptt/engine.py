@@ -7,14 +7,15 @@ bptt._kernels through the model's ``Engine`` (``net.engine``), which holds
 - the workspace: the scratch arrays kept between calls (docs/architecture.md, kernel
   contract: who allocates);
 - the lock: one call at a time per model, since the workspace is shared;
-- the product and thread policy, in one marked section below: the BLAS threads of a
-  call and whether the kernels' own float32 products run;
+- the product and thread policy, in one marked section below: the plan of a call
+  (the threads of the kernels' own team, BLAS's threads, which of their own float32
+  products run), computed once per kernel section and passed to every kernel call;
 - the kernel calls: forward recursion, outputs, output layer with its loss and
   deltas, BPTT, and the loops over them (whole sequences, chunks of steps);
 - the profile hooks of ``python -m bptt.bench --profile``.
 
 Its calls take validated arguments only (bptt._checks) and run inside
-``with engine.section(B):``, which holds the lock and applies the policy. The
+``with engine.section(B):``, which holds the lock and computes the plan. The
 engine reads the model's parameter arrays, which are only ever changed in place.
 """
 from __future__ import annotations
@@ -113,9 +114,9 @@ class Engine:
         self.workspace = Workspace()
         self.lock = threading.Lock()
         # the plan of the current (or last) kernel section, and the per-thread length
-        # of the A^T B scratch for each plan seen
+        # of the A^T B scratch for each (team, own, rows) seen
         self.plan = Plan(1, 0)
-        self._tn_lengths: dict[Plan, int] = {}
+        self._tn_lengths: dict[tuple[int, int, int], int] = {}
         # the widest layer whose rows a team shares: H, or a full softmax's O (a
         # class-factorised softmax's rows cost H (C + |class|), counted as H); every own
         # product this model may run (float32 on a CPU with AVX-512)
@@ -166,17 +167,18 @@ class Engine:
         return self.workspace.get("packed", (_kernels.packed_length(self.n_hidden) if own
                                              else 0,), self.dtype)
 
-    def tn_scratch(self) -> np.ndarray:
+    def tn_scratch(self, rows: int) -> np.ndarray:
         """Each team thread's scratch (a row) for the own A^T B of the weight gradients
-        dU (H x H), dW (H x O) and dV (I x H): as long as the largest that suits it
-        needs (0 x 0 without the own A^T B)."""
+        dU (H x H), dW (H x O) and dV (I x H) summed over at most `rows` rows: as long as
+        the largest that suits it needs (0 x 0 without the own A^T B)."""
         team, own = self.plan
-        length = self._tn_lengths.get(self.plan)
+        key = team, own, rows
+        length = self._tn_lengths.get(key)
         if length is None:
             H, O, I = self.n_hidden, self.n_out, self.n_in
-            length = max(_kernels.tn_scratch_length(m, n, team)
+            length = max(_kernels.tn_scratch_length(m, n, rows, team)
                          for m, n in ((H, H), (H, O), (I, H))) if own & _TN else 0
-            self._tn_lengths[self.plan] = length
+            self._tn_lengths[key] = length
         return self.workspace.get("tn_scratch", (team, length) if length else (0, 0),
                                   self.dtype)
 
@@ -255,7 +257,7 @@ class Engine:
         if grads is not None:
             assert E is not None, "E is needed with grads"
             _kernels.output_backward(rows, dO, p["W"], grads["W"], grads["b_o"], E,
-                                     ws.ones(n, dtype), *self.plan, self.tn_scratch(),
+                                     ws.ones(n, dtype), *self.plan, self.tn_scratch(n),
                                      ws.prof)
         return float(loss)
 
@@ -277,7 +279,7 @@ class Engine:
             touched, ws.slots(self.n_in if with_sparse else 0),
             self._per_step(grads["U"]), grads["b_h"], DH, ws.get("G1", scratch, dtype),
             ws.get("G2", scratch, dtype), ws.ones(T * B, dtype), *self.plan, self.packed(),
-            self.tn_scratch(), ws.prof, *self._resets(inputs))
+            self.tn_scratch(T * B), ws.prof, *self._resets(inputs))
         if sparse is not None and with_sparse:
             sparse["V"] = SparseGrad.unchecked(touched[:n_rows], grads["V"][:n_rows],
                                                p["V"].shape, 0)
