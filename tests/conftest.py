@@ -187,15 +187,3 @@ def restored():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-@pytest.fixture
-def restored():
-    """Put back the thread counts (team and BLAS) and the policy a test changes."""
-    from bptt import _team, threads
-    saved = threads._fixed, threads._blas_threads(), _team.max_threads()
-    yield
-    threads._fixed = saved[0]
-    if saved[1] is not None:
-        threads._set_blas_threads(saved[1])
-    _team.set_max_threads(saved[2])
