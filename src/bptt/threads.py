@@ -29,18 +29,20 @@ threadpoolctl, BLAS is set through the library's ``*openblas_set_num_threads*``
 symbol found with ctypes, and the team through ``bptt._team``.
 
 **Per call** (the engine's kernel section, ``bptt.engine``): ``team_size(B, width)`` is
-the team for a batch of B sequences whose widest layer is ``width`` units, and ``_enter`` / ``_leave`` hold BLAS
-at one thread while a team of more than one runs (its threads call BLAS on their
-shares of the work and must not each start BLAS threads) or the problem is small,
-restoring it afterwards. The engine turns that into the call's plan: the team, and
-which of the kernels' own float32 products (``src/bptt/_packed.h``, CPUs with AVX-512)
-run, which is all of them whenever BLAS runs on one thread. A build without OpenMP has
-a team of one thread and keeps BLAS's threads.
+the team for a batch of B sequences whose widest layer is ``width`` units, and
+``_enter`` / ``_leave`` hold BLAS at one thread while a team of more than one runs (its
+threads call BLAS on their shares of the work and must not each start BLAS threads)
+or the problem is small, restoring it afterwards. The engine turns that into the
+call's plan: the team, and which of the kernels' own float32 products
+(``src/bptt/_packed.h``, CPUs with AVX-512) run, which is all of them whenever BLAS
+runs on one thread. A build without OpenMP has a team of one thread and keeps BLAS's
+threads.
 
 **Small problems** (measured on a 2-core machine, see bench/README.md): below B*H =
 16384 (batch 1, or 32 x 128) the kernels run on one thread, team and BLAS, under any
-policy, unless a full softmax over O outputs makes B*O reach it (a vocabulary). At batch 1 a second thread gains nothing (the recursion is a matrix-vector
-product) and, when another process holds the other core, stalled a BLAS step 250-fold
+policy, unless a full softmax over O outputs makes B*O reach it (a vocabulary). At
+batch 1 a second thread gains nothing (the recursion is a matrix-vector product) and,
+when another process holds the other core, stalled a BLAS step 250-fold
 (0.14 -> 36 ms); at 32 x 128 BLAS's two threads gained 1.7x on an idle machine but
 stalled steps for up to 2.5 s under such contention. So batch 1 never runs slower for
 more threads. Larger problems get the pools' settings above, never more.
