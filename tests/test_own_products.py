@@ -1,27 +1,29 @@
 """The kernels' own float32 products (src/bptt/_packed.h) against BLAS and the reference.
 
 On a CPU with AVX-512 and one BLAS thread the float32 kernels keep a tied U packed
-for the recursions and compute dW, dU and dV with their own A^T B product where it
-suits the shape. These tests run each problem through that path and through BLAS (the
+for the recursions, compute the layer products X V, S W and dO W^T from V, W or W^T
+packed once per call, and dW, dU and dV with their own A^T B product, where each suits
+the shape. These tests run each problem through that path and through BLAS (the
 path float64, multi-threaded BLAS and other CPUs take) and compare both with the
 float64 reference. The shapes reach every choice the kernels make: a single row (batch
 1), partial row tiles, widths that are not a multiple of 64, more than one block of 128
 rows, products whose C exceeds 1 MiB (blocks of up to 1024 rows, groups of panels),
 A^T B left to BLAS (an A wider than 256 columns, a B wider than 1024, widths that
-waste the panels), T = 1, h0, truncation and untied weights. tests/test_products.py
+waste the panels), layer products left to BLAS (a C or an op(W) deeper than 1024,
+batch 1's few rows), T = 1, h0, truncation and untied weights. tests/test_products.py
 checks the header's products themselves.
 """
 import numpy as np
 import pytest
 
 import bptt
-from bptt import _kernels, reference
+from bptt import _checks, _kernels, reference
 from conftest import make_case
 from test_reference import relative_error
 
 pytestmark = pytest.mark.skipif(not _kernels.OWN_PRODUCTS,
                                 reason="this CPU has no AVX-512: BLAS is the only path")
-ALL_OWN = _kernels.Product.RECURSION | _kernels.Product.TN
+ALL_OWN = _kernels.Product.RECURSION | _kernels.Product.TN | _kernels.Product.LAYERS
 
 SHAPES = [  # T, B, I, H, O
     (9, 1, 3, 70, 5),          # batch 1: single-row tiles, n = 70 (a partial vector)
@@ -30,9 +32,9 @@ SHAPES = [  # T, B, I, H, O
     (40, 5, 4, 130, 66),       # K = T*B = 200 > 128: two row blocks; 3 panels
     (5, 3, 300, 40, 4),        # dV with A = X, 300 > 256 columns: BLAS
     (4, 2, 3, 260, 3),         # dU with 260 columns (BLAS), U of 5 panels
-    (11, 100, 40, 300, 1100),  # C > 1 MiB: the products of the input and output
-                               # layers; dW in BLAS (n > 1024)
-    (11, 100, 40, 300, 1000),  # the output layer with C > 1 MiB; dW in BLAS (m > 256)
+    (11, 100, 40, 300, 1100),  # C > 1 MiB: X V (40 deep); S W, dO W^T (neither side
+                               # 64 or less) and dW (n > 1024) in BLAS
+    (11, 100, 40, 300, 1000),  # X V with C > 1 MiB; dW in BLAS (m > 256)
     (12, 50, 3, 300, 50),      # dW: A of 300 columns, one panel: BLAS
     (3, 2, 5, 100, 10),        # widths 100 and 10 waste panels: layer products in BLAS
 ]
@@ -77,6 +79,16 @@ def test_scratch_lengths():
     # U packed: H rows of panels padded to 64 columns, + 16 floats for alignment
     assert _kernels.packed_length(100) == 100 * 128 + 16
     assert _kernels.packed_length(0) == 0
+    # a layer product's op(W) (k x n): V (I x H), W (H x O) or W^T (O x H), a chunk of at
+    # most 1024 columns of the largest one panel deep or wide (k or n <= 64), at most
+    # 1024 deep, whose width fits the panels (0: none)
+    assert _kernels.layer_scratch_length(64, 1024, 64) == 1024 * 64 + 16     # all three
+    assert _kernels.layer_scratch_length(256, 512, 1000) == 0   # none thin
+    assert _kernels.layer_scratch_length(2000, 64, 100) == 100 * 64 + 16   # W^T
+    # a chunk of W (64 deep); V and W^T are deeper than 1024
+    assert _kernels.layer_scratch_length(10000, 64, 5000) == 64 * 1024 + 16
+    assert _kernels.layer_scratch_length(10000, 200, 10000) == 0
+    assert _kernels.layer_scratch_length(0, 0, 0) == 0
     # A^T B over k rows: a block of min(k, 128) rows of B (C is at most 1 MiB where the
     # own product suits it) in the thread's panels; 0 where BLAS computes the product
     # (A wider than 256, B than 1024, a width that wastes the panels, or at most 2^20
@@ -134,4 +146,58 @@ def test_untied_weights_use_own_weight_gradients():
     blas_loss, blas = gradients(net, X, D, own=False, h0=h0)
     assert own_loss == pytest.approx(blas_loss, rel=1e-6)
     for name in own:
+        assert relative_error(own[name], blas[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("O", [64, 1100])
+@pytest.mark.parametrize("team", [1, 2, 3])
+def test_layer_products_run_from_packed_weights(team, O, monkeypatch, restored):
+    """X V, S W (with the loss, and for inference) and dO W^T each pack their op(W)
+    into the plan's `layer` scratch (a scratch of NaN is overwritten) and give BLAS's
+    results, on a team of any size
+    (each thread packs a share of the panels, then multiplies its rows). With O =
+    1100, S W packs W (64 deep) in two chunks of columns, and dO W^T (1100 deep) is
+    BLAS's."""
+    monkeypatch.setattr(bptt.threads, "team_size", lambda B, width: team)
+    monkeypatch.setattr(bptt.threads, "_MULTI_THREAD_MIN_BH", 0)
+    case = make_case(T=20, B=22, I=40, H=64, O=O, dtype="float32", seed=5)
+    net, engine = case.net, case.net.engine
+    inputs = _checks.check_inputs(case.X, net.n_in, net.dtype)
+    targets = _checks.check_model_targets(net, case.D, inputs.T, inputs.B)
+    weights = np.ones(inputs.T * inputs.B, np.float32)
+    rows = inputs.T * inputs.B
+    assert rows * 64 * 40 > 2**20 and rows * O * 64 > 2**20   # every product suits
+
+    dO = np.random.default_rng(6).standard_normal((rows, O)).astype(np.float32)
+
+    def run(own: bool) -> dict:
+        W = net.parameters()["W"]
+        S = np.empty((inputs.T, inputs.B, 64), np.float32)
+        out = {"S": S, "Y": np.empty((rows, O), np.float32),
+               "E": np.empty((rows, 64), np.float32), "dW": np.empty_like(W),
+               "db_o": np.empty(O, np.float32)}
+        packed_after = []
+        with bptt.blas_threads(1), engine.section(inputs.B):
+            if not own:
+                engine.plan = engine.plan._replace(own=0)
+            assert engine.plan.team == team
+            layer = engine.layer_scratch()
+            for call in (
+                    lambda: engine.forward_states(inputs, None, S),                 # X V
+                    lambda: out.update(loss=np.array(engine.output_layer(           # S W
+                        S, targets, weights, None, None))),
+                    lambda: engine.outputs(S.reshape(rows, 64), out["Y"]),           # S W
+                    lambda: _kernels.output_backward(                               # dO W^T
+                        S.reshape(rows, 64), dO, W, out["dW"], out["db_o"], out["E"],
+                        np.ones(rows, np.float32), *engine.plan, engine.tn_scratch(rows),
+                        layer)):
+                layer[:] = np.nan
+                call()
+                packed_after.append(bool(np.isfinite(layer).any()))
+        return {"packed": packed_after, **out}
+
+    own, blas = run(True), run(False)
+    assert own["packed"] == [True, True, True, O <= 1024]
+    assert blas["packed"] == [False, False, False, False]
+    for name in ("S", "loss", "Y", "E", "dW", "db_o"):
         assert relative_error(own[name], blas[name]) < 1e-5, name

@@ -133,11 +133,11 @@ def test_threads_without_rows(B, on_threads):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_own_products_split_between_threads(dtype, on_threads):
-    """In float32 (with AVX-512) the team runs the packed recursion and the own A^T B
-    on its shares; results equal the one-thread ones."""
+    """In float32 (with AVX-512) the team runs the packed recursion, the own layer
+    products and the own A^T B on its shares; results equal the one-thread ones."""
     net, X, D, kwargs = make("dense", dtype)
     on_threads(2, net, lambda: net.loss_and_grad(X, D))
-    expected = _kernels.Product.RECURSION | _kernels.Product.TN \
+    expected = _kernels.Product.RECURSION | _kernels.Product.TN | _kernels.Product.LAYERS \
         if _kernels.OWN_PRODUCTS and dtype == "float32" else 0
     assert net.engine.plan == (2, expected)
     if expected:

@@ -38,11 +38,13 @@ cpdef enum Update:
 # The plan of a call (bptt.engine computes it once per kernel section and passes it to
 # every entry point as two ints): `team`, the threads of the kernels' own team (1: no
 # parallel region, the serial code), and `own`, a bit set of the own float32 products
-# that may run instead of BLAS (the header's shape predicate bptt_tn_suits still
-# decides A^T B shape by shape).
+# that may run instead of BLAS (the header's shape predicates bptt_tn_suits and
+# bptt_layer_suits still decide product by product).
 cpdef enum Product:
     RECURSION = 1   # s(t-1) U and delta_h(t+1) U^T from U packed once per call
     TN = 2          # the weight gradients A^T B (dU, dV, dW) where bptt_tn_suits
+    LAYERS = 4      # X V, S W and dO W^T, op(W) packed once per call, where
+                    # bptt_layer_suits
 
 
 cdef struct Plan:
@@ -51,6 +53,8 @@ cdef struct Plan:
     float* packed           # U or U^T packed for the recursions; NULL: BLAS
     float* tn               # the own A^T B's scratch, thread j's at tn + j * tn_length;
     ptrdiff_t tn_length     # NULL: BLAS
+    float* layer            # V, W or W^T packed for the layer products, of layer_length
+    ptrdiff_t layer_length  # floats; NULL: BLAS
 
 
 cdef enum:
@@ -111,9 +115,10 @@ cdef inline ptrdiff_t _part_panels(int n, int parts) noexcept nogil:
 
 # ---------------------------------------------------------------- C headers
 
-# The kernels' own float32 products: U packed once per call for the recursions, A^T B
-# for the weight gradients (AVX-512 CPUs; see the header), each also over a range
-# [p0, p1) of C's 64-column panels, so that a team can split C between its threads
+# The kernels' own float32 products: U packed once per call for the recursions, V, W
+# or W^T for the layer products, A^T B for the weight gradients (AVX-512 CPUs; see
+# the header), each also over a range [p0, p1) of C's 64-column panels, so that a
+# team can split C between its threads
 cdef extern from "_packed.h":
     int BPTT_NR
     ptrdiff_t bptt_panels(ptrdiff_t n) noexcept nogil
@@ -128,6 +133,8 @@ cdef extern from "_packed.h":
     ptrdiff_t bptt_tn_range_scratch_length(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                             ptrdiff_t p0, ptrdiff_t p1) noexcept nogil
     bint bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k) noexcept nogil
+    bint bptt_layer_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k) noexcept nogil
+    int BPTT_MIN_WORK, BPTT_LAYER_CHUNK
     void bptt_matmul_tn_panels_f(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* a,
                                  ptrdiff_t lda, const float* b, ptrdiff_t ldb, float* c,
                                  ptrdiff_t ldc, int accumulate, float* scratch,

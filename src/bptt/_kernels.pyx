@@ -120,11 +120,12 @@ cdef void _state_recursion(int T, int B, int r0, int r1, int H, int act,
         _lap(clock, ELEMENTWISE)
 
 
-cdef void _input_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] X,
-                      const Py_ssize_t[::1] tokens, const floating[:, ::1] V,
-                      floating* s) noexcept nogil:
-    """Rows [r0, r1) of s (T*B, H) = x(t) V of every step: a row gather of V for
-    token ids, else X[r0:r1] @ V (b_h is added with the activation)."""
+cdef void _input_rows(const Plan* plan, bint own, int j, int parts, Py_ssize_t r0,
+                      Py_ssize_t r1, const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
+                      const floating[:, ::1] V, floating* s) noexcept nogil:
+    """Thread j's rows [r0, r1) of s (T*B, H) = x(t) V of every step: a row gather of V
+    for token ids, else X[r0:r1] @ V (_layer_product; b_h is added with the
+    activation)."""
     cdef int H = V.shape[1], I = V.shape[0]
     cdef Py_ssize_t r, c
     cdef const floating* v_row
@@ -133,16 +134,15 @@ cdef void _input_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] X,
             v_row = &V[tokens[r], 0]
             for c in range(H):
                 s[r * H + c] = v_row[c]
-    elif r1 > r0:
-        gemm(False, False, <int>(r1 - r0), H, I, <floating>1, &X[r0, 0], I, &V[0, 0], H,
-             <floating>0, s + r0 * H, H)
+    else:
+        _layer_product(plan, own, j, parts, r0, r1, H, I, &X[0, 0], &V[0, 0], False, s)
 
 
 def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
                    const floating[:, ::1] V, const floating[:, :, ::1] U,
                    const floating[::1] b_h, const floating[:, ::1] h0, bint has_h0,
                    int act, floating[:, :, ::1] S, int team, int own,
-                   floating[::1] packed, double[::1] prof=None,
+                   floating[::1] packed, floating[::1] layer, double[::1] prof=None,
                    const unsigned char[::1] resets=None, floating[:, ::1] saved=None):
     """S[t] = f(X[t] @ V + S[t-1] @ U_t + b_h), S[-1] = h0 (eqs. 1-2), t = 0..T-1.
 
@@ -158,6 +158,7 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     team: threads of the kernels' own team (1: serial)
     own: the own products that may run (Product bits)
     packed (packed_length(H),) or empty: scratch for U packed (Product.RECURSION)
+    layer (layer_scratch_length(I, H, O),) or empty: scratch for V packed (Product.LAYERS)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     resets (T*B,) or None / empty: state-reset flags (see "State resets" above)
     saved (B, H): scratch, needed with resets
@@ -171,24 +172,28 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     cdef const floating* h = &h0[0, 0] if has_h0 else NULL
     cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
     cdef floating* s
+    cdef bint own_v
     if n_rows == 0 or H == 0:
         return
     s = &S[0, 0, 0]
     _own_recursion(&plan, own, packed, H if not untied and T > 1 else 0)
+    _own_layers(&plan, own, layer)
+    own_v = tokens.shape[0] == 0 and _layer_suits(&plan, n_rows, H, V.shape[0])
     if plan.team == 1:
         with nogil:
-            _input_rows(0, n_rows, X, tokens, V, s)
+            _input_rows(&plan, own_v, 0, 1, 0, n_rows, X, tokens, V, s)
             _lap(&clock, ELEMENTWISE if tokens.shape[0] > 0 else GEMMS)
             _pack_panels(&plan, &U[0, 0, 0], H, False, 0, 1)
             _state_recursion(T, B, 0, B, H, act, h, &U[0, 0, 0], untied, &plan, &b_h[0],
                              reset, keep, s, &clock)
         return
     with nogil, parallel(num_threads=plan.team):
-        # x(t) V and U's panels shared out by rows and panels; then each thread's
+        # U's panels and x(t) V shared out by panels and rows; then each thread's
         # batch rows through all the steps (thread 0 keeps the clock)
         j, n = bptt_thread_id(), bptt_team_size()
-        _input_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), X, tokens, V, s)
         _pack_panels(&plan, &U[0, 0, 0], H, False, j, n)
+        _input_rows(&plan, own_v, j, n, _share(n_rows, j, n), _share(n_rows, j + 1, n), X,
+                    tokens, V, s)
         bptt_barrier()
         _lap(&clock if j == 0 else &quiet, ELEMENTWISE if tokens.shape[0] > 0 else GEMMS)
         _state_recursion(T, B, _share(B, j, n), _share(B, j + 1, n), H, act, h,
@@ -644,22 +649,20 @@ cdef double _output_row(int act, int loss, floating* y, floating* delta, int n_o
     return _linear_sse(y, delta, n_out, b, d, w)
 
 
-cdef void _output_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
-                       const floating[:, ::1] W, const floating[::1] b_o, int act,
-                       floating[:, ::1] Y) noexcept nogil:
-    """Rows [r0, r1) of Y = g(S @ W + b_o)."""
+cdef void _output_rows(const Plan* plan, bint own, int j, int parts, Py_ssize_t r0,
+                       Py_ssize_t r1, const floating[:, ::1] S, const floating[:, ::1] W,
+                       const floating[::1] b_o, int act, floating[:, ::1] Y) noexcept nogil:
+    """Thread j's rows [r0, r1) of Y = g(S @ W + b_o) (S @ W: _layer_product)."""
     cdef int H = S.shape[1], O = W.shape[1]
     cdef Py_ssize_t r
-    if r1 <= r0:
-        return
-    gemm(False, False, <int>(r1 - r0), O, H, <floating>1, &S[r0, 0], H, &W[0, 0], O,
-         <floating>0, &Y[r0, 0], O)
+    _layer_product(plan, own, j, parts, r0, r1, O, H, &S[0, 0], &W[0, 0], False, &Y[0, 0])
     for r in range(r0, r1):
         _output_row(act, SSE, &Y[r, 0], NULL, O, &b_o[0], NULL, 0, 1)
 
 
 def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
-                   const floating[::1] b_o, int act, floating[:, ::1] Y, int team):
+                   const floating[::1] b_o, int act, floating[:, ::1] Y, int team, int own,
+                   floating[::1] layer):
     """Y = g(S @ W + b_o) over all rows (eqs. 3-4), for inference.
 
     S (N, H): states, N = T*B stacked rows
@@ -668,35 +671,41 @@ def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
     act: the output activation g (SOFTMAX, SIGMOID or LINEAR)
     Y (N, O): out
     team: threads of the kernels' own team (1: serial), which split the rows
+    own: the own products that may run (Product bits)
+    layer (layer_scratch_length(I, H, O),) or empty: scratch for W packed (Product.LAYERS)
     """
     cdef Py_ssize_t n_rows = S.shape[0]
-    cdef int j = 0, n = 1
-    if n_rows == 0 or W.shape[1] == 0:
+    cdef int j = 0, n = 1, H = S.shape[1], O = W.shape[1]
+    cdef Plan plan = _plan(team)
+    cdef bint own_w
+    if n_rows == 0 or O == 0:
         return
-    if team <= 1:
+    _own_layers(&plan, own, layer)
+    own_w = _layer_suits(&plan, n_rows, O, H)
+    if plan.team == 1:
         with nogil:
-            _output_rows(0, n_rows, S, W, b_o, act, Y)
+            _output_rows(&plan, own_w, 0, 1, 0, n_rows, S, W, b_o, act, Y)
         return
-    with nogil, parallel(num_threads=min(team, MAX_TEAM)):
+    with nogil, parallel(num_threads=plan.team):
         j, n = bptt_thread_id(), bptt_team_size()
-        _output_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), S, W, b_o, act, Y)
+        _output_rows(&plan, own_w, j, n, _share(n_rows, j, n), _share(n_rows, j + 1, n), S,
+                     W, b_o, act, Y)
 
 
-cdef double _loss_rows(Py_ssize_t r0, Py_ssize_t r1, const floating[:, ::1] S,
+cdef double _loss_rows(const Plan* plan, bint own, int j, int parts, Py_ssize_t r0,
+                       Py_ssize_t r1, const floating[:, ::1] S,
                        const floating[:, ::1] W, const floating[::1] b_o, int act, int loss,
                        const floating[:, ::1] D, const Py_ssize_t[::1] classes,
                        const floating[::1] weights, floating[:, ::1] Y,
                        floating[:, ::1] dO, double* row_loss, Clock* clock) noexcept nogil:
-    """output_loss_delta over the rows [r0, r1); returns their summed loss."""
+    """output_loss_delta over thread j's rows [r0, r1) (S @ W: _layer_product);
+    returns their summed loss."""
     cdef int H = S.shape[1], O = W.shape[1]
     cdef Py_ssize_t r
     cdef bint dense = D.shape[0] > 0, weighted = weights.shape[0] > 0
     cdef double total = 0, one_row
-    if r1 <= r0:
-        return 0
     # net_o = S @ W for all the rows at once (eq. 4); b_o is added row by row below
-    gemm(False, False, <int>(r1 - r0), O, H, <floating>1, &S[r0, 0], H, &W[0, 0], O,
-         <floating>0, &Y[r0, 0], O)
+    _layer_product(plan, own, j, parts, r0, r1, O, H, &S[0, 0], &W[0, 0], False, &Y[0, 0])
     _lap(clock, GEMMS)
     for r in range(r0, r1):
         one_row = _output_row(act, loss, &Y[r, 0], &dO[r, 0], O, &b_o[0],
@@ -713,8 +722,8 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
                       const floating[::1] b_o, int act, int loss,
                       const floating[:, ::1] D, const Py_ssize_t[::1] classes,
                       const floating[::1] weights, floating[:, ::1] Y,
-                      floating[:, ::1] dO, int team, double[::1] prof=None,
-                      double[::1] row_loss=None):
+                      floating[:, ::1] dO, int team, int own, floating[::1] layer,
+                      double[::1] prof=None, double[::1] row_loss=None):
     """Output layer, loss and output deltas of all rows in one pass: Y = g(S @ W +
     b_o) and dO = the row weight times dC/dnet_o (eqs. 3-5, 8, 14-17). Returns C, the
     sum of the weighted row losses (docs/math.md, Losses).
@@ -731,52 +740,58 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     dO (N, O): out, the deltas; may be Y itself, which then ends up holding dO
     team: threads of the kernels' own team (1: serial), which split the rows; their
       losses are summed per thread, then in thread order
+    own: the own products that may run (Product bits)
+    layer (layer_scratch_length(I, H, O),) or empty: scratch for W packed (Product.LAYERS)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     row_loss (N,) or None: out, each row's weighted loss
     """
     cdef Py_ssize_t n_rows = S.shape[0]
-    cdef int j = 0, n = 1, nt = min(team, MAX_TEAM)
+    cdef int j = 0, n = 1, H = S.shape[1], O = W.shape[1]
     cdef double total = 0
     cdef double partial[MAX_TEAM]
     cdef double* rows = &row_loss[0] if row_loss is not None else NULL
     cdef Clock clock = _clock(prof), quiet = _clock(None)
-    if n_rows == 0 or W.shape[1] == 0:
+    cdef Plan plan = _plan(team)
+    cdef bint own_w
+    if n_rows == 0 or O == 0:
         return 0.0
-    if nt <= 1:
+    _own_layers(&plan, own, layer)
+    own_w = _layer_suits(&plan, n_rows, O, H)
+    if plan.team == 1:
         with nogil:
-            total = _loss_rows(0, n_rows, S, W, b_o, act, loss, D, classes, weights, Y, dO,
-                               rows, &clock)
+            total = _loss_rows(&plan, own_w, 0, 1, 0, n_rows, S, W, b_o, act, loss, D,
+                               classes, weights, Y, dO, rows, &clock)
         return total
-    for j in range(nt):
+    for j in range(plan.team):
         partial[j] = 0                          # threads the runtime did not start
-    with nogil, parallel(num_threads=nt):
+    with nogil, parallel(num_threads=plan.team):
         j, n = bptt_thread_id(), bptt_team_size()
-        partial[j] = _loss_rows(_share(n_rows, j, n), _share(n_rows, j + 1, n), S, W, b_o,
-                                act, loss, D, classes, weights, Y, dO, rows,
-                                &clock if j == 0 else &quiet)
-    return _sum_in_order(partial, nt)
+        partial[j] = _loss_rows(&plan, own_w, j, n, _share(n_rows, j, n),
+                                _share(n_rows, j + 1, n), S, W, b_o, act, loss, D, classes,
+                                weights, Y, dO, rows, &clock if j == 0 else &quiet)
+    return _sum_in_order(partial, plan.team)
 
 
-cdef void _output_backward_share(const Plan* plan, int j, int parts,
+cdef void _output_backward_share(const Plan* plan, bint own, int j, int parts,
                                  const floating[:, ::1] S, const floating[:, ::1] dO,
                                  const floating[:, ::1] W, floating[:, ::1] dW,
                                  floating[::1] db_o, floating[:, ::1] E,
                                  const floating[::1] ones) noexcept nogil:
     """Thread j's share of output_backward: its Part of dW, its columns of db_o, its
-    rows of E."""
+    rows of E (from W^T packed when own: _layer_product)."""
     cdef int N = S.shape[0], H = S.shape[1], O = W.shape[1]
     cdef int c0 = _columns(O, j, parts), c1 = _columns(O, j + 1, parts)
     cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
     _gemm_tn(plan, j, _part(H, O, j, parts), H, O, N, &S[0, 0], &dO[0, 0], &dW[0, 0], False)
     gemv(True, N, c1 - c0, <floating>1, &dO[0, c0], O, &ones[0], <floating>0, &db_o[c0])
-    gemm(False, True, r1 - r0, H, O, <floating>1, &dO[r0, 0], O, &W[0, 0], O, <floating>0,
-         &E[r0, 0], H)
+    _layer_product(plan, own, j, parts, r0, r1, H, O, &dO[0, 0], &W[0, 0], True, &E[0, 0])
 
 
 def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
                     const floating[:, ::1] W, floating[:, ::1] dW, floating[::1] db_o,
                     floating[:, ::1] E, const floating[::1] ones, int team, int own,
-                    floating[:, ::1] tn_scratch, double[::1] prof=None):
+                    floating[:, ::1] tn_scratch, floating[::1] layer,
+                    double[::1] prof=None):
     """Gradients of the output layer and the errors it sends to the hidden layer, over
     the N stacked rows of the same steps: dW = S^T dO and db_o = the column sums of
     dO (eq. 18 summed over the steps), E = dO W^T, through W (erratum 5).
@@ -792,21 +807,26 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
       E by rows
     own: the own products that may run (Product bits)
     tn_scratch (team, tn_scratch_length(...)) or empty: the own A^T B's (Product.TN)
+    layer (layer_scratch_length(I, H, O),) or empty: scratch for W^T packed
+      (Product.LAYERS)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     """
     cdef int j = 0, n = 1
     cdef Plan plan = _plan(team)
     cdef Clock clock = _clock(prof)
+    cdef bint own_e
     if S.shape[0] == 0:
         return
     _own_tn(&plan, own, tn_scratch)
+    _own_layers(&plan, own, layer)
+    own_e = _layer_suits(&plan, S.shape[0], S.shape[1], W.shape[1])
     if plan.team == 1:
         with nogil:
-            _output_backward_share(&plan, 0, 1, S, dO, W, dW, db_o, E, ones)
+            _output_backward_share(&plan, own_e, 0, 1, S, dO, W, dW, db_o, E, ones)
     else:
         with nogil, parallel(num_threads=plan.team):
             j, n = bptt_thread_id(), bptt_team_size()
-            _output_backward_share(&plan, j, n, S, dO, W, dW, db_o, E, ones)
+            _output_backward_share(&plan, own_e, j, n, S, dO, W, dW, db_o, E, ones)
     _lap(&clock, GEMMS)
 
 
@@ -1295,11 +1315,13 @@ def scale_slices(floating[:, ::1] theta, const Py_ssize_t[::1] ids, bint columns
 
 # ================================================================ products
 # Every product of the layers is a BLAS call, except where the plan lets the kernels'
-# own float32 products (_packed.h, x86-64 CPUs with AVX-512) run: the recursions'
-# steps (_recurrent_product) from U packed once per call (Product.RECURSION), and the
-# weight gradients A^T B (_gemm_tn) where bptt_tn_suits says the own product is the
-# faster one (Product.TN). The plan (bptt.engine) also sizes their scratch: `packed`
-# for U, and one block of the A^T B scratch per thread.
+# own float32 products (_packed.h, x86-64 CPUs with AVX-512) run: the recursions' steps
+# (_recurrent_product) from U packed once per call (Product.RECURSION), the layer
+# products X V, S W and dO W^T (_layer_product) from V, W or W^T packed once per call
+# where bptt_layer_suits says the own product is the faster one (Product.LAYERS), and
+# the weight gradients A^T B (_gemm_tn) where bptt_tn_suits does (Product.TN). The plan
+# (bptt.engine) also sizes their scratch: `packed` for U, `layer` for V, W or W^T, and
+# one block of the A^T B scratch per thread.
 OWN_PRODUCTS = bool(bptt_packed_supported())
 
 
@@ -1318,12 +1340,25 @@ def tn_scratch_length(int m, int n, Py_ssize_t k, int team) -> int:
     return bptt_tn_range_scratch_length(m, n, k, 0, _part_panels(n, team))
 
 
+def layer_scratch_length(int I, int H, int O) -> int:
+    """Length of the float32 scratch `layer` that holds a chunk of V (I x H), W (H x O)
+    or W^T packed for the own layer products (Product.LAYERS): room for the largest
+    chunk of those that bptt_layer_suits could give the own product (0: none could)."""
+    cdef Py_ssize_t n = 0
+    cdef int k, w
+    for k, w in ((I, H), (H, O), (O, H)):       # X V, S W, dO W^T: k x w
+        if k > 0 and w > 0 and bptt_layer_suits(BPTT_MIN_WORK, w, k):
+            n = max(n, bptt_packed_length(k, min(w, BPTT_LAYER_CHUNK)))
+    return n
+
+
 cdef Plan _plan(int team) noexcept nogil:
     """The plan of a call as the kernels use it: the team (1 .. MAX_TEAM), and BLAS for
     every product until _own_recursion or _own_tn give the own products their scratch."""
     cdef Plan plan
     plan.team = max(1, min(team, MAX_TEAM))
     plan.packed, plan.tn, plan.tn_length = NULL, NULL, 0
+    plan.layer, plan.layer_length = NULL, 0
     return plan
 
 
@@ -1341,6 +1376,53 @@ cdef void _own_tn(Plan* plan, int own, floating[:, ::1] tn_scratch) noexcept:
     if floating is float:
         if own & TN and tn_scratch.shape[0] >= plan.team and tn_scratch.shape[1] > 0:
             plan.tn, plan.tn_length = &tn_scratch[0, 0], tn_scratch.shape[1]
+
+
+cdef void _own_layers(Plan* plan, int own, floating[::1] layer) noexcept:
+    """Let the layer products run the own product from op(W) packed into layer: when
+    own has Product.LAYERS, in float32, with room for it (_layer_suits)."""
+    if floating is float:
+        if own & LAYERS and layer.shape[0] > 0:
+            plan.layer, plan.layer_length = &layer[0], layer.shape[0]
+
+
+cdef inline bint _layer_suits(const Plan* plan, Py_ssize_t m, int n, int k) noexcept nogil:
+    """Whether C[m, n] = A[m, k] @ op(W) over all m rows of a call runs the own product
+    (the same answer in every thread of a team)."""
+    return (plan.layer != NULL and bptt_layer_suits(m, n, k)
+            and bptt_packed_length(k, min(n, BPTT_LAYER_CHUNK)) <= plan.layer_length)
+
+
+cdef void _layer_product(const Plan* plan, bint own, int j, int parts, Py_ssize_t r0,
+                         Py_ssize_t r1, int n, int k, const floating* a, const floating* w,
+                         bint transpose, floating* c) noexcept nogil:
+    """Thread j's rows [r0, r1) of C (., n) = A (., k) @ op(W), op(W) = W^T (W n x k)
+    if transpose, for contiguous A and C; every thread of the team calls it. When own
+    (_layer_suits): op(W) is packed into the plan's `layer` BPTT_LAYER_CHUNK columns at
+    a time, each thread packing a share of the chunk's panels, and each chunk's
+    columns of C computed from it after a barrier. Else BLAS."""
+    cdef int n0 = 0, nc
+    cdef ptrdiff_t panels
+    if floating is float:
+        if own:
+            while n0 < n:
+                nc = min(n - n0, BPTT_LAYER_CHUNK)
+                panels = bptt_panels(nc)
+                if n0 > 0 and parts > 1:
+                    bptt_barrier()      # every thread done with the last chunk
+                bptt_pack_panels_f(w + (<Py_ssize_t>n0 * k if transpose else n0), k, nc,
+                                   k if transpose else n, transpose, plan.layer,
+                                   _share(panels, j, parts), _share(panels, j + 1, parts))
+                if parts > 1:
+                    bptt_barrier()      # the chunk packed
+                if r1 > r0:
+                    bptt_packed_matmul_f(r1 - r0, nc, k, a + r0 * k, k, plan.layer,
+                                         c + r0 * n + n0, n, False, False)
+                n0 += nc
+            return
+    if r1 > r0:
+        gemm(False, transpose, <int>(r1 - r0), n, k, <floating>1, a + r0 * k, k, w,
+             k if transpose else n, <floating>0, c + r0 * n, n)
 
 
 cdef inline void _pack_panels(const Plan* plan, const floating* U, int H, bint transpose,

@@ -12,18 +12,21 @@
 
       and every step's product runs as register tiles of up to 6 rows x 64 columns
       (24 accumulators) over blocks of the panels (bptt_block_rows).
-   2. C[m, n] (+)= A^T B for the weight gradients summed over all steps (dW, eq. 18;
+   2. The same product for the layers (X V, S W, dO W^T) over all the stacked steps,
+      op(W) packed once per call (by chunks of columns), where bptt_layer_suits says
+      it beats BLAS.
+   3. C[m, n] (+)= A^T B for the weight gradients summed over all steps (dW, eq. 18;
       dU, eq. 28; dV, eq. 27): blocks of B are packed into the same panels and run
       with the same register tiles (bptt_matmul_tn_f), for the shapes where
       bptt_tn_suits says it beats BLAS.
-   3. bptt_reference_matmul_f and bptt_reference_matmul_tn_f: the same products in
+   4. bptt_reference_matmul_f and bptt_reference_matmul_tn_f: the same products in
       plain C (sums in double), the tests' oracle.
 
    Each part was measured in the training step against BLAS (bench/README.md, one
    thread): the packed recursion makes the step 1.16-1.34x faster at four of the six
-   grid points of `python -m bptt.bench`, the own A^T B 1.12x at (B, H) = (32, 128).
-   Own products for the input and output layers (X V, S W, dO W^T) gained at most
-   4.4 % and were removed, as was copying a wide A into tiles for A^T B.
+   grid points of `python -m bptt.bench`, the own A^T B 1.12x at (B, H) = (32, 128),
+   the own layer products 1.05x and 1.03x at (32, 128) and (64, 1024). Copying a wide
+   A into tiles for A^T B lost to BLAS and was removed.
 
    Threads: both products compute any range [p0, p1) of C's column panels from the
    same operands (the whole product is the range of all panels), and the result of
@@ -53,7 +56,9 @@
 #define BPTT_SMALL_C_BYTES (1024 * 1024) /* a C up to this size stays in L2 */
 #define BPTT_TN_MAX_M 256    /* A^T B leaves wider A to BLAS */
 #define BPTT_TN_MAX_N 1024   /* A^T B leaves wider B to BLAS */
-#define BPTT_TN_MIN_WORK (1 << 20)  /* and products of fewer multiply-adds */
+#define BPTT_LAYER_MAX_K 1024       /* the layer products leave deeper op(W) to BLAS */
+#define BPTT_LAYER_CHUNK 1024       /* and pack op(W) this many columns at a time */
+#define BPTT_MIN_WORK (1 << 20)     /* both leave products of fewer multiply-adds */
 
 /* each file that includes this header calls some of its entry points, not all */
 #if defined(__GNUC__) || defined(__clang__)
@@ -114,12 +119,27 @@ static inline int bptt_panels_fit(ptrdiff_t n)
    fixed it there, ran at 0.72-0.95x BLAS on an AMD Zen 5 (48 KiB L1, where in place
    ran at 1.0-1.5x BLAS, 1-2 % of the step), so a wide A goes to BLAS. A B over a
    vocabulary does too (113 against 133-136 GFLOP/s), and so does a product over
-   few rows, m n k <= BPTT_TN_MIN_WORK (over 50 rows at batch 1, 128 x 128 ran at 0.96x
+   few rows, m n k <= BPTT_MIN_WORK (over 50 rows at batch 1, 128 x 128 ran at 0.96x
    BLAS; BLAS's own speed steps up at about 10^6). */
 static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     return m <= BPTT_TN_MAX_M && n <= BPTT_TN_MAX_N && bptt_panels_fit(n)
-           && m * n * k > BPTT_TN_MIN_WORK;
+           && m * n * k > BPTT_MIN_WORK;
+}
+
+/* The layer products C[m, n] = A[m, k] @ op(W) over all the stacked steps (X V,
+   eq. 1; S W, eq. 4; dO W^T, erratum 5) run from op(W) packed once per call, up to
+   BPTT_LAYER_CHUNK columns at a time (at most 4 MiB), where bptt_layer_suits says
+   the own product beats BLAS in the training step (bench/README.md): an op(W) one
+   panel deep or wide (k or n at most 64; where both are larger the step ran 2 % slower
+   at 128 x 512 and even elsewhere, though each product alone ran at 1.02-1.10x BLAS),
+   at most BPTT_LAYER_MAX_K deep (over a vocabulary's 10^4 rows dO W^T ran at 0.88x
+   BLAS), a width that wastes little of the panels, and more than BPTT_MIN_WORK
+   multiply-adds (over the 50 rows of batch 1 they ran at 0.72-0.81x BLAS). */
+static inline int bptt_layer_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    return (k <= BPTT_NR || n <= BPTT_NR) && k <= BPTT_LAYER_MAX_K && bptt_panels_fit(n)
+           && m * n * k > BPTT_MIN_WORK;
 }
 
 /* floats of the scratch A^T B needs for panels [p0, p1) of C[m, n] = A^T B over k

@@ -37,7 +37,8 @@ ACTIVATION_CODES = {a.name.lower(): int(a) for a in _kernels.Activation}
 LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
 # rows x units of scratch that predict, evaluate and log_prob use per chunk of steps
 EVALUATION_ROWS = 2**22
-_RECURSION, _TN = int(_kernels.Product.RECURSION), int(_kernels.Product.TN)
+_RECURSION, _LAYERS = int(_kernels.Product.RECURSION), int(_kernels.Product.LAYERS)
+_TN = int(_kernels.Product.TN)
 
 
 class Plan(NamedTuple):
@@ -121,8 +122,10 @@ class Engine:
         # class-factorised softmax's rows cost H (C + |class|), counted as H); every own
         # product this model may run (float32 on a CPU with AVX-512)
         self._width = max(n_hidden, n_out if class_starts is None else 0)
-        self._all_own = int(_kernels.Product.RECURSION | _kernels.Product.TN) \
+        self._all_own = _RECURSION | _LAYERS | _TN \
             if _kernels.OWN_PRODUCTS and dtype == np.float32 else 0
+        self._layer_length = _kernels.layer_scratch_length(
+            n_in, n_hidden, n_out if class_starts is None else 0)
 
     # ------------------------------------------------------------ product and thread policy
     # How the kernels run a call: the threads of their own team, BLAS's threads, and
@@ -157,7 +160,8 @@ class Engine:
         """The own products that may run (a _kernels.Product bit set; 0: BLAS only): on
         CPUs with AVX-512, in float32, when BLAS runs on one thread (serial_blas), all
         of them: the recursions from U packed once per call and, where the header's
-        bptt_tn_suits says so, the weight gradients' A^T B. With BLAS on more threads
+        bptt_layer_suits and bptt_tn_suits say so, the layer products from V, W or W^T
+        packed once per call and the weight gradients' A^T B. With BLAS on more threads
         (a team of one while BLAS keeps its threads) BLAS runs everything."""
         return self._all_own if serial_blas else 0
 
@@ -166,6 +170,12 @@ class Engine:
         own = self.plan.own & _RECURSION
         return self.workspace.get("packed", (_kernels.packed_length(self.n_hidden) if own
                                              else 0,), self.dtype)
+
+    def layer_scratch(self) -> np.ndarray:
+        """The scratch that holds V, W or W^T packed for the own layer products (empty
+        without them)."""
+        length = self._layer_length if self.plan.own & _LAYERS else 0
+        return self.workspace.get("layer", (length,), self.dtype)
 
     def tn_scratch(self, rows: int) -> np.ndarray:
         """Each team thread's scratch (a row) for the own A^T B of the weight gradients
@@ -192,14 +202,15 @@ class Engine:
         _kernels.forward_hidden(inputs.rows, inputs.tokens, p["V"], self._per_step(p["U"]),
                                 p["b_h"], self._h0_or_empty(h0), h0 is not None,
                                 self.hidden_code, S, *self.plan, self.packed(),
-                                self.workspace.prof, *self._resets(inputs))
+                                self.layer_scratch(), self.workspace.prof,
+                                *self._resets(inputs))
 
     def outputs(self, rows: np.ndarray, Y: np.ndarray) -> None:
         """The outputs Y (n, n_out) of the states rows (n, H) (eqs. 3-4)."""
         p = self.params
         if self.class_starts is None:
             _kernels.forward_output(rows, p["W"], p["b_o"], self.output_code, Y,
-                                    self.plan.team)
+                                    *self.plan, self.layer_scratch())
         else:
             _kernels.class_output_forward(
                 rows, p["W"], p["b_o"], p["W_c"], p["b_c"], self.class_starts,
@@ -252,13 +263,13 @@ class Engine:
         dO = ws.get("dO", (n, self.n_out), dtype)
         loss = _kernels.output_loss_delta(
             rows, p["W"], p["b_o"], self.output_code, self.loss_code,
-            targets.rows, targets.classes, weights, dO, dO, self.plan.team, ws.prof,
-            row_loss)
+            targets.rows, targets.classes, weights, dO, dO, *self.plan,
+            self.layer_scratch(), ws.prof, row_loss)
         if grads is not None:
             assert E is not None, "E is needed with grads"
             _kernels.output_backward(rows, dO, p["W"], grads["W"], grads["b_o"], E,
                                      ws.ones(n, dtype), *self.plan, self.tn_scratch(n),
-                                     ws.prof)
+                                     self.layer_scratch(), ws.prof)
         return float(loss)
 
     def hidden_backward(self, inputs: Inputs, S: np.ndarray, h0: np.ndarray | None,
