@@ -164,7 +164,7 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     saved (B, H): scratch, needed with resets
     """
     cdef int T = S.shape[0], B = S.shape[1], H = S.shape[2], j = 0, n = 1
-    cdef bint untied = U.shape[0] > 1
+    cdef bint untied = U.shape[0] > 1, own_v
     cdef Py_ssize_t n_rows = <Py_ssize_t>T * B
     cdef const unsigned char* reset = _flags(resets)
     cdef Clock clock = _clock(prof), quiet = _clock(None)
@@ -172,7 +172,6 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     cdef const floating* h = &h0[0, 0] if has_h0 else NULL
     cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
     cdef floating* s
-    cdef bint own_v
     if n_rows == 0 or H == 0:
         return
     s = &S[0, 0, 0]
