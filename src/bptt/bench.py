@@ -585,6 +585,24 @@ def environment(threads: list[int], thread_note: str) -> dict:
             "openblas_core": cores, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
+# OpenBLAS's cores (threadpoolctl's "architecture") whose sgemm kernels use AVX-512
+AVX512_BLAS_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
+
+
+def blas_note(cores: list[str] | None, coretype: str | None) -> str | None:
+    """A warning for a CPU that runs the own AVX-512 products while OpenBLAS runs older
+    kernels (cores: threadpoolctl's names; coretype: OPENBLAS_CORETYPE): the products
+    left to BLAS then run at about half speed, which the thresholds of the own products
+    (measured against OpenBLAS's AVX-512 kernels) do not assume."""
+    slow = [c for c in cores or [] if c not in AVX512_BLAS_CORES and c != "?"]
+    if not _kernels.OWN_PRODUCTS or not slow:
+        return None
+    forced = f" (OPENBLAS_CORETYPE={coretype})" if coretype else ""
+    return (f"note: OpenBLAS runs its {', '.join(slow)} kernels on this AVX-512 CPU"
+            f"{forced}: the products the kernels leave to BLAS run at about half speed; "
+            "bench/README.md, 'What the figures depend on'")
+
+
 def thread_counts(text: str) -> list[int]:
     """--threads: one count or several, comma-separated ("1,2")."""
     try:
@@ -639,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = 1.0 if args.quick else 10.0
     env = environment(args.threads, thread_note)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
+    note = blas_note(env["openblas_core"], env["OPENBLAS_CORETYPE"])
+    if note:
+        print(note)
     if not args.no_torch and env["torch"] is None:
         print("torch not installed: the PyTorch column is skipped (pip install torch)")
     log = (lambda line: print(line, flush=True) if line.startswith("|")
