@@ -24,6 +24,18 @@ from test_reference import relative_error
 pytestmark = pytest.mark.skipif(not _kernels.OWN_PRODUCTS,
                                 reason="this CPU has no AVX-512: BLAS is the only path")
 ALL_OWN = _kernels.Product.RECURSION | _kernels.Product.TN | _kernels.Product.LAYERS
+SLOW = int(_kernels.Product.SLOW_BLAS)
+
+
+@pytest.fixture(autouse=True)
+def blas_speed(monkeypatch):
+    """The BLAS the policy assumes, pinned whatever this machine's OpenBLAS runs: its
+    AVX-512 kernels (fast), unless a test calls blas_speed(slow=True) before making its
+    model (the own products then take more shapes: Product.SLOW_BLAS)."""
+    def pin(slow: bool) -> None:
+        monkeypatch.setattr(bptt.threads, "slow_blas", lambda: slow)
+    pin(False)
+    return pin
 
 SHAPES = [  # T, B, I, H, O
     (9, 1, 3, 70, 5),          # batch 1: single-row tiles, n = 70 (a partial vector)
@@ -45,7 +57,8 @@ def gradients(net, X, D, *, own: bool, **kwargs):
     with bptt.blas_threads(1):
         if own:
             result = net.loss_and_grad(X, D, **kwargs)
-            assert net.engine.plan.own == ALL_OWN   # the path under test was taken
+            expected = ALL_OWN | (SLOW if bptt.threads.slow_blas() else 0)
+            assert net.engine.plan.own == expected   # the path under test was taken
             return result
         net.engine.own_products = lambda serial_blas: 0   # instance attribute: this model only
         try:
@@ -57,8 +70,12 @@ def gradients(net, X, D, *, own: bool, **kwargs):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}O{}".format(*s))
 @pytest.mark.parametrize("truncate", [None, 0, 2])
 @pytest.mark.parametrize("with_h0", [False, True])
-def test_own_products_match_blas_and_reference(shape, truncate, with_h0):
+@pytest.mark.parametrize("slow", [False, True], ids=["fast-blas", "slow-blas"])
+def test_own_products_match_blas_and_reference(shape, truncate, with_h0, slow, blas_speed):
+    """slow-blas: the own products also take a wide A, a layer neither side of which is
+    64 or less, and batch 1's few rows."""
     T, B, I, H, O = shape
+    blas_speed(slow)
     case = make_case(T=T, B=B, I=I, H=H, O=O, h0=with_h0, dtype="float32", seed=H + T)
     net = case.net
     kwargs = dict(truncate=truncate, h0=case.h0)
@@ -82,32 +99,40 @@ def test_scratch_lengths():
     # a layer product's op(W) (k x n): V (I x H), W (H x O) or W^T (O x H), a chunk of at
     # most 1024 columns of the largest one panel deep or wide (k or n <= 64), at most
     # 1024 deep, whose width fits the panels (0: none)
-    assert _kernels.layer_scratch_length(64, 1024, 64) == 1024 * 64 + 16     # all three
-    assert _kernels.layer_scratch_length(256, 512, 1000) == 0   # none thin
-    assert _kernels.layer_scratch_length(2000, 64, 100) == 100 * 64 + 16   # W^T
+    assert _kernels.layer_scratch_length(64, 1024, 64, 0) == 1024 * 64 + 16     # all three
+    assert _kernels.layer_scratch_length(256, 512, 1000, 0) == 0   # none thin
+    assert _kernels.layer_scratch_length(2000, 64, 100, 0) == 100 * 64 + 16   # W^T
     # a chunk of W (64 deep); V and W^T are deeper than 1024
-    assert _kernels.layer_scratch_length(10000, 64, 5000) == 64 * 1024 + 16
-    assert _kernels.layer_scratch_length(10000, 200, 10000) == 0
-    assert _kernels.layer_scratch_length(0, 0, 0) == 0
+    assert _kernels.layer_scratch_length(10000, 64, 5000, 0) == 64 * 1024 + 16
+    assert _kernels.layer_scratch_length(10000, 200, 10000, 0) == 0
+    assert _kernels.layer_scratch_length(0, 0, 0, 0) == 0
+    # against BLAS's older kernels (SLOW_BLAS) any op(W) up to 1024 deep
+    assert _kernels.layer_scratch_length(256, 512, 1000, SLOW) == 512 * 1024 + 16  # W
+    assert _kernels.layer_scratch_length(10000, 200, 10000, SLOW) == 200 * 1024 + 16
     # A^T B over k rows: a block of min(k, 128) rows of B (C is at most 1 MiB where the
     # own product suits it) in the thread's panels; 0 where BLAS computes the product
     # (A wider than 256, B than 1024, a width that wastes the panels, or at most 2^20
     # multiply-adds)
-    assert _kernels.tn_scratch_length(128, 64, 1600, 1) == 128 * 64 + 16
-    assert _kernels.tn_scratch_length(128, 64, 200, 1) == 128 * 64 + 16
-    assert _kernels.tn_scratch_length(128, 512, 100, 1) == 100 * 512 + 16
-    assert _kernels.tn_scratch_length(128, 512, 1600, 2) == 128 * 256 + 16
-    assert _kernels.tn_scratch_length(256, 1024, 1600, 1) == 128 * 1024 + 16
-    assert _kernels.tn_scratch_length(128, 64, 1600, 3) == 128 * 64 + 16   # split by rows
-    assert _kernels.tn_scratch_length(128, 128, 50, 1) == 0               # batch 1: BLAS
-    assert _kernels.tn_scratch_length(300, 64, 1600, 1) == 0
-    assert _kernels.tn_scratch_length(100, 2000, 1600, 1) == 0
-    assert _kernels.tn_scratch_length(100, 100, 1600, 1) == 0
+    assert _kernels.tn_scratch_length(128, 64, 1600, 1, 0) == 128 * 64 + 16
+    assert _kernels.tn_scratch_length(128, 64, 200, 1, 0) == 128 * 64 + 16
+    assert _kernels.tn_scratch_length(128, 512, 100, 1, 0) == 100 * 512 + 16
+    assert _kernels.tn_scratch_length(128, 512, 1600, 2, 0) == 128 * 256 + 16
+    assert _kernels.tn_scratch_length(256, 1024, 1600, 1, 0) == 128 * 1024 + 16
+    assert _kernels.tn_scratch_length(128, 64, 1600, 3, 0) == 128 * 64 + 16   # split by rows
+    assert _kernels.tn_scratch_length(128, 128, 50, 1, 0) == 0               # batch 1: BLAS
+    assert _kernels.tn_scratch_length(300, 64, 1600, 1, 0) == 0
+    assert _kernels.tn_scratch_length(100, 2000, 1600, 1, 0) == 0
+    assert _kernels.tn_scratch_length(100, 100, 1600, 1, 0) == 0
+    # against BLAS's older kernels also a wide A and few rows (not a wide B)
+    assert _kernels.tn_scratch_length(300, 64, 1600, 1, SLOW) == 128 * 64 + 16
+    assert _kernels.tn_scratch_length(128, 128, 50, 1, SLOW) == 50 * 128 + 16
+    assert _kernels.tn_scratch_length(100, 2000, 1600, 1, SLOW) == 0
 
 
-def test_large_recursion_runs_in_blocks_of_k():
+def test_large_recursion_runs_in_blocks_of_k(blas_speed):
     # a per-step C of 242 x 1030 (over 1 MiB) with k = H = 1030: two blocks of k
-    test_own_products_match_blas_and_reference((3, 242, 2, 1030, 2), None, False)
+    test_own_products_match_blas_and_reference((3, 242, 2, 1030, 2), None, False, False,
+                                               blas_speed)
 
 
 def test_small_problems_run_the_own_products_at_any_thread_count():
@@ -121,7 +146,7 @@ def test_small_problems_run_the_own_products_at_any_thread_count():
             # room for the largest of dU (64 x 64), dW (64 x 500), dV (30 x 64) over
             # 400 rows
             assert net.engine.tn_scratch(400).shape == (
-                1, _kernels.tn_scratch_length(64, 500, 400, 1))
+                1, _kernels.tn_scratch_length(64, 500, 400, 1, ALL_OWN))
 
 
 def test_forward_states_match_blas():

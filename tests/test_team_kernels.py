@@ -138,6 +138,7 @@ def test_own_products_split_between_threads(dtype, on_threads):
     net, X, D, kwargs = make("dense", dtype)
     on_threads(2, net, lambda: net.loss_and_grad(X, D))
     expected = _kernels.Product.RECURSION | _kernels.Product.TN | _kernels.Product.LAYERS \
+        | (_kernels.Product.SLOW_BLAS if threads.slow_blas() else 0) \
         if _kernels.OWN_PRODUCTS and dtype == "float32" else 0
     assert net.engine.plan == (2, expected)
     if expected:

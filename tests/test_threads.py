@@ -318,3 +318,29 @@ def test_team_header_builds_with_and_without_openmp(openmp, tmp_path):
                          env=os.environ | {"OMP_NUM_THREADS": "2"}, check=True).stdout
     expected = "1 3 3 9 5" if openmp else "0 1 0 1 1"
     assert out.split() == expected.split()
+
+
+def _core_in_child(coretype: str) -> list[str]:
+    """blas_core() through threadpoolctl and through ctypes, and slow_blas(), in a
+    process whose OpenBLAS loads with OPENBLAS_CORETYPE=coretype."""
+    code = ("from bptt import threads\n"
+            "tpc = threads.blas_core()\n"
+            "threads._threadpoolctl_libs = lambda: None\n"
+            "print(tpc, threads.blas_core.__wrapped__(), threads.slow_blas())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "OPENBLAS_CORETYPE": coretype}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_blas_core_names_the_kernels_openblas_runs():
+    """The core OpenBLAS loaded with, read through threadpoolctl and through ctypes,
+    and whether the own products then count BLAS as slow (Product.SLOW_BLAS): with
+    its AVX2 kernels on a CPU where the own AVX-512 products run."""
+    pytest.importorskip("threadpoolctl")
+    if threads.blas_core() is None:
+        pytest.skip("BLAS is not OpenBLAS")
+    assert _core_in_child("Haswell") == ["Haswell", "Haswell",
+                                         str(bool(bptt._kernels.OWN_PRODUCTS))]
+    if bptt._kernels.OWN_PRODUCTS:              # its AVX-512 kernels run on this CPU
+        assert _core_in_child("SkylakeX") == ["SkylakeX", "SkylakeX", "False"]

@@ -45,11 +45,14 @@ cpdef enum Product:
     TN = 2          # the weight gradients A^T B (dU, dV, dW) where bptt_tn_suits
     LAYERS = 4      # X V, S W and dO W^T, op(W) packed once per call, where
                     # bptt_layer_suits
+    SLOW_BLAS = 8   # BLAS runs kernels older than the CPU's (AVX2 on an AVX-512 CPU):
+                    # the predicates give the own products more shapes
 
 
 cdef struct Plan:
     # the plan as the kernels use it (_plan)
     int team                # threads of the own team, 1 .. MAX_TEAM
+    int slow_blas           # Product.SLOW_BLAS is set (see the header's predicates)
     float* packed           # U or U^T packed for the recursions; NULL: BLAS
     float* tn               # the own A^T B's scratch, thread j's at tn + j * tn_length;
     ptrdiff_t tn_length     # NULL: BLAS
@@ -132,8 +135,8 @@ cdef extern from "_packed.h":
                               int accumulate, int reverse) noexcept nogil
     ptrdiff_t bptt_tn_range_scratch_length(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                             ptrdiff_t p0, ptrdiff_t p1) noexcept nogil
-    bint bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k) noexcept nogil
-    bint bptt_layer_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k) noexcept nogil
+    bint bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int slow_blas) noexcept nogil
+    bint bptt_layer_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int slow_blas) noexcept nogil
     int BPTT_MIN_WORK, BPTT_LAYER_CHUNK
     void bptt_matmul_tn_panels_f(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* a,
                                  ptrdiff_t lda, const float* b, ptrdiff_t ldb, float* c,

@@ -32,6 +32,7 @@ class Product(IntEnum):
     RECURSION = 1
     TN = 2
     LAYERS = 4
+    SLOW_BLAS = 8
 
 class Update(IntEnum):
     SGD = 0
@@ -44,8 +45,8 @@ class Update(IntEnum):
     COPY = 7
 
 def packed_length(H: int) -> int: ...
-def tn_scratch_length(m: int, n: int, k: int, team: int) -> int: ...
-def layer_scratch_length(I: int, H: int, O: int) -> int: ...
+def tn_scratch_length(m: int, n: int, k: int, team: int, own: int) -> int: ...
+def layer_scratch_length(I: int, H: int, O: int, own: int) -> int: ...
 def forward_hidden(X: _F, tokens: _Ids, V: _F, U: _F, b_h: _F, h0: _F, has_h0: bool,
                    act: int, S: _F, team: int, own: int, packed: _F, layer: _F,
                    prof: _Prof | None = None, resets: _Flags | None = None,

@@ -168,7 +168,7 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     cdef Py_ssize_t n_rows = <Py_ssize_t>T * B
     cdef const unsigned char* reset = _flags(resets)
     cdef Clock clock = _clock(prof), quiet = _clock(None)
-    cdef Plan plan = _plan(team)
+    cdef Plan plan = _plan(team, own)
     cdef const floating* h = &h0[0, 0] if has_h0 else NULL
     cdef floating* keep = &saved[0, 0] if reset != NULL else NULL
     cdef floating* s
@@ -498,7 +498,7 @@ def hidden_backward(const floating[:, :, ::1] S, const floating[:, ::1] h0, bint
     cdef Py_ssize_t* rows = &touched[0] if sparse else NULL
     cdef Py_ssize_t* slots = &slot[0] if sparse else NULL
     cdef Clock clock = _clock(prof), quiet = _clock(None)
-    cdef Plan plan = _plan(team)
+    cdef Plan plan = _plan(team, own)
     _own_recursion(&plan, own, packed, H if U.shape[0] == 1 and T > 1 and truncate != 0 else 0)
     _own_tn(&plan, own, tn_scratch)
     if plan.team == 1:
@@ -675,7 +675,7 @@ def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
     """
     cdef Py_ssize_t n_rows = S.shape[0]
     cdef int j = 0, n = 1, H = S.shape[1], O = W.shape[1]
-    cdef Plan plan = _plan(team)
+    cdef Plan plan = _plan(team, own)
     cdef bint own_w
     if n_rows == 0 or O == 0:
         return
@@ -750,7 +750,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     cdef double partial[MAX_TEAM]
     cdef double* rows = &row_loss[0] if row_loss is not None else NULL
     cdef Clock clock = _clock(prof), quiet = _clock(None)
-    cdef Plan plan = _plan(team)
+    cdef Plan plan = _plan(team, own)
     cdef bint own_w
     if n_rows == 0 or O == 0:
         return 0.0
@@ -811,7 +811,7 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     """
     cdef int j = 0, n = 1
-    cdef Plan plan = _plan(team)
+    cdef Plan plan = _plan(team, own)
     cdef Clock clock = _clock(prof)
     cdef bint own_e
     if S.shape[0] == 0:
@@ -962,7 +962,7 @@ cdef void _class_layer_share(int j, int parts, const floating[:, ::1] S,
     cdef int N = S.shape[0], H = S.shape[1], C = Zc.shape[1]
     cdef int c0 = _columns(C, j, parts), c1 = _columns(C, j + 1, parts)
     cdef int r0 = _share(N, j, parts), r1 = _share(N, j + 1, parts)
-    cdef Plan blas = _plan(1)
+    cdef Plan blas = _plan(1, 0)
     _gemm_tn(&blas, j, _part(H, C, j, parts), H, C, N, &S[0, 0], &Zc[0, 0], &dW_c[0, 0],
              False)
     gemv(True, N, c1 - c0, <floating>1, &Zc[0, c0], C, &ones[0], <floating>0, &db_c[c0])
@@ -1329,33 +1329,37 @@ def packed_length(int H) -> int:
     return bptt_packed_length(H, H) if H > 0 else 0
 
 
-def tn_scratch_length(int m, int n, Py_ssize_t k, int team) -> int:
+def tn_scratch_length(int m, int n, Py_ssize_t k, int team, int own) -> int:
     """Length of each thread's float32 scratch for the own A^T B of a C[m, n] (a
-    weight gradient) summed over at most k rows, in a team of `team` threads; 0 where
-    the own product does not suit the shape (BLAS computes it)."""
-    if not bptt_tn_suits(m, n, k):
+    weight gradient) summed over at most k rows, in a team of `team` threads, under the
+    plan's own products `own`; 0 where the own product does not suit the shape (BLAS
+    computes it)."""
+    if not bptt_tn_suits(m, n, k, own & SLOW_BLAS):
         return 0
     # a block of B's rows in the thread's panels
     return bptt_tn_range_scratch_length(m, n, k, 0, _part_panels(n, team))
 
 
-def layer_scratch_length(int I, int H, int O) -> int:
+def layer_scratch_length(int I, int H, int O, int own) -> int:
     """Length of the float32 scratch `layer` that holds a chunk of V (I x H), W (H x O)
-    or W^T packed for the own layer products (Product.LAYERS): room for the largest
-    chunk of those that bptt_layer_suits could give the own product (0: none could)."""
+    or W^T packed for the own layer products (Product.LAYERS), under the plan's own
+    products `own`: room for the largest chunk of those that bptt_layer_suits could
+    give the own product (0: none could)."""
     cdef Py_ssize_t n = 0
     cdef int k, w
     for k, w in ((I, H), (H, O), (O, H)):       # X V, S W, dO W^T: k x w
-        if k > 0 and w > 0 and bptt_layer_suits(BPTT_MIN_WORK, w, k):
+        if k > 0 and w > 0 and bptt_layer_suits(BPTT_MIN_WORK, w, k, own & SLOW_BLAS):
             n = max(n, bptt_packed_length(k, min(w, BPTT_LAYER_CHUNK)))
     return n
 
 
-cdef Plan _plan(int team) noexcept nogil:
-    """The plan of a call as the kernels use it: the team (1 .. MAX_TEAM), and BLAS for
-    every product until _own_recursion or _own_tn give the own products their scratch."""
+cdef Plan _plan(int team, int own) noexcept nogil:
+    """The plan of a call as the kernels use it: the team (1 .. MAX_TEAM), whether BLAS
+    is slow (Product.SLOW_BLAS in own), and BLAS for every product until _own_recursion,
+    _own_layers or _own_tn give the own products their scratch."""
     cdef Plan plan
     plan.team = max(1, min(team, MAX_TEAM))
+    plan.slow_blas = (own & SLOW_BLAS) != 0
     plan.packed, plan.tn, plan.tn_length = NULL, NULL, 0
     plan.layer, plan.layer_length = NULL, 0
     return plan
@@ -1388,7 +1392,7 @@ cdef void _own_layers(Plan* plan, int own, floating[::1] layer) noexcept:
 cdef inline bint _layer_suits(const Plan* plan, Py_ssize_t m, int n, int k) noexcept nogil:
     """Whether C[m, n] = A[m, k] @ op(W) over all m rows of a call runs the own product
     (the same answer in every thread of a team)."""
-    return (plan.layer != NULL and bptt_layer_suits(m, n, k)
+    return (plan.layer != NULL and bptt_layer_suits(m, n, k, plan.slow_blas)
             and bptt_packed_length(k, min(n, BPTT_LAYER_CHUNK)) <= plan.layer_length)
 
 
@@ -1455,8 +1459,9 @@ cdef inline void _gemm_tn(const Plan* plan, int j, Part part, int m, int n, int 
     n), computed by thread j: the kernels' own float32 product when the plan has its
     scratch and the shape suits it (bptt_tn_suits), else BLAS on the part."""
     if floating is float:
-        if plan.tn != NULL and bptt_tn_suits(m, n, k) and bptt_tn_range_scratch_length(
-                part.i1 - part.i0, n, k, part.p0, part.p1) <= plan.tn_length:
+        if (plan.tn != NULL and bptt_tn_suits(m, n, k, plan.slow_blas)
+                and bptt_tn_range_scratch_length(part.i1 - part.i0, n, k, part.p0,
+                                                 part.p1) <= plan.tn_length):
             bptt_matmul_tn_panels_f(part.i1 - part.i0, n, k, a + part.i0, m, b, n,
                                     c + <Py_ssize_t>part.i0 * n, n, accumulate,
                                     plan.tn + j * plan.tn_length, part.p0, part.p1)

@@ -120,11 +120,13 @@ static inline int bptt_panels_fit(ptrdiff_t n)
    ran at 1.0-1.5x BLAS, 1-2 % of the step), so a wide A goes to BLAS. A B over a
    vocabulary does too (113 against 133-136 GFLOP/s), and so does a product over
    few rows, m n k <= BPTT_MIN_WORK (over 50 rows at batch 1, 128 x 128 ran at 0.96x
-   BLAS; BLAS's own speed steps up at about 10^6). */
-static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+   BLAS; BLAS's own speed steps up at about 10^6). These limits hold against BLAS's
+   AVX-512 kernels; against older ones (slow_blas: AVX2 kernels on an AVX-512 CPU, at
+   about half the speed) the own product also takes a wide A and few rows. */
+static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int slow_blas)
 {
-    return m <= BPTT_TN_MAX_M && n <= BPTT_TN_MAX_N && bptt_panels_fit(n)
-           && m * n * k > BPTT_MIN_WORK;
+    return n <= BPTT_TN_MAX_N && bptt_panels_fit(n)
+           && (slow_blas || (m <= BPTT_TN_MAX_M && m * n * k > BPTT_MIN_WORK));
 }
 
 /* The layer products C[m, n] = A[m, k] @ op(W) over all the stacked steps (X V,
@@ -135,11 +137,13 @@ static inline int bptt_tn_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
    at 128 x 512 and even elsewhere, though each product alone ran at 1.02-1.10x BLAS),
    at most BPTT_LAYER_MAX_K deep (over a vocabulary's 10^4 rows dO W^T ran at 0.88x
    BLAS), a width that wastes little of the panels, and more than BPTT_MIN_WORK
-   multiply-adds (over the 50 rows of batch 1 they ran at 0.72-0.81x BLAS). */
-static inline int bptt_layer_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+   multiply-adds (over the 50 rows of batch 1 they ran at 0.72-0.81x BLAS). Against
+   BLAS's older kernels (slow_blas, as for bptt_tn_suits) they take every op(W) up to
+   BPTT_LAYER_MAX_K deep whose width fits the panels. */
+static inline int bptt_layer_suits(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int slow_blas)
 {
-    return (k <= BPTT_NR || n <= BPTT_NR) && k <= BPTT_LAYER_MAX_K && bptt_panels_fit(n)
-           && m * n * k > BPTT_MIN_WORK;
+    return k <= BPTT_LAYER_MAX_K && bptt_panels_fit(n)
+           && (slow_blas || ((k <= BPTT_NR || n <= BPTT_NR) && m * n * k > BPTT_MIN_WORK));
 }
 
 /* floats of the scratch A^T B needs for panels [p0, p1) of C[m, n] = A^T B over k

@@ -585,22 +585,19 @@ def environment(threads: list[int], thread_note: str) -> dict:
             "openblas_core": cores, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
-# OpenBLAS's cores (threadpoolctl's "architecture") whose sgemm kernels use AVX-512
-AVX512_BLAS_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
-
-
 def blas_note(cores: list[str] | None, coretype: str | None) -> str | None:
-    """A warning for a CPU that runs the own AVX-512 products while OpenBLAS runs older
-    kernels (cores: threadpoolctl's names; coretype: OPENBLAS_CORETYPE): the products
-    left to BLAS then run at about half speed, which the thresholds of the own products
-    (measured against OpenBLAS's AVX-512 kernels) do not assume."""
-    slow = [c for c in cores or [] if c not in AVX512_BLAS_CORES and c != "?"]
+    """A note for a CPU that runs the own AVX-512 products while OpenBLAS runs older
+    kernels (cores: threadpoolctl's names; coretype: OPENBLAS_CORETYPE): BLAS then runs
+    at about half speed, and the kernels give their own products more shapes."""
+    slow = [c for c in cores or []
+            if c not in _threads.AVX512_BLAS_CORES and c != "?"]
     if not _kernels.OWN_PRODUCTS or not slow:
         return None
     forced = f" (OPENBLAS_CORETYPE={coretype})" if coretype else ""
     return (f"note: OpenBLAS runs its {', '.join(slow)} kernels on this AVX-512 CPU"
-            f"{forced}: the products the kernels leave to BLAS run at about half speed; "
-            "bench/README.md, 'What the figures depend on'")
+            f"{forced}, at about half the speed of its AVX-512 ones; the kernels' own "
+            "products take more of the step's products (bench/README.md, 'What the "
+            "figures depend on')")
 
 
 def thread_counts(text: str) -> list[int]:

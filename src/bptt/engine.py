@@ -38,7 +38,7 @@ LOSS_CODES = {loss.name.lower(): int(loss) for loss in _kernels.Loss}
 # rows x units of scratch that predict, evaluate and log_prob use per chunk of steps
 EVALUATION_ROWS = 2**22
 _RECURSION, _LAYERS = int(_kernels.Product.RECURSION), int(_kernels.Product.LAYERS)
-_TN = int(_kernels.Product.TN)
+_TN, _SLOW_BLAS = int(_kernels.Product.TN), int(_kernels.Product.SLOW_BLAS)
 
 
 class Plan(NamedTuple):
@@ -123,9 +123,10 @@ class Engine:
         # product this model may run (float32 on a CPU with AVX-512)
         self._width = max(n_hidden, n_out if class_starts is None else 0)
         self._all_own = _RECURSION | _LAYERS | _TN \
+            | (_SLOW_BLAS if _threads.slow_blas() else 0) \
             if _kernels.OWN_PRODUCTS and dtype == np.float32 else 0
         self._layer_length = _kernels.layer_scratch_length(
-            n_in, n_hidden, n_out if class_starts is None else 0)
+            n_in, n_hidden, n_out if class_starts is None else 0, self._all_own)
 
     # ------------------------------------------------------------ product and thread policy
     # How the kernels run a call: the threads of their own team, BLAS's threads, and
@@ -161,7 +162,9 @@ class Engine:
         CPUs with AVX-512, in float32, when BLAS runs on one thread (serial_blas), all
         of them: the recursions from U packed once per call and, where the header's
         bptt_layer_suits and bptt_tn_suits say so, the layer products from V, W or W^T
-        packed once per call and the weight gradients' A^T B. With BLAS on more threads
+        packed once per call and the weight gradients' A^T B; with SLOW_BLAS when
+        OpenBLAS runs older kernels than the CPU has (bptt.threads.slow_blas), which lets
+        those predicates give the own products more shapes. With BLAS on more threads
         (a team of one while BLAS keeps its threads) BLAS runs everything."""
         return self._all_own if serial_blas else 0
 
@@ -186,7 +189,7 @@ class Engine:
         length = self._tn_lengths.get(key)
         if length is None:
             H, O, I = self.n_hidden, self.n_out, self.n_in
-            length = max(_kernels.tn_scratch_length(m, n, rows, team)
+            length = max(_kernels.tn_scratch_length(m, n, rows, team, own)
                          for m, n in ((H, H), (H, O), (I, H))) if own & _TN else 0
             self._tn_lengths[key] = length
         return self.workspace.get("tn_scratch", (team, length) if length else (0, 0),

@@ -70,6 +70,7 @@ from __future__ import annotations
 import ctypes
 import os
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -81,7 +82,7 @@ _wait_policy_set = _WAIT_POLICY not in os.environ and any(_PRIVATE_RUNTIME.glob(
 if _wait_policy_set:
     os.environ[_WAIT_POLICY] = "passive"
 try:
-    from . import _kernels  # noqa: F401  (loads the BLAS the kernels are linked against)
+    from . import _kernels  # (also loads the BLAS the kernels are linked against)
     from . import _team
 finally:
     if _wait_policy_set:
@@ -122,28 +123,63 @@ def _threadpoolctl_libs():
     return own or blas.lib_controllers
 
 
-def _ctypes_lib():
-    """(set, get) C functions of SciPy's OpenBLAS found through /proc/self/maps, or None."""
+def _openblas_functions(*names: str) -> tuple | None:
+    """The C functions `names` (without prefix and suffix) of SciPy's OpenBLAS, found
+    through /proc/self/maps (SciPy's copy first), or None."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
     except OSError:
         return None
     dirs = _scipy_dirs()
-    ordered = sorted(paths, key=lambda p: not any(p.startswith(d) for d in dirs))
-    for path in ordered:
+    for path in sorted(paths, key=lambda p: not any(p.startswith(d) for d in dirs)):
         lib = ctypes.CDLL(path)
         for prefix in ("scipy_openblas", "openblas"):
             for suffix in ("", "64_"):
                 try:
-                    setter = getattr(lib, f"{prefix}_set_num_threads{suffix}")
-                    getter = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+                    return tuple(getattr(lib, f"{prefix}_{name}{suffix}") for name in names)
                 except AttributeError:
                     continue
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                getter.argtypes, getter.restype = [], ctypes.c_int
-                return setter, getter
     return None
+
+
+def _ctypes_lib():
+    """(set, get) thread-count functions of SciPy's OpenBLAS, or None."""
+    found = _openblas_functions("set_num_threads", "get_num_threads")
+    if found is None:
+        return None
+    setter, getter = found
+    setter.argtypes, setter.restype = [ctypes.c_int], None
+    getter.argtypes, getter.restype = [], ctypes.c_int
+    return setter, getter
+
+
+# OpenBLAS's cores (its names for its kernel families) whose sgemm uses AVX-512
+AVX512_BLAS_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
+
+
+@lru_cache(maxsize=None)
+def blas_core() -> str | None:
+    """The kernel family SciPy's OpenBLAS runs ("SkylakeX", "Haswell", ...; it is chosen
+    when the library loads, by the CPU or OPENBLAS_CORETYPE), None when unknown."""
+    libs = _threadpoolctl_libs()
+    if libs and getattr(libs[0], "architecture", None):
+        return str(libs[0].architecture)
+    found = _openblas_functions("get_corename")
+    if found is None:
+        return None
+    found[0].argtypes, found[0].restype = [], ctypes.c_char_p
+    name = found[0]()
+    return name.decode() if name else None
+
+
+def slow_blas() -> bool:
+    """Whether the kernels' own AVX-512 products run on this CPU while OpenBLAS runs
+    older kernels (AVX2 or less, at about half their speed): the own products then
+    take more shapes (bptt.engine, Product.SLOW_BLAS)."""
+    core = blas_core()
+    return bool(_kernels.OWN_PRODUCTS) and core is not None and core.lower() not in {
+        c.lower() for c in AVX512_BLAS_CORES}
 
 
 def _blas_threads() -> int | None:
