@@ -60,7 +60,9 @@ def run(python: str, without: str | None, case: int, seconds: float) -> float:
     command = [python, __file__, "--child", str(case), "--seconds", str(seconds)]
     if without:
         command += ["--child-without", without]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd="/")
+    out = subprocess.run(command, capture_output=True, text=True, cwd="/")
+    if out.returncode != 0:
+        sys.exit(f"{python} failed on case {case}:\n{out.stderr}")
     return float(out.stdout.split()[-1])
 
 
