@@ -158,7 +158,7 @@ def forward_hidden(const floating[:, ::1] X, const Py_ssize_t[::1] tokens,
     team: threads of the kernels' own team (1: serial)
     own: the own products that may run (Product bits)
     packed (packed_length(H),) or empty: scratch for U packed (Product.RECURSION)
-    layer (layer_scratch_length(I, H, O),) or empty: scratch for V packed (Product.LAYERS)
+    layer (layer_scratch_length(I, H, O, own),) or empty: V packed (Product.LAYERS)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     resets (T*B,) or None / empty: state-reset flags (see "State resets" above)
     saved (B, H): scratch, needed with resets
@@ -671,7 +671,7 @@ def forward_output(const floating[:, ::1] S, const floating[:, ::1] W,
     Y (N, O): out
     team: threads of the kernels' own team (1: serial), which split the rows
     own: the own products that may run (Product bits)
-    layer (layer_scratch_length(I, H, O),) or empty: scratch for W packed (Product.LAYERS)
+    layer (layer_scratch_length(I, H, O, own),) or empty: W packed (Product.LAYERS)
     """
     cdef Py_ssize_t n_rows = S.shape[0]
     cdef int j = 0, n = 1, H = S.shape[1], O = W.shape[1]
@@ -740,7 +740,7 @@ def output_loss_delta(const floating[:, ::1] S, const floating[:, ::1] W,
     team: threads of the kernels' own team (1: serial), which split the rows; their
       losses are summed per thread, then in thread order
     own: the own products that may run (Product bits)
-    layer (layer_scratch_length(I, H, O),) or empty: scratch for W packed (Product.LAYERS)
+    layer (layer_scratch_length(I, H, O, own),) or empty: W packed (Product.LAYERS)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     row_loss (N,) or None: out, each row's weighted loss
     """
@@ -806,8 +806,7 @@ def output_backward(const floating[:, ::1] S, const floating[:, ::1] dO,
       E by rows
     own: the own products that may run (Product bits)
     tn_scratch (team, tn_scratch_length(...)) or empty: the own A^T B's (Product.TN)
-    layer (layer_scratch_length(I, H, O),) or empty: scratch for W^T packed
-      (Product.LAYERS)
+    layer (layer_scratch_length(I, H, O, own),) or empty: W^T packed (Product.LAYERS)
     prof (len(PROFILE_PHASES),) or None: seconds per phase added (None: no timing)
     """
     cdef int j = 0, n = 1
