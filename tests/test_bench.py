@@ -219,12 +219,12 @@ def test_the_table_footer_explains_its_columns(rows, capsys, monkeypatch):
     assert out.index(bench.HEADER) < out.index("share of GEMM limit: the time those FLOPs")
 
 
-def test_blas_note_names_older_blas_kernels_on_an_avx512_cpu(monkeypatch):
-    monkeypatch.setattr(_kernels, "OWN_PRODUCTS", True)
-    note = bench.blas_note(["Haswell"], "Haswell")
+def test_blas_note_follows_the_kernels_blas_policy(monkeypatch):
+    from bptt import threads
+    monkeypatch.setattr(threads, "blas_core", lambda: "Haswell")
+    monkeypatch.setattr(threads, "slow_blas", lambda: True)
+    note = bench.blas_note("Haswell")
     assert note is not None and "Haswell kernels" in note and "OPENBLAS_CORETYPE=Haswell" in note
-    assert "OPENBLAS_CORETYPE" not in bench.blas_note(["Zen"], None)
-    for quiet in (["SkylakeX"], ["SapphireRapids", "SkylakeX"], ["?"], [], None):
-        assert bench.blas_note(quiet, None) is None
-    monkeypatch.setattr(_kernels, "OWN_PRODUCTS", False)       # no own products: no note
-    assert bench.blas_note(["Haswell"], "Haswell") is None
+    assert "OPENBLAS_CORETYPE" not in bench.blas_note(None)
+    monkeypatch.setattr(threads, "slow_blas", lambda: False)   # AVX-512 kernels, or no own
+    assert bench.blas_note("SkylakeX") is None                 # products: no note

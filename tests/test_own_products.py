@@ -9,8 +9,10 @@ float64 reference. The shapes reach every choice the kernels make: a single row 
 1), partial row tiles, widths that are not a multiple of 64, more than one block of 128
 rows, products whose C exceeds 1 MiB (blocks of up to 1024 rows, groups of panels),
 A^T B left to BLAS (an A wider than 256 columns, a B wider than 1024, widths that
-waste the panels), layer products left to BLAS (a C or an op(W) deeper than 1024,
-batch 1's few rows), T = 1, h0, truncation and untied weights. tests/test_products.py
+waste the panels), layer products left to BLAS (an op(W) deeper than 1024, or with
+neither side 64 or less, batch 1's few rows), T = 1, h0, truncation and untied
+weights; each under both policies (BLAS with AVX-512 kernels, and slow BLAS, where
+the own products take more of those shapes: Product.SLOW_BLAS). tests/test_products.py
 checks the header's products themselves.
 """
 import numpy as np
@@ -37,7 +39,7 @@ def blas_speed(monkeypatch):
     pin(False)
     return pin
 
-SHAPES = [  # T, B, I, H, O
+SHAPES = [  # T, B, I, H, O; the comments say what BLAS with AVX-512 kernels leaves to BLAS
     (9, 1, 3, 70, 5),          # batch 1: single-row tiles, n = 70 (a partial vector)
     (6, 7, 5, 64, 3),          # 7 rows: a full tile of 6 and a tile of 1
     (1, 4, 2, 20, 2),          # T = 1: no recurrent product
@@ -174,32 +176,43 @@ def test_untied_weights_use_own_weight_gradients():
         assert relative_error(own[name], blas[name]) < 1e-5, name
 
 
-@pytest.mark.parametrize("O", [64, 1100])
+LAYER_CASES = {   # name: (slow BLAS, H, O, which of X V, S W (loss), S W, dO W^T pack)
+    "thin": (False, 64, 64, [True, True, True, True]),
+    "S-W-two-chunks": (False, 64, 1100, [True, True, True, False]),       # dO W^T 1100 deep
+    "transposed-two-chunks": (False, 1100, 64, [True, False, False, True]),  # S W 1100 deep
+    "neither-side-thin": (False, 128, 192, [True, False, False, False]),
+    "neither-side-thin-slow-blas": (True, 128, 192, [True, True, True, True]),
+}
+
+
+@pytest.mark.parametrize("case_name", LAYER_CASES)
 @pytest.mark.parametrize("team", [1, 2, 3])
-def test_layer_products_run_from_packed_weights(team, O, monkeypatch, restored):
-    """X V, S W (with the loss, and for inference) and dO W^T each pack their op(W)
-    into the plan's `layer` scratch (a scratch of NaN is overwritten) and give BLAS's
-    results, on a team of any size
-    (each thread packs a share of the panels, then multiplies its rows). With O =
-    1100, S W packs W (64 deep) in two chunks of columns, and dO W^T (1100 deep) is
-    BLAS's."""
+def test_layer_products_run_from_packed_weights(team, case_name, monkeypatch, restored,
+                                                blas_speed):
+    """X V, S W (with the loss, and for inference) and dO W^T pack their op(W) into the
+    plan's `layer` scratch where bptt_layer_suits gives them the own product (a scratch
+    of NaN is overwritten) and give BLAS's results, on a team of any size (each thread
+    packs a share of a chunk's panels, then multiplies its rows): op(W) 64 deep or wide;
+    wider than 1024 in chunks of columns (W, and W^T read from W's rows); neither side
+    64 or less only against slow BLAS; deeper than 1024 never."""
+    slow, H, O, expected = LAYER_CASES[case_name]
+    blas_speed(slow)
     monkeypatch.setattr(bptt.threads, "team_size", lambda B, width: team)
     monkeypatch.setattr(bptt.threads, "_MULTI_THREAD_MIN_BH", 0)
-    case = make_case(T=20, B=22, I=40, H=64, O=O, dtype="float32", seed=5)
+    case = make_case(T=20, B=22, I=40, H=H, O=O, dtype="float32", seed=5)
     net, engine = case.net, case.net.engine
     inputs = _checks.check_inputs(case.X, net.n_in, net.dtype)
     targets = _checks.check_model_targets(net, case.D, inputs.T, inputs.B)
     weights = np.ones(inputs.T * inputs.B, np.float32)
     rows = inputs.T * inputs.B
-    assert rows * 64 * 40 > 2**20 and rows * O * 64 > 2**20   # every product suits
-
+    assert rows * H * 40 > 2**20 and rows * O * H > 2**20   # above the work bound
     dO = np.random.default_rng(6).standard_normal((rows, O)).astype(np.float32)
 
     def run(own: bool) -> dict:
         W = net.parameters()["W"]
-        S = np.empty((inputs.T, inputs.B, 64), np.float32)
+        S = np.empty((inputs.T, inputs.B, H), np.float32)
         out = {"S": S, "Y": np.empty((rows, O), np.float32),
-               "E": np.empty((rows, 64), np.float32), "dW": np.empty_like(W),
+               "E": np.empty((rows, H), np.float32), "dW": np.empty_like(W),
                "db_o": np.empty(O, np.float32)}
         packed_after = []
         with bptt.blas_threads(1), engine.section(inputs.B):
@@ -207,13 +220,14 @@ def test_layer_products_run_from_packed_weights(team, O, monkeypatch, restored):
                 engine.plan = engine.plan._replace(own=0)
             assert engine.plan.team == team
             layer = engine.layer_scratch()
+            assert (layer.size > 0) == own
             for call in (
                     lambda: engine.forward_states(inputs, None, S),                 # X V
                     lambda: out.update(loss=np.array(engine.output_layer(           # S W
                         S, targets, weights, None, None))),
-                    lambda: engine.outputs(S.reshape(rows, 64), out["Y"]),           # S W
+                    lambda: engine.outputs(S.reshape(rows, H), out["Y"]),            # S W
                     lambda: _kernels.output_backward(                               # dO W^T
-                        S.reshape(rows, 64), dO, W, out["dW"], out["db_o"], out["E"],
+                        S.reshape(rows, H), dO, W, out["dW"], out["db_o"], out["E"],
                         np.ones(rows, np.float32), *engine.plan, engine.tn_scratch(rows),
                         layer)):
                 layer[:] = np.nan
@@ -222,7 +236,6 @@ def test_layer_products_run_from_packed_weights(team, O, monkeypatch, restored):
         return {"packed": packed_after, **out}
 
     own, blas = run(True), run(False)
-    assert own["packed"] == [True, True, True, O <= 1024]
-    assert blas["packed"] == [False, False, False, False]
+    assert own["packed"] == expected
     for name in ("S", "loss", "Y", "E", "dW", "db_o"):
         assert relative_error(own[name], blas[name]) < 1e-5, name

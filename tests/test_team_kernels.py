@@ -133,8 +133,9 @@ def test_threads_without_rows(B, on_threads):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_own_products_split_between_threads(dtype, on_threads):
-    """In float32 (with AVX-512) the team runs the packed recursion, the own layer
-    products and the own A^T B on its shares; results equal the one-thread ones."""
+    """In float32 (with AVX-512) the plan of a team has the packed recursion, the own
+    layer products and the own A^T B, with a row of A^T B scratch per thread (their
+    results against one thread: test_team_matches_one_thread)."""
     net, X, D, kwargs = make("dense", dtype)
     on_threads(2, net, lambda: net.loss_and_grad(X, D))
     expected = _kernels.Product.RECURSION | _kernels.Product.TN | _kernels.Product.LAYERS \

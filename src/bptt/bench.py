@@ -585,16 +585,15 @@ def environment(threads: list[int], thread_note: str) -> dict:
             "openblas_core": cores, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
-def blas_note(cores: list[str] | None, coretype: str | None) -> str | None:
-    """A note for a CPU that runs the own AVX-512 products while OpenBLAS runs older
-    kernels (cores: threadpoolctl's names; coretype: OPENBLAS_CORETYPE): BLAS then runs
-    at about half speed, and the kernels give their own products more shapes."""
-    slow = [c for c in cores or []
-            if c not in _threads.AVX512_BLAS_CORES and c != "?"]
-    if not _kernels.OWN_PRODUCTS or not slow:
+def blas_note(coretype: str | None) -> str | None:
+    """A note when the kernels count BLAS as slow (bptt.threads.slow_blas: the own
+    AVX-512 products run while OpenBLAS runs older kernels, at about half the speed of
+    its AVX-512 ones) and so give their own products more shapes; coretype:
+    OPENBLAS_CORETYPE."""
+    if not _threads.slow_blas():
         return None
     forced = f" (OPENBLAS_CORETYPE={coretype})" if coretype else ""
-    return (f"note: OpenBLAS runs its {', '.join(slow)} kernels on this AVX-512 CPU"
+    return (f"note: OpenBLAS runs its {_threads.blas_core()} kernels on this AVX-512 CPU"
             f"{forced}, at about half the speed of its AVX-512 ones; the kernels' own "
             "products take more of the step's products (bench/README.md, 'What the "
             "figures depend on')")
@@ -654,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = 1.0 if args.quick else 10.0
     env = environment(args.threads, thread_note)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
-    note = blas_note(env["openblas_core"], env["OPENBLAS_CORETYPE"])
+    note = blas_note(env["OPENBLAS_CORETYPE"])
     if note:
         print(note)
     if not args.no_torch and env["torch"] is None:

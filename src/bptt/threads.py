@@ -161,10 +161,15 @@ AVX512_BLAS_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
 @lru_cache(maxsize=None)
 def blas_core() -> str | None:
     """The kernel family SciPy's OpenBLAS runs ("SkylakeX", "Haswell", ...; it is chosen
-    when the library loads, by the CPU or OPENBLAS_CORETYPE), None when unknown."""
+    when the library loads, by the CPU or OPENBLAS_CORETYPE), None when unknown or the
+    BLAS is not OpenBLAS."""
     libs = _threadpoolctl_libs()
-    if libs and getattr(libs[0], "architecture", None):
-        return str(libs[0].architecture)
+    if libs:        # threadpoolctl's "architecture" is OpenBLAS's core only for OpenBLAS
+        first = libs[0]
+        if getattr(first, "internal_api", None) != "openblas":
+            return None
+        if getattr(first, "architecture", None):
+            return str(first.architecture)
     found = _openblas_functions("get_corename")
     if found is None:
         return None
